@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+// virtform: a declarative reconciler for libvirt hypervisors, shared iSCSI storage and DHCP.
+// See docs/architecture.md for what each target owns and how data flows between them.
+import PackageDescription
+
+let package = Package(
+    name: "virtform",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "virtform", targets: ["virtform"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System-library shims: nothing but the C headers.
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CISCSI", pkgConfig: "libiscsi", providers: [.apt(["libiscsi-dev"])]),
+
+        // The pure model: objects, identities, quantities, semantic validation. No I/O.
+        .target(name: "VirtformModel"),
+
+        // YAML ⇄ model with source locations, manifest loading, the JSON Schema.
+        .target(name: "VirtformManifests", dependencies: ["CYAML", "VirtformModel"]),
+
+        // Every `virtform` subcommand, as a library so each one is testable.
+        .target(name: "VirtformCommands", dependencies: [
+            "VirtformModel", "VirtformManifests",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // The thin executable.
+        .executableTarget(name: "virtform", dependencies: ["VirtformCommands"]),
+
+        // Benchmarks (not timed tests): `swift run -c release virtform-bench`.
+        .executableTarget(name: "virtform-bench", dependencies: ["VirtformModel", "VirtformManifests"]),
+
+        .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
+        .testTarget(name: "VirtformManifestsTests", dependencies: ["VirtformManifests", "VirtformModel"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+
+/// Where a command writes. Commands never call `print` directly, so tests can capture what they
+/// say and whether it would be coloured.
+public struct Output: Sendable {
+    public var write: @Sendable (String) -> Void
+    public var writeError: @Sendable (String) -> Void
+    /// Colour and other terminal niceties are used only on a terminal, and never with NO_COLOR set.
+    public var useColor: Bool
+
+    public init(write: @escaping @Sendable (String) -> Void, writeError: @escaping @Sendable (String) -> Void, useColor: Bool) {
+        self.write = write
+        self.writeError = writeError
+        self.useColor = useColor
+    }
+
+    public static let standard = Output(
+        write: { text in FileHandle.standardOutput.write(Data(text.utf8)) },
+        writeError: { text in FileHandle.standardError.write(Data(text.utf8)) },
+        useColor: isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+    )
+
+    @TaskLocal public static var current = Output.standard
+
+    public func line(_ text: String = "") { write(text + "\n") }
+    public func errorLine(_ text: String) { writeError(text + "\n") }
+
+    public func paint(_ text: String, _ color: Color) -> String {
+        useColor ? "\u{1B}[\(color.rawValue)m\(text)\u{1B}[0m" : text
+    }
+
+    public enum Color: String, Sendable {
+        case red = "31"
+        case green = "32"
+        case yellow = "33"
+        case cyan = "36"
+        case bold = "1"
+        case dim = "2"
+    }
+}
+
+/// Output formats shared by the commands that report.
+public enum ReportFormat: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case text
+    case json
+}

@@ -1,0 +1,139 @@
+import VirtformModel
+
+/// The manifest language: the envelope every document shares and the `spec` of each kind.
+public enum ManifestSchema {
+    static let labels = Shape.stringMap(key: .labelKey, value: .labelValue)
+    static let annotations = Shape.stringMap(key: .any, value: .any)
+    static let names = Shape.list(.string(.name), unique: true)
+
+    public static let metadata = ObjectShape("Identity of the object.", [
+        .required("name", .string(.name), "Unique among objects of this kind (for VMs: within the project; for images: within the project)."),
+        Field("labels", labels, "Labels for selection, e.g. `segment: odd`."),
+        Field("annotations", annotations, "Free-form notes; never interpreted."),
+    ])
+
+    public static let envelope = ObjectShape("A virtform manifest document.", [
+        .required("apiVersion", .choice([manifestAPIVersion]), "Version of the manifest language."),
+        .required("kind", .choice(Kind.allCases.map(\.rawValue)), "What the document declares."),
+        .required("metadata", .object(metadata), "Name, labels and annotations."),
+        .required("spec", .object(ObjectShape("", [])), "The declaration itself; its fields depend on the kind."),
+    ])
+
+    /// The `spec` of each kind.
+    public static func spec(of kind: Kind) -> ObjectShape {
+        switch kind {
+        case .host: return host
+        case .cluster: return cluster
+        case .storagePool: return storagePool
+        case .storageProject: return storageProject
+        case .image: return image
+        case .network: return network
+        case .dhcpServer: return dhcpServer
+        case .virtualMachine: return virtualMachine
+        case .networkBinding: return networkBinding
+        }
+    }
+
+    static let host = ObjectShape("One hypervisor.", [
+        .required("uri", .string(.uri), "libvirt connection URI, e.g. qemu+ssh://root@vm-host1/system."),
+        .required("capacity", .object(ObjectShape("What the host may give to guests.", [
+            .required("memory", .byteSize, "Memory for guests (excluding the host's own)."),
+            .required("vcpus", .integer(1...4096), "Virtual CPUs for guests."),
+            Field("maxGuests", .integer(1...10_000), "Most guests the host may run at once."),
+        ])), "What the host may give to guests."),
+        Field("bridges", names, "Bridge names the host offers to guests, e.g. [fe0, be0]."),
+        Field("migrationAddress", .string(.hostname), "Address for live-migration traffic to this host (IP or host name)."),
+        Field("maintenance", .boolean, "In maintenance the host takes no new guests. Default false."),
+    ])
+
+    static let cluster = ObjectShape("Hosts that share storage and network names.", exactlyOne: [["hosts", "hostSelector"]], [
+        Field("hosts", .list(.string(.name), minItems: 1, unique: true), "Member hosts by name."),
+        Field("hostSelector", labels, "Member hosts by labels (all must match)."),
+        .required("placement", .object(ObjectShape("How guests are placed on members.", [
+            .required("policy", .choice(["pack", "spread"]), "pack: fill a host up to maxGuestsPerHost first; spread: least-loaded host."),
+            Field("maxGuestsPerHost", .integer(1...10_000), "For pack: guests per host before the next is used."),
+        ])), "Placement policy."),
+        Field("rebalance", .object(ObjectShape("Moving running guests to even out load (live migration).", [
+            Field("mode", .choice(Rebalance.Mode.allCases.map(\.rawValue)), "off (default), manual (planned, applied on request) or automatic."),
+            Field("thresholdPercent", .integer(1...100), "Rebalance when memory use differs by more than this. Default 20."),
+            Field("maxMigrationsPerRun", .integer(1...1_000), "Most live migrations in one apply. Default 2."),
+        ])), "Rebalancing settings."),
+        Field("ha", .object(ObjectShape("Restarting guests of a failed host elsewhere.", [
+            Field("enabled", .boolean, "Default false."),
+            Field("hostFailuresToTolerate", .integer(1...64), "Host failures to keep room for. Default 1."),
+        ])), "High-availability settings."),
+    ])
+
+    static let storagePool = ObjectShape("A storage system that holds projects and LUNs.", [
+        .required("driver", .choice(StoragePool.Driver.allCases.map(\.rawValue)), "btrfs, dir or zfs."),
+        Field("path", .string(.absolutePath), "btrfs/dir: the pool's mount point or folder."),
+        Field("dataset", .string(.any), "zfs: the parent dataset, e.g. tank/virtform."),
+        Field("ssh", .string(.any), "zfs: user@host to run zfs commands on; local when absent."),
+        Field("export", .object(ObjectShape("iSCSI export of the pool's LUNs.", [
+            .required("driver", .choice(ISCSIExport.Driver.allCases.map(\.rawValue)), "tgt or lio."),
+            .required("portal", .string(.hostPort), "address:port of the iSCSI portal."),
+            .required("iqnPrefix", .string(.iqnPrefix), "Targets are named <iqnPrefix>:<project>.<lun>."),
+            Field("initiators", .list(.string(.any), unique: true), "Initiator IQNs allowed to log in; all when absent."),
+        ])), "How LUNs are exported."),
+    ])
+
+    static let storageProject = ObjectShape("A folder of LUNs on a pool.", [
+        .required("pool", .string(.name), "The StoragePool it lives on."),
+        Field("quota", .byteSize, "Most space the project may use."),
+    ])
+
+    static let image = ObjectShape("A master image LUN and its snapshots.", [
+        .required("project", .string(.name), "The StorageProject holding it, e.g. masters."),
+        Field("size", .byteSize, "Size of the LUN (an empty one when there is no source)."),
+        Field("source", .string(.absolutePath), "A raw image file imported as the LUN's content."),
+        Field("snapshots", names, "Read-only snapshots to keep, e.g. [version-01]."),
+    ])
+
+    static let network = ObjectShape("A logical network.", [
+        .required("bridge", .string(.name), "The bridge every host offers for it, e.g. fe0."),
+        .required("subnet", .string(.subnet), "IPv4 subnet, e.g. 192.168.76.0/24."),
+        Field("gateway", .string(.ipv4), "Default gateway handed out by DHCP."),
+        Field("dhcpServer", .string(.name), "The DHCPServer serving this network's bindings."),
+    ])
+
+    static let dhcpServer = ObjectShape("One DHCP server, or an HA pair.", [
+        .required("driver", .choice(DHCPServer.Driver.allCases.map(\.rawValue)), "kea or dnsmasq."),
+        .required("endpoints", .list(.object(ObjectShape("How to reach one server.", [
+            .required("name", .string(.name), "Name of this peer."),
+            Field("controlSocket", .string(.absolutePath), "kea: path of the unix control socket."),
+            Field("url", .string(.uri), "kea: URL of the control agent."),
+            Field("hostsFile", .string(.absolutePath), "dnsmasq: its --dhcp-hostsfile."),
+            Field("pidFile", .string(.absolutePath), "dnsmasq: its pid file, to signal a reload."),
+        ])), minItems: 1, maxItems: 2), "One endpoint, or two for an HA pair."),
+    ])
+
+    static let virtualMachine = ObjectShape("A guest; its libvirt domain is named project:name.", [
+        .required("project", .string(.name), "The StorageProject it belongs to, e.g. appl-1."),
+        Field("type", .choice(VirtualMachine.VirtualizationType.allCases.map(\.rawValue)), "hvm (default) or pv."),
+        .required("memory", .byteSize, "Memory, e.g. 1024 (MiB) or 1GiB."),
+        .required("vcpus", .integer(1...512), "Virtual CPUs."),
+        Field("disk", .object(ObjectShape("The boot disk, cloned from a master snapshot.", [
+            .required("from", .string(.snapshotReference), "project/image@snapshot, e.g. masters/osol-0811@version-01."),
+            Field("size", .byteSize, "Grow the clone to this size."),
+        ])), "Boot disk; a VM without one boots from the network."),
+        Field("interfaces", .list(.object(ObjectShape("A network interface.", [
+            Field("name", .string(.name), "Unique in the VM; defaults to the network's name."),
+            .required("network", .string(.name), "The Network it is on."),
+            Field("mac", .string(.mac), "Fixed MAC; derived from project, VM and interface when absent."),
+        ]))), "Network interfaces."),
+        .required("placement", .object(ObjectShape("Where the VM may run.", exactlyOne: [["host", "cluster"]], [
+            Field("host", .string(.name), "Pin to this host."),
+            Field("cluster", .string(.name), "Any suitable host of this cluster."),
+            Field("hostSelector", labels, "With cluster: only hosts with these labels, e.g. segment: odd."),
+        ])), "A host, or a cluster with constraints."),
+        Field("power", .choice(VirtualMachine.PowerState.allCases.map(\.rawValue)), "running (default) or stopped."),
+        Field("deletionProtection", .boolean, "Never delete this VM, even with --allow-destroy. Default false."),
+    ])
+
+    static let networkBinding = ObjectShape("A VM interface bound to an address and host name in DHCP.", [
+        .required("vm", .string(.vmReference), "The VM as project/name."),
+        .required("interface", .string(.name), "The VM interface's name."),
+        .required("address", .string(.ipv4), "IPv4 address inside the interface's network."),
+        .required("hostname", .string(.hostname), "Host name handed out with the address."),
+    ])
+}

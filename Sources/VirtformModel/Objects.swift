@@ -1,0 +1,385 @@
+// The objects of the manifest language. Each is a plain value: the manifests module builds them
+// from YAML, the planner compares them with what it observes. Field docs say what an operator writes.
+
+/// One hypervisor.
+public struct Host: SiteObject {
+    public static let kind = Kind.host
+    public var meta: ObjectMeta
+    /// libvirt connection URI, e.g. `qemu+ssh://root@vm-host1/system`.
+    public var uri: String
+    public var capacity: Capacity
+    /// Bridge names the host offers to guests (`fe0`, `be0`).
+    public var bridges: [String]
+    /// Address other hosts use to send live-migration traffic here.
+    public var migrationAddress: String?
+    /// A host in maintenance takes no new guests and is drained by rebalancing.
+    public var maintenance: Bool
+    public var provenance: Provenance
+
+    public init(meta: ObjectMeta, uri: String, capacity: Capacity, bridges: [String], migrationAddress: String? = nil,
+                maintenance: Bool = false, provenance: Provenance) {
+        self.meta = meta
+        self.uri = uri
+        self.capacity = capacity
+        self.bridges = bridges
+        self.migrationAddress = migrationAddress
+        self.maintenance = maintenance
+        self.provenance = provenance
+    }
+}
+
+public struct Capacity: Hashable, Sendable {
+    public var memory: ByteSize
+    public var vcpus: Int
+    public var maxGuests: Int?
+
+    public init(memory: ByteSize, vcpus: Int, maxGuests: Int? = nil) {
+        self.memory = memory
+        self.vcpus = vcpus
+        self.maxGuests = maxGuests
+    }
+}
+
+/// A set of hosts that share storage and network names, with a placement policy.
+public struct Cluster: SiteObject {
+    public static let kind = Kind.cluster
+    public var meta: ObjectMeta
+    public var members: Members
+    public var placement: PlacementPolicy
+    public var rebalance: Rebalance
+    public var highAvailability: HighAvailability
+    public var provenance: Provenance
+
+    public enum Members: Hashable, Sendable {
+        case hosts([String])
+        case selector([String: String])
+    }
+
+    public init(meta: ObjectMeta, members: Members, placement: PlacementPolicy, rebalance: Rebalance = .init(),
+                highAvailability: HighAvailability = .init(), provenance: Provenance) {
+        self.meta = meta
+        self.members = members
+        self.placement = placement
+        self.rebalance = rebalance
+        self.highAvailability = highAvailability
+        self.provenance = provenance
+    }
+}
+
+public enum PlacementPolicy: Hashable, Sendable {
+    /// Fill a host up to `maxGuestsPerHost` before using the next (the seed's "4-6 guests per host").
+    case pack(maxGuestsPerHost: Int)
+    /// Put each guest on the least-loaded eligible host.
+    case spread
+}
+
+/// DRS-like rebalancing, carried out by the cluster issue; validated now.
+public struct Rebalance: Hashable, Sendable {
+    public enum Mode: String, Sendable, CaseIterable { case off, manual, automatic }
+    public var mode: Mode
+    /// Rebalance when hosts' memory use differs by more than this many percentage points.
+    public var thresholdPercent: Int
+    public var maxMigrationsPerRun: Int
+
+    public init(mode: Mode = .off, thresholdPercent: Int = 20, maxMigrationsPerRun: Int = 2) {
+        self.mode = mode
+        self.thresholdPercent = thresholdPercent
+        self.maxMigrationsPerRun = maxMigrationsPerRun
+    }
+}
+
+/// HA restart of guests from a failed host, carried out by the cluster issue; validated now.
+public struct HighAvailability: Hashable, Sendable {
+    public var enabled: Bool
+    /// How many host failures the cluster keeps room for.
+    public var hostFailuresToTolerate: Int
+
+    public init(enabled: Bool = false, hostFailuresToTolerate: Int = 1) {
+        self.enabled = enabled
+        self.hostFailuresToTolerate = hostFailuresToTolerate
+    }
+}
+
+/// A storage system holding projects and LUNs.
+public struct StoragePool: SiteObject {
+    public static let kind = Kind.storagePool
+    public var meta: ObjectMeta
+    public var driver: Driver
+    /// Mount point (btrfs) or folder (dir).
+    public var path: String?
+    /// Parent dataset (zfs).
+    public var dataset: String?
+    /// `user@host` to run zfs commands over ssh; local when absent.
+    public var sshTarget: String?
+    public var export: ISCSIExport?
+    public var provenance: Provenance
+
+    public enum Driver: String, Sendable, CaseIterable { case btrfs, dir, zfs }
+
+    public init(meta: ObjectMeta, driver: Driver, path: String? = nil, dataset: String? = nil, sshTarget: String? = nil,
+                export: ISCSIExport? = nil, provenance: Provenance) {
+        self.meta = meta
+        self.driver = driver
+        self.path = path
+        self.dataset = dataset
+        self.sshTarget = sshTarget
+        self.export = export
+        self.provenance = provenance
+    }
+}
+
+/// How a pool's LUNs are exported over iSCSI.
+public struct ISCSIExport: Hashable, Sendable {
+    public enum Driver: String, Sendable, CaseIterable { case tgt, lio }
+    public var driver: Driver
+    public var portal: HostPort
+    /// Target names are `<iqnPrefix>:<project>.<lun>`.
+    public var iqnPrefix: String
+    /// Initiator IQNs allowed to log in; empty means all.
+    public var initiators: [String]
+
+    public init(driver: Driver, portal: HostPort, iqnPrefix: String, initiators: [String] = []) {
+        self.driver = driver
+        self.portal = portal
+        self.iqnPrefix = iqnPrefix
+        self.initiators = initiators
+    }
+}
+
+/// A folder of LUNs on a pool: `masters`, `appl-1`.
+public struct StorageProject: SiteObject {
+    public static let kind = Kind.storageProject
+    public var meta: ObjectMeta
+    public var pool: String
+    public var quota: ByteSize?
+    public var provenance: Provenance
+
+    public init(meta: ObjectMeta, pool: String, quota: ByteSize? = nil, provenance: Provenance) {
+        self.meta = meta
+        self.pool = pool
+        self.quota = quota
+        self.provenance = provenance
+    }
+}
+
+/// A master image LUN and its named snapshots: `masters/osol-0811@version-01`.
+public struct Image: SiteObject {
+    public static let kind = Kind.image
+    public var meta: ObjectMeta
+    public var project: String
+    /// An empty LUN of this size, or the size of `source` when absent.
+    public var size: ByteSize?
+    /// A raw image file imported as the LUN's content.
+    public var source: String?
+    public var snapshots: [String]
+    public var provenance: Provenance
+
+    public init(meta: ObjectMeta, project: String, size: ByteSize? = nil, source: String? = nil, snapshots: [String] = [],
+                provenance: Provenance) {
+        self.meta = meta
+        self.project = project
+        self.size = size
+        self.source = source
+        self.snapshots = snapshots
+        self.provenance = provenance
+    }
+
+    public var uniqueName: String { "\(project)/\(meta.name)" }
+}
+
+/// A logical network: the bridge every host offers for it, its subnet and its DHCP server.
+public struct Network: SiteObject {
+    public static let kind = Kind.network
+    public var meta: ObjectMeta
+    public var bridge: String
+    public var subnet: IPv4Subnet
+    public var gateway: IPv4Address?
+    public var dhcpServer: String?
+    public var provenance: Provenance
+
+    public init(meta: ObjectMeta, bridge: String, subnet: IPv4Subnet, gateway: IPv4Address? = nil, dhcpServer: String? = nil,
+                provenance: Provenance) {
+        self.meta = meta
+        self.bridge = bridge
+        self.subnet = subnet
+        self.gateway = gateway
+        self.dhcpServer = dhcpServer
+        self.provenance = provenance
+    }
+}
+
+/// One DHCP server, or an HA pair of them.
+public struct DHCPServer: SiteObject {
+    public static let kind = Kind.dhcpServer
+    public var meta: ObjectMeta
+    public var driver: Driver
+    public var endpoints: [Endpoint]
+    public var provenance: Provenance
+
+    public enum Driver: String, Sendable, CaseIterable { case kea, dnsmasq }
+
+    /// How to reach one server. Kea: `controlSocket` (unix) or `url` (control agent).
+    /// dnsmasq: `hostsFile` and `pidFile`.
+    public struct Endpoint: Hashable, Sendable {
+        public var name: String
+        public var controlSocket: String?
+        public var url: String?
+        public var hostsFile: String?
+        public var pidFile: String?
+
+        public init(name: String, controlSocket: String? = nil, url: String? = nil, hostsFile: String? = nil,
+                    pidFile: String? = nil) {
+            self.name = name
+            self.controlSocket = controlSocket
+            self.url = url
+            self.hostsFile = hostsFile
+            self.pidFile = pidFile
+        }
+    }
+
+    public init(meta: ObjectMeta, driver: Driver, endpoints: [Endpoint], provenance: Provenance) {
+        self.meta = meta
+        self.driver = driver
+        self.endpoints = endpoints
+        self.provenance = provenance
+    }
+}
+
+/// The identity of a guest: `appl-1/vm-1`, whose libvirt domain is named `appl-1:vm-1`.
+public struct VMID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var project: String
+    public var name: String
+
+    public init(project: String, name: String) {
+        self.project = project
+        self.name = name
+    }
+
+    /// Accepts `appl-1/vm-1` and the domain form `appl-1:vm-1`.
+    public init?(parsing text: some StringProtocol) {
+        let parts = text.split(omittingEmptySubsequences: false) { $0 == "/" || $0 == ":" }
+        guard parts.count == 2, Names.isName(parts[0]), Names.isName(parts[1]) else { return nil }
+        project = String(parts[0])
+        name = String(parts[1])
+    }
+
+    public var domainName: String { "\(project):\(name)" }
+    public var description: String { "\(project)/\(name)" }
+    public static func < (a: VMID, b: VMID) -> Bool { (a.project, a.name) < (b.project, b.name) }
+}
+
+/// `project/image@snapshot`.
+public struct SnapshotReference: Hashable, Sendable, CustomStringConvertible {
+    public var project: String
+    public var image: String
+    public var snapshot: String
+
+    public init(project: String, image: String, snapshot: String) {
+        self.project = project
+        self.image = image
+        self.snapshot = snapshot
+    }
+
+    public init?(parsing text: some StringProtocol) {
+        let at = text.split(separator: "@", omittingEmptySubsequences: false)
+        guard at.count == 2 else { return nil }
+        let path = at[0].split(separator: "/", omittingEmptySubsequences: false)
+        guard path.count == 2, Names.isName(path[0]), Names.isName(path[1]), Names.isName(at[1]) else { return nil }
+        project = String(path[0])
+        image = String(path[1])
+        snapshot = String(at[1])
+    }
+
+    public var description: String { "\(project)/\(image)@\(snapshot)" }
+}
+
+/// A guest.
+public struct VirtualMachine: SiteObject {
+    public static let kind = Kind.virtualMachine
+    public var meta: ObjectMeta
+    public var project: String
+    public var type: VirtualizationType
+    public var memory: ByteSize
+    public var vcpus: Int
+    public var disk: Disk?
+    public var interfaces: [Interface]
+    public var placement: Placement
+    public var power: PowerState
+    /// When true, virtform never deletes the guest, even with `--allow-destroy`.
+    public var deletionProtection: Bool
+    public var provenance: Provenance
+
+    public enum VirtualizationType: String, Sendable, CaseIterable { case hvm, pv }
+    public enum PowerState: String, Sendable, CaseIterable { case running, stopped }
+
+    /// The boot disk: a clone of a master image snapshot, optionally grown.
+    public struct Disk: Hashable, Sendable {
+        public var source: SnapshotReference
+        public var size: ByteSize?
+
+        public init(source: SnapshotReference, size: ByteSize? = nil) {
+            self.source = source
+            self.size = size
+        }
+    }
+
+    public struct Interface: Hashable, Sendable {
+        /// Unique inside the VM; defaults to the network's name.
+        public var name: String
+        public var network: String
+        public var mac: MACAddress?
+
+        public init(name: String, network: String, mac: MACAddress? = nil) {
+            self.name = name
+            self.network = network
+            self.mac = mac
+        }
+    }
+
+    public enum Placement: Hashable, Sendable {
+        case host(String)
+        /// Any host of the cluster whose labels include all of `hostSelector` (e.g. `segment: odd`).
+        case cluster(String, hostSelector: [String: String])
+    }
+
+    public init(meta: ObjectMeta, project: String, type: VirtualizationType = .hvm, memory: ByteSize, vcpus: Int,
+                disk: Disk? = nil, interfaces: [Interface] = [], placement: Placement, power: PowerState = .running,
+                deletionProtection: Bool = false, provenance: Provenance) {
+        self.meta = meta
+        self.project = project
+        self.type = type
+        self.memory = memory
+        self.vcpus = vcpus
+        self.disk = disk
+        self.interfaces = interfaces
+        self.placement = placement
+        self.power = power
+        self.deletionProtection = deletionProtection
+        self.provenance = provenance
+    }
+
+    public var id: VMID { VMID(project: project, name: meta.name) }
+    public var uniqueName: String { id.description }
+}
+
+/// A VM interface bound to an address and host name in DHCP: `domu-assign-ip appl-1:vm-1 fe0 vm-host1 192.168.76.71`.
+public struct NetworkBinding: SiteObject {
+    public static let kind = Kind.networkBinding
+    public var meta: ObjectMeta
+    public var vm: VMID
+    /// The VM interface's name.
+    public var interface: String
+    public var address: IPv4Address
+    public var hostname: String
+    public var provenance: Provenance
+
+    public init(meta: ObjectMeta, vm: VMID, interface: String, address: IPv4Address, hostname: String,
+                provenance: Provenance) {
+        self.meta = meta
+        self.vm = vm
+        self.interface = interface
+        self.address = address
+        self.hostname = hostname
+        self.provenance = provenance
+    }
+}

@@ -1,0 +1,111 @@
+/// Everything the manifests declare: the desired state of one site.
+public struct Site: Sendable {
+    public var hosts: [Host] = []
+    public var clusters: [Cluster] = []
+    public var pools: [StoragePool] = []
+    public var projects: [StorageProject] = []
+    public var images: [Image] = []
+    public var networks: [Network] = []
+    public var dhcpServers: [DHCPServer] = []
+    public var virtualMachines: [VirtualMachine] = []
+    public var bindings: [NetworkBinding] = []
+
+    /// Names of objects that were declared but could not be built because their document had
+    /// errors. References to them are not reported again as "unknown".
+    public var incomplete: Set<String> = []
+
+    public init() {}
+
+    public var objectCount: Int {
+        hosts.count + clusters.count + pools.count + projects.count + images.count + networks.count
+            + dhcpServers.count + virtualMachines.count + bindings.count
+    }
+
+    /// Adds an object of any kind.
+    public mutating func add(_ object: any SiteObject) {
+        switch object {
+        case let o as Host: hosts.append(o)
+        case let o as Cluster: clusters.append(o)
+        case let o as StoragePool: pools.append(o)
+        case let o as StorageProject: projects.append(o)
+        case let o as Image: images.append(o)
+        case let o as Network: networks.append(o)
+        case let o as DHCPServer: dhcpServers.append(o)
+        case let o as VirtualMachine: virtualMachines.append(o)
+        case let o as NetworkBinding: bindings.append(o)
+        default: preconditionFailure("unknown object type \(type(of: object))")
+        }
+    }
+
+    /// Merges another partial site (e.g. one file's objects) into this one, keeping order.
+    public mutating func merge(_ other: Site) {
+        hosts += other.hosts
+        clusters += other.clusters
+        pools += other.pools
+        projects += other.projects
+        images += other.images
+        networks += other.networks
+        dhcpServers += other.dhcpServers
+        virtualMachines += other.virtualMachines
+        bindings += other.bindings
+        incomplete.formUnion(other.incomplete)
+    }
+
+    /// The key under which `incomplete` records a declared object: `Kind/uniqueName`.
+    public static func incompleteKey(_ kind: Kind, _ uniqueName: String) -> String { "\(kind.rawValue)/\(uniqueName)" }
+}
+
+/// Name → object indexes over a site (the first declaration wins; later ones are duplicates).
+public struct SiteIndex: Sendable {
+    public let hosts: [String: Host]
+    public let clusters: [String: Cluster]
+    public let pools: [String: StoragePool]
+    public let projects: [String: StorageProject]
+    public let images: [String: Image]
+    public let networks: [String: Network]
+    public let dhcpServers: [String: DHCPServer]
+    public let virtualMachines: [VMID: VirtualMachine]
+
+    public init(_ site: Site) {
+        hosts = Self.index(site.hosts)
+        clusters = Self.index(site.clusters)
+        pools = Self.index(site.pools)
+        projects = Self.index(site.projects)
+        images = Self.index(site.images)
+        networks = Self.index(site.networks)
+        dhcpServers = Self.index(site.dhcpServers)
+        virtualMachines = Dictionary(site.virtualMachines.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    private static func index<T: SiteObject>(_ objects: [T]) -> [String: T] {
+        Dictionary(objects.map { ($0.uniqueName, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// The hosts a cluster contains, in a stable order.
+    public func members(of cluster: Cluster) -> [Host] {
+        switch cluster.members {
+        case .hosts(let names):
+            return names.compactMap { hosts[$0] }
+        case .selector(let selector):
+            return hosts.values.filter { $0.meta.labels.matches(selector) }.sorted { $0.name < $1.name }
+        }
+    }
+
+    /// Every host a VM may be placed on under its placement rule.
+    public func candidateHosts(for vm: VirtualMachine) -> [Host] {
+        switch vm.placement {
+        case .host(let name):
+            return hosts[name].map { [$0] } ?? []
+        case .cluster(let name, let selector):
+            guard let cluster = clusters[name] else { return [] }
+            return members(of: cluster).filter { $0.meta.labels.matches(selector) }
+        }
+    }
+}
+
+extension Dictionary where Key == String, Value == String {
+    /// Whether every key/value of `selector` is present here.
+    public func matches(_ selector: [String: String]) -> Bool {
+        selector.allSatisfy { self[$0.key] == $0.value }
+    }
+}

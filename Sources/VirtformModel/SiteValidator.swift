@@ -1,0 +1,383 @@
+/// The checks that need the whole site: names, references, addresses, bridges and capacity.
+///
+/// Shape checks (types, units, unknown keys) happen while reading the manifests; by the time a
+/// `Site` exists every field has the right type, and this validator only checks how the objects
+/// fit together. Every problem is reported, none stops the others.
+public struct SiteValidator {
+    private let site: Site
+    private let index: SiteIndex
+    private var diagnostics: [Diagnostic] = []
+    /// Candidate hosts per placement rule: thousands of VMs share a handful of rules.
+    private var candidateCache: [VirtualMachine.Placement: PlacementFacts] = [:]
+
+    private struct PlacementFacts {
+        var hosts: [Host]
+        var largestMemory: ByteSize
+        var mostVCPUs: Int
+        /// Bridge → names of candidate hosts that lack it; only bridges someone lacks are listed.
+        var hostsLacking: [String: [String]]
+        var bridgesOfAll: Set<String>
+    }
+
+    public static func validate(_ site: Site) -> [Diagnostic] {
+        var validator = SiteValidator(site: site)
+        validator.run()
+        return validator.diagnostics
+    }
+
+    private init(site: Site) {
+        self.site = site
+        self.index = SiteIndex(site)
+    }
+
+    private mutating func run() {
+        checkDuplicates(site.hosts)
+        checkDuplicates(site.clusters)
+        checkDuplicates(site.pools)
+        checkDuplicates(site.projects)
+        checkDuplicates(site.images)
+        checkDuplicates(site.networks)
+        checkDuplicates(site.dhcpServers)
+        checkDuplicates(site.virtualMachines)
+        checkDuplicates(site.bindings)
+        checkClusters()
+        site.pools.forEach { checkPool($0) }
+        for project in site.projects {
+            reference(project, "spec.pool", .storagePool, project.pool, exists: index.pools[project.pool] != nil,
+                      known: index.pools.keys)
+        }
+        site.images.forEach { checkImage($0) }
+        checkNetworks()
+        site.dhcpServers.forEach { checkDHCPServer($0) }
+        checkVirtualMachines()
+        checkBindings()
+    }
+
+    // MARK: - Helpers
+
+    private mutating func report(_ object: some SiteObject, _ field: String, _ message: String, suggestion: String? = nil,
+                                 severity: Diagnostic.Severity = .error) {
+        diagnostics.append(Diagnostic(severity, at: object.provenance.location(of: field), object: object.reference,
+                                      field: field, message: message, suggestion: suggestion))
+    }
+
+    /// Reports a reference to an object that is not declared, unless it was declared with errors.
+    private mutating func reference(_ object: some SiteObject, _ field: String, _ kind: Kind, _ name: String, exists: Bool,
+                                    known: some Sequence<String>) {
+        guard !exists, !site.incomplete.contains(Site.incompleteKey(kind, name)) else { return }
+        report(object, field, "no \(kind.rawValue) named \"\(name)\" is declared",
+               suggestion: Suggestion.nearest(to: name, in: known))
+    }
+
+    private mutating func checkDuplicates<T: SiteObject>(_ objects: [T]) {
+        var first: [String: T] = [:]
+        for object in objects {
+            if let original = first[object.uniqueName] {
+                report(object, "metadata.name",
+                       "duplicate \(T.kind.rawValue) \"\(object.uniqueName)\": first declared at \(original.provenance.document)")
+            } else {
+                first[object.uniqueName] = object
+            }
+        }
+    }
+
+    // MARK: - Hosts and clusters
+
+    private mutating func checkClusters() {
+        var clusterOfHost: [String: String] = [:]
+        for cluster in site.clusters {
+            switch cluster.members {
+            case .hosts(let names):
+                for (i, name) in names.enumerated() {
+                    reference(cluster, "spec.hosts[\(i)]", .host, name, exists: index.hosts[name] != nil, known: index.hosts.keys)
+                }
+            case .selector(let selector):
+                if index.members(of: cluster).isEmpty {
+                    report(cluster, "spec.hostSelector", "no host has the labels \(describe(selector))")
+                }
+            }
+            let members = index.members(of: cluster)
+            for host in members {
+                if let other = clusterOfHost[host.name], other != cluster.name {
+                    report(cluster, "spec", "host \"\(host.name)\" is already a member of cluster \"\(other)\"; a host belongs to one cluster")
+                } else {
+                    clusterOfHost[host.name] = cluster.name
+                }
+            }
+            // VI3: "all network interfaces and virtual switches must share the same names", or
+            // guests cannot move between the cluster's hosts.
+            if let reference = members.first {
+                let expected = Set(reference.bridges)
+                for host in members.dropFirst() where Set(host.bridges) != expected {
+                    report(cluster, "spec",
+                           "hosts of a cluster must offer the same bridges: \"\(reference.name)\" offers \(describe(expected)), \"\(host.name)\" offers \(describe(Set(host.bridges)))")
+                }
+            }
+            if case .pack(let perHost) = cluster.placement, let tightest = members.compactMap(\.capacity.maxGuests).min(),
+                perHost > tightest {
+                report(cluster, "spec.placement.maxGuestsPerHost",
+                       "packs \(perHost) guests per host, but a member host allows only \(tightest) (spec.capacity.maxGuests)",
+                       severity: .warning)
+            }
+            if cluster.highAvailability.enabled, cluster.highAvailability.hostFailuresToTolerate >= max(members.count, 1) {
+                report(cluster, "spec.ha.hostFailuresToTolerate",
+                       "must be smaller than the number of hosts in the cluster (\(members.count))")
+            }
+        }
+    }
+
+    // MARK: - Storage
+
+    private mutating func checkPool(_ pool: StoragePool) {
+        switch pool.driver {
+        case .btrfs, .dir:
+            if pool.path == nil { report(pool, "spec.path", "driver \(pool.driver.rawValue) needs spec.path, the pool's mount point or folder") }
+            if pool.dataset != nil { report(pool, "spec.dataset", "spec.dataset is for the zfs driver; driver \(pool.driver.rawValue) uses spec.path") }
+            if pool.sshTarget != nil { report(pool, "spec.ssh", "spec.ssh is supported by the zfs driver only") }
+        case .zfs:
+            if pool.dataset == nil { report(pool, "spec.dataset", "driver zfs needs spec.dataset, the parent dataset such as tank/virtform") }
+            if pool.path != nil { report(pool, "spec.path", "spec.path is for the btrfs and dir drivers; driver zfs uses spec.dataset") }
+        }
+    }
+
+    private mutating func checkImage(_ image: Image) {
+        reference(image, "spec.project", .storageProject, image.project, exists: index.projects[image.project] != nil,
+                  known: index.projects.keys)
+        if image.size == nil && image.source == nil {
+            report(image, "spec", "an image needs spec.size (an empty LUN) or spec.source (a raw file to import)")
+        }
+    }
+
+    // MARK: - Networks and DHCP
+
+    private mutating func checkNetworks() {
+        var networkOfBridge: [String: String] = [:]
+        for network in site.networks {
+            if let server = network.dhcpServer {
+                reference(network, "spec.dhcpServer", .dhcpServer, server, exists: index.dhcpServers[server] != nil,
+                          known: index.dhcpServers.keys)
+            }
+            if let gateway = network.gateway, !network.subnet.isUsableHostAddress(gateway) {
+                report(network, "spec.gateway", "\(gateway) is not a usable address in \(network.subnet)")
+            }
+            if let other = networkOfBridge[network.bridge], other != network.name {
+                report(network, "spec.bridge", "bridge \"\(network.bridge)\" already carries network \"\(other)\"")
+            } else {
+                networkOfBridge[network.bridge] = network.name
+            }
+        }
+    }
+
+    private mutating func checkDHCPServer(_ server: DHCPServer) {
+        var seen: Set<String> = []
+        for (i, endpoint) in server.endpoints.enumerated() {
+            let field = "spec.endpoints[\(i)]"
+            if !seen.insert(endpoint.name).inserted {
+                report(server, "\(field).name", "endpoint name \"\(endpoint.name)\" is used twice")
+            }
+            switch server.driver {
+            case .kea:
+                if (endpoint.controlSocket == nil) == (endpoint.url == nil) {
+                    report(server, field, "a kea endpoint needs exactly one of controlSocket (unix socket path) or url (control agent)")
+                }
+                if endpoint.hostsFile != nil || endpoint.pidFile != nil {
+                    report(server, field, "hostsFile and pidFile are for the dnsmasq driver")
+                }
+            case .dnsmasq:
+                if endpoint.hostsFile == nil || endpoint.pidFile == nil {
+                    report(server, field, "a dnsmasq endpoint needs hostsFile (its --dhcp-hostsfile) and pidFile")
+                }
+                if endpoint.controlSocket != nil || endpoint.url != nil {
+                    report(server, field, "controlSocket and url are for the kea driver")
+                }
+            }
+        }
+    }
+
+    // MARK: - Virtual machines
+
+    private mutating func facts(for placement: VirtualMachine.Placement, of vm: VirtualMachine) -> PlacementFacts {
+        if let cached = candidateCache[placement] { return cached }
+        let hosts = index.candidateHosts(for: vm)
+        var lacking: [String: [String]] = [:]
+        let allBridges = Set(hosts.flatMap(\.bridges))
+        for host in hosts {
+            let offered = Set(host.bridges)
+            for bridge in allBridges where !offered.contains(bridge) { lacking[bridge, default: []].append(host.name) }
+        }
+        let facts = PlacementFacts(
+            hosts: hosts,
+            largestMemory: hosts.map(\.capacity.memory).max() ?? ByteSize(bytes: 0),
+            mostVCPUs: hosts.map(\.capacity.vcpus).max() ?? 0,
+            hostsLacking: lacking,
+            bridgesOfAll: allBridges)
+        candidateCache[placement] = facts
+        return facts
+    }
+
+    private mutating func checkVirtualMachines() {
+        var macOwner: [MACAddress: String] = [:]
+        var pinnedLoad: [String: (memory: ByteSize, vcpus: Int, guests: Int, first: VirtualMachine)] = [:]
+
+        for vm in site.virtualMachines {
+            reference(vm, "spec.project", .storageProject, vm.project, exists: index.projects[vm.project] != nil,
+                      known: index.projects.keys)
+            if let disk = vm.disk { checkDisk(disk, of: vm) }
+
+            var interfaceNames: Set<String> = []
+            for (i, interface) in vm.interfaces.enumerated() {
+                let field = "spec.interfaces[\(i)]"
+                if !interfaceNames.insert(interface.name).inserted {
+                    report(vm, "\(field).name", "interface name \"\(interface.name)\" is used twice in this VM; name them apart with `name:`")
+                }
+                reference(vm, "\(field).network", .network, interface.network,
+                          exists: index.networks[interface.network] != nil, known: index.networks.keys)
+                if let mac = interface.mac {
+                    if mac.isMulticast {
+                        report(vm, "\(field).mac", "\(mac) is a multicast address; a guest needs a unicast MAC (even first byte)")
+                    }
+                    if let owner = macOwner[mac] {
+                        report(vm, "\(field).mac", "MAC \(mac) is already used by \(owner)")
+                    } else {
+                        macOwner[mac] = "\(vm.id) interface \(interface.name)"
+                    }
+                }
+            }
+
+            let placementField: String
+            switch vm.placement {
+            case .host(let name):
+                placementField = "spec.placement.host"
+                reference(vm, placementField, .host, name, exists: index.hosts[name] != nil, known: index.hosts.keys)
+                if vm.power == .running, index.hosts[name] != nil {
+                    var load = pinnedLoad[name] ?? (ByteSize(bytes: 0), 0, 0, vm)
+                    load.memory = load.memory + vm.memory
+                    load.vcpus += vm.vcpus
+                    load.guests += 1
+                    pinnedLoad[name] = load
+                }
+            case .cluster(let name, let selector):
+                placementField = "spec.placement.cluster"
+                reference(vm, placementField, .cluster, name, exists: index.clusters[name] != nil, known: index.clusters.keys)
+                if let cluster = index.clusters[name], !selector.isEmpty, facts(for: vm.placement, of: vm).hosts.isEmpty,
+                    !index.members(of: cluster).isEmpty {
+                    report(vm, "spec.placement.hostSelector", "no host of cluster \"\(name)\" has the labels \(describe(selector))")
+                }
+            }
+            checkFit(vm, placementField: placementField)
+        }
+
+        for (hostName, load) in pinnedLoad.sorted(by: { $0.key < $1.key }) {
+            guard let host = index.hosts[hostName] else { continue }
+            var over: [String] = []
+            if load.memory > host.capacity.memory { over.append("memory \(load.memory) > \(host.capacity.memory)") }
+            if load.vcpus > host.capacity.vcpus { over.append("vCPUs \(load.vcpus) > \(host.capacity.vcpus)") }
+            if let maxGuests = host.capacity.maxGuests, load.guests > maxGuests { over.append("guests \(load.guests) > \(maxGuests)") }
+            if !over.isEmpty {
+                report(host, "spec.capacity",
+                       "running guests pinned to this host exceed its capacity: \(over.joined(separator: ", "))")
+            }
+        }
+    }
+
+    private mutating func checkDisk(_ disk: VirtualMachine.Disk, of vm: VirtualMachine) {
+        let source = disk.source
+        let field = "spec.disk.from"
+        guard index.projects[source.project] != nil || site.incomplete.contains(Site.incompleteKey(.storageProject, source.project))
+        else {
+            reference(vm, field, .storageProject, source.project, exists: false, known: index.projects.keys)
+            return
+        }
+        let imageKey = "\(source.project)/\(source.image)"
+        guard let image = index.images[imageKey] else {
+            reference(vm, field, .image, imageKey, exists: false, known: index.images.keys)
+            return
+        }
+        if !image.snapshots.contains(source.snapshot) {
+            report(vm, field, "image \(imageKey) has no snapshot \"\(source.snapshot)\" (declared: \(image.snapshots.joined(separator: ", ")))",
+                   suggestion: Suggestion.nearest(to: source.snapshot, in: image.snapshots).map { "\(imageKey)@\($0)" })
+        }
+        if let size = disk.size, let imageSize = image.size, size < imageSize {
+            report(vm, "spec.disk.size", "\(size) is smaller than its image \(imageKey) (\(imageSize)); a clone can only grow")
+        }
+    }
+
+    /// Bridges and size against every host the VM may be placed on.
+    private mutating func checkFit(_ vm: VirtualMachine, placementField: String) {
+        let facts = facts(for: vm.placement, of: vm)
+        guard !facts.hosts.isEmpty else { return }
+        for (i, interface) in vm.interfaces.enumerated() {
+            guard let network = index.networks[interface.network] else { continue }
+            if !facts.bridgesOfAll.contains(network.bridge) {
+                report(vm, "spec.interfaces[\(i)].network",
+                       "network \"\(network.name)\" needs bridge \"\(network.bridge)\", which no host this VM may run on offers (\(facts.hosts.map(\.name).prefix(5).joined(separator: ", ")))")
+            } else if let lacking = facts.hostsLacking[network.bridge] {
+                report(vm, "spec.interfaces[\(i)].network",
+                       "network \"\(network.name)\" needs bridge \"\(network.bridge)\", missing on host(s) this VM may run on: \(lacking.prefix(5).joined(separator: ", "))")
+            }
+        }
+        if vm.memory > facts.largestMemory {
+            report(vm, "spec.memory", "\(vm.memory) is more than any host it may run on has (largest: \(facts.largestMemory))")
+        }
+        if vm.vcpus > facts.mostVCPUs {
+            report(vm, "spec.vcpus", "\(vm.vcpus) vCPUs are more than any host it may run on has (most: \(facts.mostVCPUs))")
+        }
+    }
+
+    // MARK: - Bindings
+
+    private mutating func checkBindings() {
+        var boundInterface: [String: NetworkBinding] = [:]
+        var addressOwner: [String: NetworkBinding] = [:]
+        var hostnameOwner: [String: NetworkBinding] = [:]
+        for binding in site.bindings {
+            guard let vm = index.virtualMachines[binding.vm] else {
+                reference(binding, "spec.vm", .virtualMachine, binding.vm.description, exists: false,
+                          known: index.virtualMachines.keys.map(\.description))
+                continue
+            }
+            guard let interface = vm.interfaces.first(where: { $0.name == binding.interface }) else {
+                report(binding, "spec.interface", "VM \(vm.id) has no interface \"\(binding.interface)\" (it has: \(vm.interfaces.map(\.name).joined(separator: ", ")))",
+                       suggestion: Suggestion.nearest(to: binding.interface, in: vm.interfaces.map(\.name)))
+                continue
+            }
+            let interfaceKey = "\(vm.id) \(interface.name)"
+            if let other = boundInterface[interfaceKey] {
+                report(binding, "spec.interface", "interface \(interface.name) of \(vm.id) is already bound by NetworkBinding/\(other.name)")
+            } else {
+                boundInterface[interfaceKey] = binding
+            }
+            guard let network = index.networks[interface.network] else { continue }
+            if !network.subnet.contains(binding.address) {
+                report(binding, "spec.address", "\(binding.address) is not inside network \"\(network.name)\" (\(network.subnet))")
+            } else if !network.subnet.isUsableHostAddress(binding.address) {
+                report(binding, "spec.address", "\(binding.address) is the network or broadcast address of \(network.subnet)")
+            } else if binding.address == network.gateway {
+                report(binding, "spec.address", "\(binding.address) is the gateway of network \"\(network.name)\"")
+            }
+            if network.dhcpServer == nil {
+                report(binding, "spec.interface", "network \"\(network.name)\" has no spec.dhcpServer to serve this binding")
+            }
+            let addressKey = "\(network.name) \(binding.address)"
+            if let other = addressOwner[addressKey] {
+                report(binding, "spec.address", "\(binding.address) is already bound on network \"\(network.name)\" by NetworkBinding/\(other.name)")
+            } else {
+                addressOwner[addressKey] = binding
+            }
+            let hostnameKey = "\(network.name) \(binding.hostname.lowercased())"
+            if let other = hostnameOwner[hostnameKey] {
+                report(binding, "spec.hostname", "host name \"\(binding.hostname)\" is already bound on network \"\(network.name)\" by NetworkBinding/\(other.name)")
+            } else {
+                hostnameOwner[hostnameKey] = binding
+            }
+        }
+    }
+
+    private func describe(_ labels: [String: String]) -> String {
+        labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+    }
+
+    private func describe(_ names: Set<String>) -> String {
+        "[" + names.sorted().joined(separator: ", ") + "]"
+    }
+}
