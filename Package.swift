@@ -38,8 +38,7 @@ let package = Package(
         .executableTarget(name: "virtform-bench", dependencies: ["VirtformModel", "VirtformManifests"]),
 
         .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
-        .testTarget(name: "VirtformManifestsTests", dependencies: ["VirtformManifests", "VirtformModel"],
-                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "VirtformManifestsTests", dependencies: ["VirtformManifests", "VirtformModel"]),
         .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands"]),
     ],
     swiftLanguageModes: [.v6]

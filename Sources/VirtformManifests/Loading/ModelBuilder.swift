@@ -13,53 +13,73 @@ struct ModelBuilder {
 
     init(root: YAMLNode, provenance: Provenance, checker: ShapeChecker) {
         self.root = root
-        self.spec = root["spec"]!
+        self.spec = root["spec"] ?? root
         self.provenance = provenance
         self.checker = checker
     }
 
 
+    /// The object, or nil with a diagnostic. Never traps: if the shape check and the builder ever
+    /// disagree, the user sees an internal error naming the field instead of a crash.
     mutating func build(_ kind: Kind) -> (any SiteObject)? {
-        let meta = ObjectMeta(name: root["metadata"]!["name"]!.scalar!,
-                              labels: stringMap(root["metadata"]!["labels"]),
-                              annotations: stringMap(root["metadata"]!["annotations"]))
+        do {
+            return try buildChecked(kind)
+        } catch let missing as Missing {
+            checker.report(root, missing.path, "internal error: the field passed its checks but could not be read; please report this")
+            return nil
+        } catch {
+            return nil
+        }
+    }
+
+    private struct Missing: Error { var path: String }
+
+    private func need<T>(_ value: T?, _ path: String) throws -> T {
+        guard let value else { throw Missing(path: path) }
+        return value
+    }
+
+    private mutating func buildChecked(_ kind: Kind) throws -> (any SiteObject)? {
+        let meta = ObjectMeta(name: try need(root["metadata"]?["name"]?.scalar, "metadata.name"),
+                              labels: stringMap(root["metadata"]?["labels"]),
+                              annotations: stringMap(root["metadata"]?["annotations"]))
         switch kind {
-        case .host: return host(meta)
-        case .cluster: return cluster(meta)
-        case .storagePool: return storagePool(meta)
+        case .host: return try host(meta)
+        case .cluster: return try cluster(meta)
+        case .storagePool: return try storagePool(meta)
         case .storageProject:
-            return StorageProject(meta: meta, pool: string(spec["pool"])!, quota: size(spec["quota"]), provenance: provenance)
+            return StorageProject(meta: meta, pool: try need(string(spec["pool"]), "pool"), quota: size(spec["quota"]), provenance: provenance)
         case .image:
-            return Image(meta: meta, project: string(spec["project"])!, size: size(spec["size"]), source: string(spec["source"]),
+            return Image(meta: meta, project: try need(string(spec["project"]), "project"), size: size(spec["size"]), source: string(spec["source"]),
                          snapshots: strings(spec["snapshots"]), provenance: provenance)
         case .network:
-            return Network(meta: meta, bridge: string(spec["bridge"])!, subnet: IPv4Subnet(parsing: string(spec["subnet"])!)!,
+            return Network(meta: meta, bridge: try need(string(spec["bridge"]), "bridge"), subnet: try need(IPv4Subnet(parsing: try need(string(spec["subnet"]), "subnet")), "value"),
                            gateway: string(spec["gateway"]).flatMap(IPv4Address.init(parsing:)),
                            dhcpServer: string(spec["dhcpServer"]), provenance: provenance)
-        case .dhcpServer: return dhcpServer(meta)
-        case .virtualMachine: return virtualMachine(meta)
+        case .dhcpServer: return try dhcpServer(meta)
+        case .virtualMachine: return try virtualMachine(meta)
         case .networkBinding:
-            return NetworkBinding(meta: meta, vm: VMID(parsing: string(spec["vm"])!)!, interface: string(spec["interface"])!,
-                                  address: IPv4Address(parsing: string(spec["address"])!)!,
-                                  hostname: string(spec["hostname"])!, provenance: provenance)
+            return NetworkBinding(meta: meta, vm: try need(VMID(parsing: try need(string(spec["vm"]), "vm")), "value"), interface: try need(string(spec["interface"]), "interface"),
+                                  address: try need(IPv4Address(parsing: try need(string(spec["address"]), "address")), "value"),
+                                  hostname: try need(string(spec["hostname"]), "hostname"), provenance: provenance)
         }
     }
 
     // MARK: - Kinds
 
-    private func host(_ meta: ObjectMeta) -> Host {
-        let capacity = spec["capacity"]!
-        return Host(meta: meta, uri: string(spec["uri"])!,
-                    capacity: Capacity(memory: size(capacity["memory"])!, vcpus: capacity["vcpus"]!.integer!,
+    private func host(_ meta: ObjectMeta) throws -> Host {
+        let capacity = try need(spec["capacity"], "spec.capacity")
+        return Host(meta: meta, uri: try need(string(spec["uri"]), "uri"),
+                    capacity: Capacity(memory: try need(size(capacity["memory"]), "memory"), vcpus: try need(capacity["vcpus"]?.integer, "spec.capacity.vcpus"),
                                        maxGuests: integer(capacity["maxGuests"])),
                     bridges: strings(spec["bridges"]), migrationAddress: string(spec["migrationAddress"]),
                     maintenance: boolean(spec["maintenance"]) ?? false, provenance: provenance)
     }
 
-    private mutating func cluster(_ meta: ObjectMeta) -> Cluster? {
+    private mutating func cluster(_ meta: ObjectMeta) throws -> Cluster? {
         let members: Cluster.Members = spec["hosts"].flatMap(nonNull) != nil
             ? .hosts(strings(spec["hosts"])) : .selector(stringMap(spec["hostSelector"]))
-        let placementNode = spec["placement"]!
+        let placementNode = try need(spec["placement"], "spec.placement")
         let perHost = integer(placementNode["maxGuestsPerHost"])
         let placement: PlacementPolicy
         if string(placementNode["policy"]) == "pack" {
@@ -88,53 +108,53 @@ struct ModelBuilder {
                        provenance: provenance)
     }
 
-    private func storagePool(_ meta: ObjectMeta) -> StoragePool {
+    private func storagePool(_ meta: ObjectMeta) throws -> StoragePool {
         var export: ISCSIExport?
         if let node = spec["export"].flatMap(nonNull) {
-            export = ISCSIExport(driver: ISCSIExport.Driver(rawValue: string(node["driver"])!)!,
-                                 portal: HostPort(parsing: string(node["portal"])!)!,
-                                 iqnPrefix: string(node["iqnPrefix"])!, initiators: strings(node["initiators"]))
+            export = ISCSIExport(driver: try need(ISCSIExport.Driver(rawValue: try need(string(node["driver"]), "driver")), "value"),
+                                 portal: try need(HostPort(parsing: try need(string(node["portal"]), "portal")), "value"),
+                                 iqnPrefix: try need(string(node["iqnPrefix"]), "iqnPrefix"), initiators: strings(node["initiators"]))
         }
-        return StoragePool(meta: meta, driver: StoragePool.Driver(rawValue: string(spec["driver"])!)!, path: string(spec["path"]),
+        return StoragePool(meta: meta, driver: try need(StoragePool.Driver(rawValue: try need(string(spec["driver"]), "driver")), "value"), path: string(spec["path"]),
                            dataset: string(spec["dataset"]), sshTarget: string(spec["ssh"]), export: export, provenance: provenance)
     }
 
-    private func dhcpServer(_ meta: ObjectMeta) -> DHCPServer {
-        let endpoints = (spec["endpoints"]?.items ?? []).map { node in
-            DHCPServer.Endpoint(name: string(node["name"])!, controlSocket: string(node["controlSocket"]),
+    private func dhcpServer(_ meta: ObjectMeta) throws -> DHCPServer {
+        let endpoints = try (spec["endpoints"]?.items ?? []).map { node in
+            DHCPServer.Endpoint(name: try need(string(node["name"]), "name"), controlSocket: string(node["controlSocket"]),
                                 url: string(node["url"]), hostsFile: string(node["hostsFile"]), pidFile: string(node["pidFile"]))
         }
-        return DHCPServer(meta: meta, driver: DHCPServer.Driver(rawValue: string(spec["driver"])!)!, endpoints: endpoints,
+        return DHCPServer(meta: meta, driver: try need(DHCPServer.Driver(rawValue: try need(string(spec["driver"]), "driver")), "value"), endpoints: endpoints,
                           provenance: provenance)
     }
 
-    private mutating func virtualMachine(_ meta: ObjectMeta) -> VirtualMachine? {
-        let placementNode = spec["placement"]!
+    private mutating func virtualMachine(_ meta: ObjectMeta) throws -> VirtualMachine? {
+        let placementNode = try need(spec["placement"], "spec.placement")
         let selector = stringMap(placementNode["hostSelector"])
         let placement: VirtualMachine.Placement
         if let host = string(placementNode["host"]) {
             if !selector.isEmpty {
-                checker.report(placementNode["hostSelector"]!, "spec.placement.hostSelector",
+                checker.report(try need(placementNode["hostSelector"], "spec.placement.hostSelector"), "spec.placement.hostSelector",
                                "hostSelector narrows a cluster's hosts; it cannot be used with host")
                 return nil
             }
             placement = .host(host)
         } else {
-            placement = .cluster(string(placementNode["cluster"])!, hostSelector: selector)
+            placement = .cluster(try need(string(placementNode["cluster"]), "cluster"), hostSelector: selector)
         }
         var disk: VirtualMachine.Disk?
         if let node = spec["disk"].flatMap(nonNull) {
-            disk = VirtualMachine.Disk(source: SnapshotReference(parsing: string(node["from"])!)!, size: size(node["size"]))
+            disk = VirtualMachine.Disk(source: try need(SnapshotReference(parsing: try need(string(node["from"]), "from")), "value"), size: size(node["size"]))
         }
-        let interfaces = (spec["interfaces"]?.items ?? []).map { node in
-            let network = string(node["network"])!
+        let interfaces = try (spec["interfaces"]?.items ?? []).map { node in
+            let network = try need(string(node["network"]), "network")
             return VirtualMachine.Interface(name: string(node["name"]) ?? network, network: network,
                                             mac: string(node["mac"]).flatMap(MACAddress.init(parsing:)))
         }
         return VirtualMachine(
-            meta: meta, project: string(spec["project"])!,
+            meta: meta, project: try need(string(spec["project"]), "project"),
             type: string(spec["type"]).flatMap(VirtualMachine.VirtualizationType.init(rawValue:)) ?? .hvm,
-            memory: size(spec["memory"])!, vcpus: spec["vcpus"]!.integer!, disk: disk, interfaces: interfaces,
+            memory: try need(size(spec["memory"]), "memory"), vcpus: try need(spec["vcpus"]?.integer, "spec.vcpus"), disk: disk, interfaces: interfaces,
             placement: placement, power: string(spec["power"]).flatMap(VirtualMachine.PowerState.init(rawValue:)) ?? .running,
             deletionProtection: boolean(spec["deletionProtection"]) ?? false, provenance: provenance)
     }

@@ -88,17 +88,17 @@ struct ShapeChecker {
                 continue
             }
             let field = shape.fields[fieldIndex]
-            if pair.value.isNull && !field.required { continue }  // `field:` with no value is the same as leaving it out
+            if pair.value.isNull {
+                // `field:` with no value is the same as leaving it out.
+                if field.required { report(pair.value, prefix + key, "missing value: expected \(field.shape.expectation)") }
+                continue
+            }
             present[fieldIndex] = true
             if skipping.contains(key) { continue }
             check(pair.value, field.shape, path: prefix + key)
         }
-        for (i, field) in shape.fields.enumerated() where field.required && !present[i] {
-            if let value = node[field.name] {
-                report(value, prefix + field.name, "missing value: expected \(field.shape.expectation)")
-            } else {
-                report(node, prefix + field.name, "missing required field \"\(field.name)\" (\(field.shape.expectation))")
-            }
+        for (i, field) in shape.fields.enumerated() where field.required && !present[i] && node[field.name] == nil {
+            report(node, prefix + field.name, "missing required field \"\(field.name)\" (\(field.shape.expectation))")
         }
         for group in shape.exactlyOne {
             let set = group.filter { name in shape.fieldIndex(name).map { present[$0] } ?? false }

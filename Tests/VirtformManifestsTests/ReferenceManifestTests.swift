@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+import VirtformManifests
+import VirtformModel
+
+@Suite("Reference manifests, examples and schema")
+struct ReferenceManifestTests {
+    let root = SiteFixture.repositoryRoot
+
+    @Test func referenceSiteAndExamplesValidateTogether() {
+        let result = ManifestLoader.load(paths: [root.appendingPathComponent("manifests").path,
+                                                 root.appendingPathComponent("examples").path])
+        #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
+        #expect(result.site.virtualMachines.count >= 4)
+    }
+
+    @Test("each example is valid on its own", arguments: ["single-vm", "pinned-vm", "spread-cluster"])
+    func example(_ name: String) {
+        let result = ManifestLoader.load(paths: [root.appendingPathComponent("examples/\(name)").path])
+        #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
+        #expect(!result.site.virtualMachines.isEmpty)
+    }
+
+    @Test func referenceSiteHasTheSeedsShape() throws {
+        let site = ManifestLoader.load(paths: [root.appendingPathComponent("manifests").path]).site
+        #expect(Set(site.hosts.compactMap { $0.meta.labels["segment"] }) == ["odd", "even"])
+        #expect(site.clusters.count == 1)
+        #expect(site.pools.first?.driver == .btrfs)
+        #expect(Set(site.projects.map(\.name)).isSuperset(of: ["masters", "appl-1", "appl-2"]))
+        #expect(site.images.first?.snapshots == ["version-01"])
+        #expect(Set(site.networks.map(\.name)) == ["public", "backend"])
+        #expect(site.dhcpServers.first?.driver == .kea)
+        #expect(!site.bindings.isEmpty)
+    }
+
+    /// The committed schema is what `virtform schema` prints; re-record with
+    /// `swift run virtform schema --out docs/virtform.schema.json`.
+    @Test func committedSchemaIsCurrent() throws {
+        let committed = try String(contentsOf: root.appendingPathComponent("docs/virtform.schema.json"), encoding: .utf8)
+        #expect(committed == JSONSchema.render())
+    }
+
+    @Test func schemaCoversEveryKind() throws {
+        let json = try JSONSerialization.jsonObject(with: Data(JSONSchema.render().utf8)) as? [String: Any]
+        let branches = try #require(json?["allOf"] as? [[String: Any]])
+        #expect(branches.count == Kind.allCases.count)
+    }
+}
