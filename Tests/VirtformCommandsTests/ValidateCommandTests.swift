@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import Synchronization
+import Testing
+@testable import VirtformCommands
+
+/// Runs a `virtform` command line in-process and captures what it writes and how it exits.
+func runVirtform(_ arguments: [String]) async -> (output: String, exitCode: Int32) {
+    let captured = Mutex("")
+    let output = Output(write: { text in captured.withLock { $0 += text } },
+                        writeError: { text in captured.withLock { $0 += text } }, useColor: false)
+    var code: Int32 = 0
+    do {
+        var command = try Virtform.parseAsRoot(arguments)
+        try await Output.$current.withValue(output) {
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        }
+    } catch {
+        code = Virtform.exitCode(for: error).rawValue
+        if code != 0 { captured.withLock { $0 += Virtform.fullMessage(for: error) } }
+    }
+    return (captured.withLock { $0 }, code)
+}
+
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+
+@Suite("virtform validate")
+struct ValidateCommandTests {
+    @Test func referenceManifestsAreValid() async {
+        let (output, code) = await runVirtform(["validate", repositoryRoot.appendingPathComponent("manifests").path])
+        #expect(code == 0)
+        #expect(output.hasPrefix("valid: "))
+    }
+
+    @Test func invalidManifestsExitOneWithLocatedErrors() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("virtform-cmd-\(UUID()).yaml")
+        try "apiVersion: virtform.io/v1alpha1\nkind: Hots\nmetadata: {name: a}\nspec: {}\n".write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let (output, code) = await runVirtform(["validate", file.path])
+        #expect(code == 1)
+        #expect(output.contains("\(file.path):2:7: error: kind: expected one of"))
+        #expect(output.contains("(did you mean \"Host\"?)"))
+        #expect(output.contains("invalid: 1 error"))
+    }
+
+    @Test func jsonReportIsVersionedAndSorted() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("virtform-cmd-\(UUID()).yaml")
+        try "apiVersion: virtform.io/v1alpha1\nkind: Host\nmetadata: {name: a}\nspec: {uri: 'x:', capacity: {memory: 1 lemon, vcpus: 1}}\n"
+            .write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let (output, code) = await runVirtform(["validate", "--format", "json", file.path])
+        #expect(code == 1)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        #expect(json["format_version"] as? String == "1")
+        #expect(json["valid"] as? Bool == false)
+        let diagnostics = try #require(json["diagnostics"] as? [[String: Any]])
+        #expect(diagnostics.first?["field"] as? String == "spec.capacity.memory")
+        #expect(diagnostics.first?["line"] as? Int == 4)
+        let keys = output.split(separator: "\n").prefix(3).map { String($0) }
+        #expect(keys[1].contains("\"diagnostics\""), "keys are sorted: \(keys)")
+    }
+
+    @Test func schemaCommandPrintsTheSchema() async {
+        let (output, code) = await runVirtform(["schema"])
+        #expect(code == 0)
+        #expect(output.contains("\"$schema\" : \"https://json-schema.org/draft/2020-12/schema\""))
+    }
+}
