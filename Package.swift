@@ -16,6 +16,7 @@ let package = Package(
     targets: [
         // System-library shims: nothing but the C headers.
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
         .systemLibrary(name: "CISCSI", pkgConfig: "libiscsi", providers: [.apt(["libiscsi-dev"])]),
 
         // The pure model: objects, identities, quantities, semantic validation. No I/O.
