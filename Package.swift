@@ -25,6 +25,9 @@ let package = Package(
         // YAML ⇄ model with source locations, manifest loading, the JSON Schema.
         .target(name: "VirtformManifests", dependencies: ["CYAML", "VirtformModel"]),
 
+        // Diff, placement and the plan as data. Pure: tested without any system.
+        .target(name: "VirtformPlanning", dependencies: ["VirtformModel"]),
+
         // Every `virtform` subcommand, as a library so each one is testable.
         .target(name: "VirtformCommands", dependencies: [
             "VirtformModel", "VirtformManifests",
@@ -40,6 +43,7 @@ let package = Package(
 
         .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
         .testTarget(name: "VirtformManifestsTests", dependencies: ["VirtformManifests", "VirtformModel"]),
+        .testTarget(name: "VirtformPlanningTests", dependencies: ["VirtformPlanning", "VirtformManifests", "VirtformModel"]),
         .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands"]),
     ],
     swiftLanguageModes: [.v6]

@@ -14,10 +14,15 @@ public struct Host: SiteObject {
     public var migrationAddress: String?
     /// A host in maintenance takes no new guests and is drained by rebalancing.
     public var maintenance: Bool
+    /// libvirt's domain type on this host: `kvm` (default), or `qemu` where there is no KVM.
+    public var domainType: DomainType
     public var provenance: Provenance
 
+    public enum DomainType: String, Sendable, CaseIterable { case kvm, qemu, xen }
+
     public init(meta: ObjectMeta, uri: String, capacity: Capacity, bridges: [String], migrationAddress: String? = nil,
-                maintenance: Bool = false, provenance: Provenance) {
+                maintenance: Bool = false, domainType: DomainType = .kvm, provenance: Provenance) {
+        self.domainType = domainType
         self.meta = meta
         self.uri = uri
         self.capacity = capacity
@@ -360,6 +365,11 @@ public struct VirtualMachine: SiteObject {
 
     public var id: VMID { VMID(project: project, name: meta.name) }
     public var uniqueName: String { id.description }
+
+    /// The interface's MAC: the fixed one, or one derived from project, VM and interface name.
+    public func mac(of interface: Interface) -> MACAddress {
+        interface.mac ?? .derived(for: id, interface: interface.name)
+    }
 }
 
 /// A VM interface bound to an address and host name in DHCP: `domu-assign-ip appl-1:vm-1 fe0 vm-host1 192.168.76.71`.
@@ -381,5 +391,21 @@ public struct NetworkBinding: SiteObject {
         self.address = address
         self.hostname = hostname
         self.provenance = provenance
+    }
+}
+
+extension VMID: Codable {
+    /// Encoded as `project/name`.
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let id = VMID(parsing: text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a VM id: \(text)"))
+        }
+        self = id
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
     }
 }

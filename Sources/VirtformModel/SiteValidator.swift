@@ -232,15 +232,16 @@ public struct SiteValidator {
                 }
                 reference(vm, "\(field).network", .network, interface.network,
                           exists: index.networks[interface.network] != nil, known: index.networks.keys)
-                if let mac = interface.mac {
-                    if mac.isMulticast {
-                        report(vm, "\(field).mac", "\(mac) is a multicast address; a guest needs a unicast MAC (even first byte)")
-                    }
-                    if let owner = macOwner[mac] {
-                        report(vm, "\(field).mac", "MAC \(mac) is already used by \(owner)")
-                    } else {
-                        macOwner[mac] = "\(vm.id) interface \(interface.name)"
-                    }
+                // Fixed and derived MACs share one space: a derived one could collide with a fixed one.
+                let mac = vm.mac(of: interface)
+                if mac.isMulticast {
+                    report(vm, "\(field).mac", "\(mac) is a multicast address; a guest needs a unicast MAC (even first byte)")
+                }
+                if let owner = macOwner[mac] {
+                    report(vm, interface.mac == nil ? field : "\(field).mac",
+                           "MAC \(mac)\(interface.mac == nil ? " (derived)" : "") is already used by \(owner)")
+                } else {
+                    macOwner[mac] = "\(vm.id) interface \(interface.name)"
                 }
             }
 

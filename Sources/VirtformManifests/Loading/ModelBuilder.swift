@@ -73,7 +73,8 @@ struct ModelBuilder {
                     capacity: Capacity(memory: try need(size(capacity["memory"]), "memory"), vcpus: try need(capacity["vcpus"]?.integer, "spec.capacity.vcpus"),
                                        maxGuests: integer(capacity["maxGuests"])),
                     bridges: strings(spec["bridges"]), migrationAddress: string(spec["migrationAddress"]),
-                    maintenance: boolean(spec["maintenance"]) ?? false, provenance: provenance)
+                    maintenance: boolean(spec["maintenance"]) ?? false,
+                    domainType: string(spec["domainType"]).flatMap(Host.DomainType.init(rawValue:)) ?? .kvm, provenance: provenance)
     }
 
     private mutating func cluster(_ meta: ObjectMeta) throws -> Cluster? {

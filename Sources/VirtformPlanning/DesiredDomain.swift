@@ -1,0 +1,21 @@
+import VirtformModel
+
+extension DomainSpec {
+    /// The domain a VM should have on `host`.
+    ///
+    /// Interfaces use the bridge of their network; the disk is the VM's clone, exported as
+    /// `<iqnPrefix>:<project>.<vm>` LUN 1 on its pool's portal.
+    public static func desired(for vm: VirtualMachine, on host: Host, index: SiteIndex) -> DomainSpec {
+        let interfaces = vm.interfaces.map { interface in
+            InterfaceSpec(mac: vm.mac(of: interface).description, bridge: index.networks[interface.network]?.bridge ?? interface.network)
+        }
+        var disks: [DiskSpec] = []
+        if vm.disk != nil, let export = index.projects[vm.project].flatMap({ index.pools[$0.pool] })?.export {
+            disks.append(DiskSpec(target: "\(export.iqnPrefix):\(vm.project).\(vm.name)", lun: 1,
+                                  portalHost: export.portal.host, portalPort: export.portal.port))
+        }
+        return DomainSpec(name: vm.id.domainName, domainType: host.domainType.rawValue,
+                          osType: vm.type == .pv ? "linux" : "hvm", memoryKiB: vm.memory.kibibytes, vcpus: vm.vcpus,
+                          interfaces: interfaces, disks: disks)
+    }
+}

@@ -1,0 +1,101 @@
+import VirtformModel
+
+/// The part of a libvirt domain that virtform manages, in a normalized form.
+///
+/// Desired domains are rendered into this form from the manifests and observed domains are
+/// read back into it from their XML; comparing these two values, and nothing else, is what
+/// keeps a freshly applied site free of false drift (libvirt's own defaults, controllers,
+/// addresses and labels never enter it).
+public struct DomainSpec: Hashable, Sendable, Codable {
+    public var name: String
+    /// libvirt's domain type: kvm, qemu or xen.
+    public var domainType: String
+    /// `hvm`, or `linux` for a paravirtualized guest.
+    public var osType: String
+    public var memoryKiB: UInt64
+    public var vcpus: Int
+    public var interfaces: [InterfaceSpec]
+    public var disks: [DiskSpec]
+
+    public init(name: String, domainType: String, osType: String, memoryKiB: UInt64, vcpus: Int,
+                interfaces: [InterfaceSpec], disks: [DiskSpec]) {
+        self.name = name
+        self.domainType = domainType
+        self.osType = osType
+        self.memoryKiB = memoryKiB
+        self.vcpus = vcpus
+        self.interfaces = interfaces
+        self.disks = disks
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, domainType, osType, vcpus, interfaces, disks
+        case memoryKiB = "memoryKib"
+    }
+
+    public struct InterfaceSpec: Hashable, Sendable, Codable {
+        public var mac: String
+        public var bridge: String
+
+        public init(mac: String, bridge: String) {
+            self.mac = mac
+            self.bridge = bridge
+        }
+    }
+
+    /// A LUN attached over iSCSI, as QEMU opens it.
+    public struct DiskSpec: Hashable, Sendable, Codable {
+        public var target: String
+        public var lun: Int
+        public var portalHost: String
+        public var portalPort: Int
+
+        public init(target: String, lun: Int, portalHost: String, portalPort: Int) {
+            self.target = target
+            self.lun = lun
+            self.portalHost = portalHost
+            self.portalPort = portalPort
+        }
+    }
+
+    /// A short digest of the managed fields, stored in the ownership mark: a domain whose
+    /// digest no longer matches its fields was changed outside virtform.
+    public var digest: String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func feed(_ text: String) {
+            for byte in text.utf8 {
+                hash ^= UInt64(byte)
+                hash &*= 0x0000_0100_0000_01b3
+            }
+            hash ^= 0xff
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        feed(name)
+        feed(domainType)
+        feed(osType)
+        feed(String(memoryKiB))
+        feed(String(vcpus))
+        for interface in interfaces { feed(interface.mac + "@" + interface.bridge) }
+        for disk in disks { feed("\(disk.target)/\(disk.lun)@\(disk.portalHost):\(disk.portalPort)") }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+/// virtform's mark in a domain's `<metadata>`: which VM it is and what virtform last wrote.
+public struct Ownership: Hashable, Sendable, Codable {
+    public static let namespace = "https://virtform.io/xmlns/domain/v1"
+    public static let prefix = "virtform"
+
+    public var vm: VMID
+    public var digest: String
+    /// Deletion protection at the time of the last apply; kept so a VM that leaves the
+    /// manifests stays protected until someone turns protection off.
+    public var deletionProtection: Bool
+
+    public init(vm: VMID, digest: String, deletionProtection: Bool) {
+        self.vm = vm
+        self.digest = digest
+        self.deletionProtection = deletionProtection
+    }
+}

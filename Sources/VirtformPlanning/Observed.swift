@@ -1,0 +1,62 @@
+import VirtformModel
+
+/// One domain as libvirt reported it.
+public struct ObservedDomain: Hashable, Sendable, Codable {
+    public enum State: String, Sendable, Codable {
+        case running, paused, shutoff, crashed, other
+    }
+
+    public var host: String
+    public var name: String
+    public var uuid: String
+    public var state: State
+    public var persistent: Bool
+    /// The managed fields, read from the persistent (inactive) definition.
+    public var spec: DomainSpec
+    /// virtform's mark; nil for domains virtform does not own.
+    public var ownership: Ownership?
+
+    public init(host: String, name: String, uuid: String, state: State, persistent: Bool, spec: DomainSpec,
+                ownership: Ownership?) {
+        self.host = host
+        self.name = name
+        self.uuid = uuid
+        self.state = state
+        self.persistent = persistent
+        self.spec = spec
+        self.ownership = ownership
+    }
+
+    /// What a saved plan remembers, so apply can tell whether the domain moved on since.
+    public var fingerprint: String { "\(host)|\(uuid)|\(state.rawValue)|\(persistent)|\(spec.digest)|\(ownership?.digest ?? "-")" }
+}
+
+/// What observing one host gave: its domains, or why it could not be read. A host that could
+/// not be read is never taken to have no domains.
+public enum HostObservation: Sendable {
+    case reachable([ObservedDomain])
+    case unreachable(reason: String)
+}
+
+/// Everything observed on the hypervisors of a site.
+public struct ObservedSite: Sendable {
+    public var hosts: [String: HostObservation]
+
+    public init(hosts: [String: HostObservation]) {
+        self.hosts = hosts
+    }
+
+    public var unreachableHosts: [(host: String, reason: String)] {
+        hosts.compactMap { name, observation in
+            if case .unreachable(let reason) = observation { return (name, reason) }
+            return nil
+        }.sorted { $0.host < $1.host }
+    }
+
+    public var domains: [ObservedDomain] {
+        hosts.keys.sorted().flatMap { name -> [ObservedDomain] in
+            if case .reachable(let domains) = hosts[name]! { return domains.sorted { $0.name < $1.name } }
+            return []
+        }
+    }
+}
