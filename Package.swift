@@ -43,7 +43,8 @@ let package = Package(
 
         .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
         .testTarget(name: "VirtformManifestsTests", dependencies: ["VirtformManifests", "VirtformModel"]),
-        .testTarget(name: "VirtformPlanningTests", dependencies: ["VirtformPlanning", "VirtformManifests", "VirtformModel"]),
+        .testTarget(name: "VirtformPlanningTests", dependencies: ["VirtformPlanning", "VirtformManifests", "VirtformModel"],
+                    exclude: ["Golden"]),
         .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands"]),
     ],
     swiftLanguageModes: [.v6]

@@ -129,11 +129,11 @@ extension DomainSpec {
         return result
     }
 
-    static func describe(_ interfaces: [InterfaceSpec]) -> String {
+    public static func describe(_ interfaces: [InterfaceSpec]) -> String {
         interfaces.isEmpty ? "none" : interfaces.map { "\($0.bridge)/\($0.mac)" }.joined(separator: ", ")
     }
 
-    static func describe(_ disks: [DiskSpec]) -> String {
+    public static func describe(_ disks: [DiskSpec]) -> String {
         disks.isEmpty ? "none" : disks.map { "\($0.target)/\($0.lun)@\($0.portalHost):\($0.portalPort)" }.joined(separator: ", ")
     }
 }

@@ -1,4 +1,3 @@
-import VirtformModel
 
 /// The part of a libvirt domain that virtform manages, in a normalized form.
 ///

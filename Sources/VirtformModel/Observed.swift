@@ -1,4 +1,3 @@
-import VirtformModel
 
 /// One domain as libvirt reported it.
 public struct ObservedDomain: Hashable, Sendable, Codable {
