@@ -28,6 +28,9 @@ let package = Package(
         // Diff, placement and the plan as data. Pure: tested without any system.
         .target(name: "VirtformPlanning", dependencies: ["VirtformModel"]),
 
+        // The hypervisor driver: libvirt domains ⇄ the model (domain XML, ownership mark).
+        .target(name: "VirtformHypervisor", dependencies: ["VirtformModel"]),
+
         // Every `virtform` subcommand, as a library so each one is testable.
         .target(name: "VirtformCommands", dependencies: [
             "VirtformModel", "VirtformManifests",
@@ -45,6 +48,7 @@ let package = Package(
         .testTarget(name: "VirtformManifestsTests", dependencies: ["VirtformManifests", "VirtformModel"]),
         .testTarget(name: "VirtformPlanningTests", dependencies: ["VirtformPlanning", "VirtformManifests", "VirtformModel"],
                     exclude: ["Golden"]),
+        .testTarget(name: "VirtformHypervisorTests", dependencies: ["VirtformHypervisor", "VirtformModel"]),
         .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands"]),
     ],
     swiftLanguageModes: [.v6]
