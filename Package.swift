@@ -19,6 +19,9 @@ let package = Package(
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
         .systemLibrary(name: "CISCSI", pkgConfig: "libiscsi", providers: [.apt(["libiscsi-dev"])]),
 
+        // Safe Swift over libvirt's C API: owned pointers, Swift errors, blocking calls off the pool.
+        .target(name: "Libvirt", dependencies: ["CLibvirt"], exclude: ["README.md"]),
+
         // The pure model: objects, identities, quantities, semantic validation. No I/O.
         .target(name: "VirtformModel"),
 
@@ -29,11 +32,17 @@ let package = Package(
         .target(name: "VirtformPlanning", dependencies: ["VirtformModel"]),
 
         // The hypervisor driver: libvirt domains ⇄ the model (domain XML, ownership mark).
-        .target(name: "VirtformHypervisor", dependencies: ["VirtformModel"]),
+        .target(name: "VirtformHypervisor", dependencies: ["VirtformModel", "Libvirt"]),
+
+        // The action-graph walker and the per-site apply lock. Generic: no virtform types.
+        .target(name: "VirtformExecution", exclude: ["README.md"]),
+
+        // The local lab: real libvirt session daemons on this machine (the `lab` command and integration tests).
+        .target(name: "VirtformLab", dependencies: ["Libvirt"], exclude: ["README.md"]),
 
         // Every `virtform` subcommand, as a library so each one is testable.
         .target(name: "VirtformCommands", dependencies: [
-            "VirtformModel", "VirtformManifests",
+            "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformExecution", "VirtformLab",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -49,6 +58,9 @@ let package = Package(
         .testTarget(name: "VirtformPlanningTests", dependencies: ["VirtformPlanning", "VirtformManifests", "VirtformModel"],
                     exclude: ["Golden"]),
         .testTarget(name: "VirtformHypervisorTests", dependencies: ["VirtformHypervisor", "VirtformModel"]),
+        .testTarget(name: "VirtformExecutionTests", dependencies: ["VirtformExecution"]),
+        .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
+        .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt"]),
         .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands"]),
     ],
     swiftLanguageModes: [.v6]

@@ -6,7 +6,8 @@ public struct Virtform: AsyncParsableCommand {
         commandName: "virtform",
         abstract: "Keep libvirt hypervisors, shared iSCSI storage and DHCP in the state your manifests describe.",
         version: virtformVersion,
-        subcommands: [ValidateCommand.self, SchemaCommand.self]
+        subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, LabCommand.self,
+                      SchemaCommand.self]
     )
 
     public init() {}

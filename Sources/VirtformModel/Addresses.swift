@@ -126,14 +126,10 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
 
 extension MACAddress {
     /// A stable, locally administered unicast MAC for an interface without a fixed one:
-    /// `02:` followed by 40 bits of an FNV-1a hash of `project/vm/interface`. The same names give
+    /// `02:` followed by 40 bits of a `StableHash` of project, VM and interface. The same names give
     /// the same MAC on every run and every machine, so reservations can exist before first boot.
     public static func derived(for vm: VMID, interface: String) -> MACAddress {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in "\(vm.project)/\(vm.name)/\(interface)".utf8 {
-            hash ^= UInt64(byte)
-            hash &*= 0x0000_0100_0000_01b3
-        }
+        let hash = StableHash.of(vm.project, vm.name, interface).value
         return MACAddress(0x02_00_0000_0000 | (hash & 0xff_ffff_ffff))
     }
 }

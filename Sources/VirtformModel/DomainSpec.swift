@@ -60,15 +60,8 @@ public struct DomainSpec: Hashable, Sendable, Codable {
     /// A short digest of the managed fields, stored in the ownership mark: a domain whose
     /// digest no longer matches its fields was changed outside virtform.
     public var digest: String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func feed(_ text: String) {
-            for byte in text.utf8 {
-                hash ^= UInt64(byte)
-                hash &*= 0x0000_0100_0000_01b3
-            }
-            hash ^= 0xff
-            hash &*= 0x0000_0100_0000_01b3
-        }
+        var hash = StableHash()
+        func feed(_ text: String) { hash.feed(text) }
         feed(name)
         feed(domainType)
         feed(osType)
@@ -76,8 +69,7 @@ public struct DomainSpec: Hashable, Sendable, Codable {
         feed(String(vcpus))
         for interface in interfaces { feed(interface.mac + "@" + interface.bridge) }
         for disk in disks { feed("\(disk.target)/\(disk.lun)@\(disk.portalHost):\(disk.portalPort)") }
-        let hex = String(hash, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        return hash.hex
     }
 }
 

@@ -14,11 +14,12 @@ public struct Host: SiteObject {
     public var migrationAddress: String?
     /// A host in maintenance takes no new guests and is drained by rebalancing.
     public var maintenance: Bool
-    /// libvirt's domain type on this host: `kvm` (default), or `qemu` where there is no KVM.
+    /// libvirt's domain type on this host: `kvm` (default), `qemu` where there is no KVM, `xen`,
+    /// or `test` for libvirt's test driver.
     public var domainType: DomainType
     public var provenance: Provenance
 
-    public enum DomainType: String, Sendable, CaseIterable { case kvm, qemu, xen }
+    public enum DomainType: String, Sendable, CaseIterable { case kvm, qemu, xen, test }
 
     public init(meta: ObjectMeta, uri: String, capacity: Capacity, bridges: [String], migrationAddress: String? = nil,
                 maintenance: Bool = false, domainType: DomainType = .kvm, provenance: Provenance) {

@@ -14,8 +14,13 @@ public struct Plan: Codable, Sendable {
     public var unknown: [UnknownVM] = []
     /// Domains virtform does not own; listed only when asked for.
     public var unmanaged: [UnmanagedDomain] = []
-    /// Resource → fingerprint of what it was observed as, for apply to check a saved plan.
+    /// Resource → fingerprint of what it was observed as (`absent` for what is to be created),
+    /// for apply to check that a saved plan still matches what is there.
     public var observed: [String: String] = [:]
+    /// Host name → libvirt URI, so a saved plan can be applied without the manifests.
+    public var hosts: [String: String] = [:]
+
+    public static let absent = "absent"
 
     public init() {}
 
@@ -63,6 +68,8 @@ public struct Change: Codable, Sendable, Hashable {
     public var destination: String?
     public var before: DomainSpec?
     public var after: DomainSpec?
+    /// The mark a create or update writes on the domain.
+    public var ownership: Ownership?
     /// For updates: each field that differs and whether it can change on a running guest.
     public var fields: [FieldChange] = []
     /// Why, for people.
@@ -71,7 +78,9 @@ public struct Change: Codable, Sendable, Hashable {
     public var blocked: String?
 
     public init(action: Action, resource: String, host: String, destination: String? = nil, before: DomainSpec? = nil,
-                after: DomainSpec? = nil, fields: [FieldChange] = [], reason: String, blocked: String? = nil) {
+                after: DomainSpec? = nil, ownership: Ownership? = nil, fields: [FieldChange] = [], reason: String,
+                blocked: String? = nil) {
+        self.ownership = ownership
         self.action = action
         self.resource = resource
         self.host = host

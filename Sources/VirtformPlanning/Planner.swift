@@ -28,6 +28,7 @@ public struct Planner {
 
     public func plan() -> Plan {
         var plan = Plan()
+        plan.hosts = Dictionary(uniqueKeysWithValues: index.hosts.map { ($0.key, $0.value.uri) })
         plan.unreachableHosts = observed.unreachableHosts.map { Plan.UnreachableHost(host: $0.host, reason: $0.reason) }
         let anyUnreachable = !plan.unreachableHosts.isEmpty
 
@@ -74,7 +75,7 @@ public struct Planner {
                 let protectionChanged = domain.ownership?.deletionProtection != vm.deletionProtection
                 if !fields.isEmpty || protectionChanged || !domain.persistent {
                     plan.changes.append(Change(action: .update, resource: resource, host: domain.host, before: domain.spec,
-                                               after: desired, fields: fields,
+                                               after: desired, ownership: ownership(vm, desired), fields: fields,
                                                reason: fields.isEmpty ? "refresh virtform's mark on the domain" : "differs from the manifest"))
                 }
                 let running = domain.state == .running || domain.state == .paused
@@ -112,8 +113,9 @@ public struct Planner {
             }
             load.place(vm, on: host.name)
             let desired = DomainSpec.desired(for: vm, on: host, index: index)
+            plan.observed[resource] = Plan.absent
             plan.changes.append(Change(action: .create, resource: resource, host: host.name, after: desired,
-                                       reason: "declared in \(vm.provenance.document.file)"))
+                                       ownership: ownership(vm, desired), reason: "declared in \(vm.provenance.document.file)"))
             if vm.power == .running {
                 plan.changes.append(Change(action: .start, resource: resource, host: host.name, reason: "power: running"))
             }
@@ -137,6 +139,10 @@ public struct Planner {
         }
         plan.changes.sort { ($0.host, $0.resource, Self.order($0.action)) < ($1.host, $1.resource, Self.order($1.action)) }
         return plan
+    }
+
+    private func ownership(_ vm: VirtualMachine, _ spec: DomainSpec) -> Ownership {
+        Ownership(vm: vm.id, digest: spec.digest, deletionProtection: vm.deletionProtection)
     }
 
     private func isReachable(_ host: String) -> Bool {

@@ -44,7 +44,7 @@ public enum ManifestSchema {
         Field("bridges", names, "Bridge names the host offers to guests, e.g. [fe0, be0]."),
         Field("migrationAddress", .string(.hostname), "Address for live-migration traffic to this host (IP or host name)."),
         Field("maintenance", .boolean, "In maintenance the host takes no new guests. Default false."),
-        Field("domainType", .choice(Host.DomainType.allCases.map(\.rawValue)), "libvirt domain type: kvm (default), qemu (no hardware virtualization) or xen."),
+        Field("domainType", .choice(Host.DomainType.allCases.map(\.rawValue)), "libvirt domain type: kvm (default), qemu (no hardware virtualization), xen, or test (libvirt's test driver)."),
     ])
 
     static let cluster = ObjectShape("Hosts that share storage and network names.", exactlyOne: [["hosts", "hostSelector"]], [

@@ -1,0 +1,77 @@
+import CLibvirt
+import Foundation
+
+/// Process-wide libvirt setup, done exactly once before the first connection opens.
+enum LibvirtRuntime {
+    /// Initializes libvirt, silences its default stderr error printer and starts the default
+    /// event loop on a dedicated thread. Swift runs a global's initializer exactly once and
+    /// thread-safely, which is the "once" here. The value says whether the event loop runs.
+    static let eventLoopRunning: Bool = {
+        // Required before libvirt is used from several threads.
+        _ = virInitialize()
+        // Without a handler libvirt prints every error to stderr by itself; errors here are
+        // reported through LibvirtError instead.
+        virSetErrorFunc(nil, { _, _ in })
+        // The event loop must be registered before connections open so that keepalive, close
+        // callbacks and domain events work on them.
+        guard virEventRegisterDefaultImpl() == 0 else {
+            virResetLastError()
+            return false
+        }
+        let thread = Thread {
+            while true {
+                if virEventRunDefaultImpl() < 0 {
+                    // Only fails on programming errors; avoid a hot loop anyway.
+                    virResetLastError()
+                    Thread.sleep(forTimeInterval: 0.1)
+                }
+            }
+        }
+        thread.name = "libvirt-events"
+        thread.start()
+        return true
+    }()
+
+    /// Makes sure libvirt is initialized; cheap after the first call.
+    static func prepare() {
+        _ = eventLoopRunning
+    }
+}
+
+/// The version of the libvirt library this process is linked against.
+public func libvirtLibraryVersion() -> LibvirtVersion {
+    LibvirtRuntime.prepare()
+    var version: UInt = 0
+    _ = virGetVersion(&version, nil, nil)
+    return LibvirtVersion(encoded: UInt64(version))
+}
+
+/// A libvirt version number (`major * 1_000_000 + minor * 1_000 + release`).
+public struct LibvirtVersion: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let major: Int
+    public let minor: Int
+    public let release: Int
+
+    public init(major: Int, minor: Int, release: Int) {
+        self.major = major
+        self.minor = minor
+        self.release = release
+    }
+
+    init(encoded: UInt64) {
+        self.init(
+            major: Int(encoded / 1_000_000), minor: Int(encoded / 1_000 % 1_000), release: Int(encoded % 1_000))
+    }
+
+    public var description: String { "\(major).\(minor).\(release)" }
+
+    public static func < (lhs: LibvirtVersion, rhs: LibvirtVersion) -> Bool {
+        (lhs.major, lhs.minor, lhs.release) < (rhs.major, rhs.minor, rhs.release)
+    }
+}
+
+/// A C pointer that is safe to hand between threads because libvirt's objects are thread-safe
+/// and reference-counted; ownership is tracked by whoever holds it.
+struct CPointer: @unchecked Sendable {
+    let raw: OpaquePointer
+}

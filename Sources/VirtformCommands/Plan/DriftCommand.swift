@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import VirtformPlanning
+
+/// `virtform drift`: the same comparison as plan, read as "what changed outside virtform".
+struct DriftCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drift",
+        abstract: "Report what differs from the manifests (for scheduled checks).",
+        discussion: "Exit status: 0 no drift, 2 drift, 1 error (including a host that could not be read)."
+    )
+
+    @OptionGroup var site: SiteOptions
+
+    @Option(help: "Output format: text or json.")
+    var format: ReportFormat = .text
+
+    func run() async throws {
+        let desired = try site.load()
+        let result = await Reconciliation.make(site: desired, options: .init())
+        let report = DriftReport(plan: result.plan)
+        let output = Output.current
+        switch format {
+        case .text: output.write(report.text(output: output))
+        case .json: output.write(report.json())
+        }
+        if !result.plan.errors.isEmpty || !result.plan.unreachableHosts.isEmpty { throw ExitCode(1) }
+        if !report.items.isEmpty { throw ExitCode(2) }
+    }
+}
+
+/// Plan changes described as drift: what is different now, and what the manifests say.
+struct DriftReport {
+    struct Item: Encodable, Equatable {
+        var resource: String
+        var host: String
+        var kind: String
+        var detail: String
+    }
+
+    var items: [Item] = []
+    var plan: Plan
+
+    init(plan: Plan) {
+        self.plan = plan
+        for change in plan.changes {
+            let (kind, detail): (String, String)
+            switch change.action {
+            case .create: (kind, detail) = ("missing", "the domain is defined on no host")
+            case .update:
+                (kind, detail) = ("changed", change.fields.isEmpty ? "virtform's mark is missing or stale"
+                    : change.fields.map { "\($0.field) is \($0.before), the manifest says \($0.after)" }.joined(separator: "; "))
+            case .start: (kind, detail) = ("stopped", change.reason)
+            case .stop: (kind, detail) = ("running", "it runs, the manifest says power: stopped")
+            case .delete: (kind, detail) = ("extra", "a managed domain that is no longer in the manifests")
+            case .migrate: (kind, detail) = ("misplaced", change.reason)
+            }
+            items.append(Item(resource: change.resource, host: change.host, kind: kind, detail: detail))
+        }
+    }
+
+    func text(output: Output) -> String {
+        var lines = items.map { "\(output.paint($0.kind, .yellow)) \($0.resource) on \($0.host): \($0.detail)" }
+        for host in plan.unreachableHosts {
+            lines.append(output.paint("error", .red) + ": host \(host.host) could not be read (\(host.reason)); its guests are unknown")
+        }
+        for problem in plan.errors { lines.append(output.paint("error", .red) + ": \(problem.resource): \(problem.message)") }
+        lines.append(items.isEmpty ? "No drift: the hypervisors match the manifests." : "Drift: \(items.count) difference\(items.count == 1 ? "" : "s").")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    func json() -> String {
+        struct Document: Encodable {
+            var formatVersion = "1"
+            var drift: Bool
+            var items: [Item]
+            var unreachableHosts: [Plan.UnreachableHost]
+            var errors: [Plan.Problem]
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        let document = Document(drift: !items.isEmpty, items: items, unreachableHosts: plan.unreachableHosts, errors: plan.errors)
+        return String(decoding: try! encoder.encode(document), as: UTF8.self) + "\n"
+    }
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import VirtformPlanning
+
+/// `virtform plan`: what apply would do, without doing it.
+struct PlanCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Compare the manifests with the hypervisors and show what apply would change.",
+        discussion: """
+            Exit status: 0 on success (with --detailed-exitcode: 0 no changes, 2 changes), 1 on an error, \
+            including a host that could not be read (its guests are shown as unknown and nothing is planned for them).
+            """
+    )
+
+    @OptionGroup var site: SiteOptions
+
+    @Option(help: "Output format: text or json.")
+    var format: ReportFormat = .text
+
+    @Option(name: .customLong("out"), help: "Also save the plan (JSON) to this file, for `virtform apply FILE`.")
+    var out: String?
+
+    @Flag(help: "Exit 0 when there are no changes, 2 when there are, 1 on errors.")
+    var detailedExitcode = false
+
+    @Flag(help: "List domains that virtform does not own (it never changes them).")
+    var showUnmanaged = false
+
+    @Flag(help: "Plan deletions as applicable (otherwise they are shown but not applied).")
+    var allowDestroy = false
+
+    func run() async throws {
+        let desired = try site.load()
+        let result = await Reconciliation.make(site: desired, options: .init(allowDestroy: allowDestroy, showUnmanaged: showUnmanaged))
+        let output = Output.current
+        switch format {
+        case .text: output.write(PlanRenderer.text(result.plan, color: output.useColor))
+        case .json: output.write(PlanRenderer.json(result.plan))
+        }
+        if let out {
+            do {
+                try PlanRenderer.json(result.plan).write(toFile: out, atomically: true, encoding: .utf8)
+            } catch {
+                throw ValidationError("failed to save the plan to \(out): \(error.localizedDescription)")
+            }
+            if format == .text { output.line("Saved the plan to \(out); apply it with `virtform apply \(out)`.") }
+        }
+        if !result.plan.errors.isEmpty || !result.plan.unreachableHosts.isEmpty { throw ExitCode(1) }
+        if detailedExitcode && !result.plan.isEmpty { throw ExitCode(2) }
+    }
+}

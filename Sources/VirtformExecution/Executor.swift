@@ -1,0 +1,187 @@
+/// Runs an `ActionGraph` (after Terraform's `dag/walk.go`).
+///
+/// - A node starts once every dependency has succeeded, at most `limits.global` at a time and at
+///   most `limits.perGroup` per group. Among ready nodes, the earliest-inserted starts first.
+/// - A failed node's dependents, transitively, are skipped: never run, reported once each as
+///   skipped because of that node, not as errors of their own. Independent nodes keep running.
+/// - When the surrounding task is cancelled, no new node starts; running nodes are awaited
+///   (they see the cancellation through their own task); the rest end as `notStarted`.
+public enum Executor {
+    /// Progress, delivered one at a time from the executor's own task, in the order it happened.
+    public enum Event<ID: Hashable & Sendable>: Sendable, Equatable {
+        case started(id: ID, label: String)
+        case succeeded(id: ID, duration: Duration)
+        case failed(id: ID, error: String)
+        case skipped(id: ID, because: ID)
+    }
+
+    /// How one node ended.
+    public enum Outcome<ID: Hashable & Sendable>: Sendable, Equatable {
+        case succeeded
+        /// The body threw; the message is the error's description.
+        case failed(String)
+        /// Not run because `cause`, an ancestor, failed.
+        case skipped(cause: ID)
+        /// Not run because the run was cancelled first.
+        case notStarted
+    }
+
+    /// The result of a run: every node's outcome, counts and wall time.
+    public struct Summary<ID: Hashable & Sendable>: Sendable {
+        /// Node ids in graph insertion order, for rendering outcomes stably.
+        public let order: [ID]
+        public let outcomes: [ID: Outcome<ID>]
+        /// Wall time of the whole run.
+        public let duration: Duration
+        /// Whether the surrounding task was cancelled during the run.
+        public let wasCancelled: Bool
+
+        public var succeeded: Int { count { $0 == .succeeded } }
+        public var failed: Int { count { if case .failed = $0 { true } else { false } } }
+        public var skipped: Int { count { if case .skipped = $0 { true } else { false } } }
+        public var notStarted: Int { count { $0 == .notStarted } }
+        /// Nodes that ran to success (same as `succeeded`).
+        public var done: Int { succeeded }
+        /// Every node succeeded.
+        public var isSuccess: Bool { succeeded == order.count }
+
+        public subscript(id: ID) -> Outcome<ID>? { outcomes[id] }
+
+        private func count(where predicate: (Outcome<ID>) -> Bool) -> Int {
+            outcomes.values.reduce(0) { predicate($1) ? $0 + 1 : $0 }
+        }
+    }
+
+    /// Runs `graph` to the end (or until cancelled) and returns what happened to each node.
+    /// Limits below 1 are treated as 1. Never throws: failures are outcomes.
+    public static func run<ID: Hashable & Sendable>(
+        _ graph: ActionGraph<ID>,
+        limits: (global: Int, perGroup: Int),
+        progress: @Sendable (Event<ID>) -> Void = { _ in }
+    ) async -> Summary<ID> {
+        let clock = ContinuousClock()
+        let startedAt = clock.now
+        let globalLimit = max(1, limits.global)
+        let perGroupLimit = max(1, limits.perGroup)
+        let nodes = graph.nodes
+
+        // Groups become small integers; -1 is "no group".
+        var groupIndexByName: [String: Int] = [:]
+        let groupOf: [Int] = nodes.map { node in
+            guard let name = node.group else { return -1 }
+            if let index = groupIndexByName[name] { return index }
+            let index = groupIndexByName.count
+            groupIndexByName[name] = index
+            return index
+        }
+
+        var state = Array(repeating: NodeState.pending, count: nodes.count)
+        var waitingOn = graph.dependencyIndices.map(\.count)
+        var ready = MinHeap()
+        // Ready nodes whose group was full when they came up; one moves back to `ready`
+        // each time a node of that group finishes.
+        var parked = Array(repeating: MinHeap(), count: groupIndexByName.count)
+        var runningInGroup = Array(repeating: 0, count: groupIndexByName.count)
+        var running = 0
+        var cancelled = false
+        for index in nodes.indices where waitingOn[index] == 0 { ready.insert(index) }
+
+        await withTaskGroup(of: Completion.self) { tasks in
+            while true {
+                if !cancelled, Task.isCancelled { cancelled = true }
+                if !cancelled {
+                    while running < globalLimit, let index = ready.popMin() {
+                        let group = groupOf[index]
+                        if group >= 0, runningInGroup[group] >= perGroupLimit {
+                            parked[group].insert(index)
+                            continue
+                        }
+                        state[index] = .running
+                        running += 1
+                        if group >= 0 { runningInGroup[group] += 1 }
+                        progress(.started(id: nodes[index].id, label: nodes[index].label))
+                        let body = nodes[index].body
+                        tasks.addTask {
+                            let begin = ContinuousClock.now
+                            do {
+                                try await body()
+                                return Completion(index: index, error: nil, duration: .now - begin)
+                            } catch {
+                                return Completion(index: index, error: error, duration: .now - begin)
+                            }
+                        }
+                    }
+                }
+                guard running > 0, let completion = await tasks.next() else { break }
+
+                let index = completion.index
+                running -= 1
+                let group = groupOf[index]
+                if group >= 0 {
+                    runningInGroup[group] -= 1
+                    if let next = parked[group].popMin() { ready.insert(next) }
+                }
+
+                if let error = completion.error {
+                    let message = String(describing: error)
+                    state[index] = .failed(message)
+                    progress(.failed(id: nodes[index].id, error: message))
+                    for skippedIndex in skipDependents(of: index, graph: graph, state: &state) {
+                        progress(.skipped(id: nodes[skippedIndex].id, because: nodes[index].id))
+                    }
+                } else {
+                    state[index] = .succeeded
+                    progress(.succeeded(id: nodes[index].id, duration: completion.duration))
+                    for dependent in graph.dependentIndices[index] {
+                        waitingOn[dependent] -= 1
+                        if waitingOn[dependent] == 0 { ready.insert(dependent) }
+                    }
+                }
+            }
+        }
+
+        var outcomes: [ID: Outcome<ID>] = [:]
+        outcomes.reserveCapacity(nodes.count)
+        for (index, node) in nodes.enumerated() {
+            switch state[index] {
+            case .succeeded: outcomes[node.id] = .succeeded
+            case .failed(let message): outcomes[node.id] = .failed(message)
+            case .skipped(let cause): outcomes[node.id] = .skipped(cause: nodes[cause].id)
+            // `running` cannot remain: the loop only ends once nothing is running.
+            case .pending, .running: outcomes[node.id] = .notStarted
+            }
+        }
+        return Summary(
+            order: nodes.map(\.id), outcomes: outcomes, duration: clock.now - startedAt,
+            wasCancelled: cancelled || Task.isCancelled)
+    }
+
+    private enum NodeState {
+        case pending, running, succeeded
+        case failed(String)
+        case skipped(cause: Int)
+    }
+
+    private struct Completion: Sendable {
+        let index: Int
+        let error: (any Error)?
+        let duration: Duration
+    }
+
+    /// Marks every pending transitive dependent of `failed` as skipped because of it and
+    /// returns them in insertion order. Already-skipped nodes are not walked again: their
+    /// dependents were skipped with them.
+    private static func skipDependents<ID>(
+        of failed: Int, graph: ActionGraph<ID>, state: inout [NodeState]
+    ) -> [Int] {
+        var skipped: [Int] = []
+        var stack = graph.dependentIndices[failed]
+        while let index = stack.popLast() {
+            guard case .pending = state[index] else { continue }
+            state[index] = .skipped(cause: failed)
+            skipped.append(index)
+            stack.append(contentsOf: graph.dependentIndices[index])
+        }
+        return skipped.sorted()
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import Libvirt
+import VirtformModel
+
+/// One hypervisor reached through libvirt: what it runs, and the operations apply needs.
+///
+/// Read-only callers use `observe()`; everything else changes only domains that carry
+/// virtform's ownership mark, which the caller has checked through the plan.
+public final class LibvirtHost: Sendable {
+    public let name: String
+    let connection: Connection
+
+    init(name: String, connection: Connection) {
+        self.name = name
+        self.connection = connection
+    }
+
+    /// Opens the host's libvirt URI, giving up after `timeout` (the call itself cannot be
+    /// interrupted; it is left to finish on its own thread).
+    public static func connect(name: String, uri: String, timeout: Duration = .seconds(10)) async throws -> LibvirtHost {
+        let connection = try await withThrowingTaskGroup(of: Connection?.self) { group in
+            group.addTask { try await Connection.open(uri: uri) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let connection = first else {
+                throw HypervisorError("no answer from \(uri) within \(timeout)")
+            }
+            return connection
+        }
+        return LibvirtHost(name: name, connection: connection)
+    }
+
+    /// Every domain with its managed fields read from its persistent definition, fetched with
+    /// up to `parallelism` XML requests in flight.
+    public func observe(parallelism: Int = 8) async throws -> [ObservedDomain] {
+        let summaries = try await connection.listAllDomains()
+        return try await withThrowingTaskGroup(of: ObservedDomain?.self) { group in
+            var results: [ObservedDomain] = []
+            var next = summaries.makeIterator()
+            func schedule(_ summary: DomainSummary?) {
+                guard let summary else { return }
+                group.addTask { [name] in
+                    let xml: String
+                    do {
+                        xml = try await summary.domain.xml(flags: summary.isPersistent ? [.inactive] : [])
+                    } catch let error as LibvirtError where error.code == .noDomain {
+                        return nil  // undefined between listing and reading
+                    }
+                    let (spec, ownership) = try DomainXML.parse(xml)
+                    return ObservedDomain(host: name, name: summary.name, uuid: summary.uuid.uuidString.lowercased(),
+                                          state: Self.state(summary.state), persistent: summary.isPersistent,
+                                          spec: spec, ownership: ownership)
+                }
+            }
+            for _ in 0..<parallelism { schedule(next.next()) }
+            while let result = try await group.next() {
+                if let result { results.append(result) }
+                schedule(next.next())
+            }
+            return results.sorted { $0.name < $1.name }
+        }
+    }
+
+    /// Defines (or redefines) a domain with virtform's mark.
+    public func define(_ spec: DomainSpec, ownership: Ownership) async throws {
+        _ = try await connection.define(xml: DomainXML.render(spec, ownership: ownership))
+    }
+
+    public func start(_ domainName: String) async throws {
+        let domain = try await require(domainName)
+        if try await domain.state.isActive { return }
+        try await domain.create()
+    }
+
+    /// Asks the guest to shut down, waits up to `timeout`, then forces it off.
+    public func stop(_ domainName: String, timeout: Duration = .seconds(60)) async throws {
+        let domain = try await require(domainName)
+        guard try await domain.state.isActive else { return }
+        do {
+            try await domain.shutdown()
+        } catch {
+            // A guest without ACPI cannot be asked; fall through to the forced stop.
+        }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await !domain.state.isActive { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        if try await domain.state.isActive { try await domain.destroy() }
+    }
+
+    /// Stops a guest if it runs and removes its definition.
+    public func delete(_ domainName: String) async throws {
+        guard let domain = try await connection.domain(named: domainName) else { return }
+        if try await domain.state.isActive { try await domain.destroy() }
+        try await domain.undefine(flags: [.managedSave, .snapshotsMetadata])
+    }
+
+    /// Changes that can be made to the running guest now (lowered memory); the redefinition
+    /// carries everything else to the next start.
+    public func applyLive(_ spec: DomainSpec, to domainName: String, liveMemory: Bool) async throws {
+        guard liveMemory, let domain = try await connection.domain(named: domainName), try await domain.state.isActive else { return }
+        try await domain.setMemory(kib: spec.memoryKiB, flags: [.live])
+    }
+
+    private func require(_ domainName: String) async throws -> Domain {
+        guard let domain = try await connection.domain(named: domainName) else {
+            throw HypervisorError("domain \(domainName) is not defined on host \(name)")
+        }
+        return domain
+    }
+
+    static func state(_ state: DomainState) -> ObservedDomain.State {
+        switch state {
+        case .running, .blocked, .shuttingDown: return .running
+        case .paused, .pmSuspended: return .paused
+        case .shutOff, .noState: return .shutoff
+        case .crashed: return .crashed
+        case .unknown: return .other
+        }
+    }
+}
+
+/// A failure of the hypervisor driver itself (libvirt's own failures are `LibvirtError`).
+public struct HypervisorError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Observes every host of a site at once.
+public enum SiteObserver {
+    public struct Result: Sendable {
+        public var observed: ObservedSite
+        /// Open sessions to the hosts that answered, for apply.
+        public var sessions: [String: LibvirtHost]
+    }
+
+    /// Connects to every host concurrently; a host that cannot be reached or read is
+    /// reported as unreachable with the reason, never as empty.
+    public static func observe(_ hosts: [(name: String, uri: String)], timeout: Duration = .seconds(10)) async -> Result {
+        await withTaskGroup(of: (String, HostObservation, LibvirtHost?).self) { group in
+            for host in hosts {
+                group.addTask {
+                    do {
+                        let session = try await LibvirtHost.connect(name: host.name, uri: host.uri, timeout: timeout)
+                        return (host.name, .reachable(try await session.observe()), session)
+                    } catch {
+                        return (host.name, .unreachable(reason: "\(error)"), nil)
+                    }
+                }
+            }
+            var result = Result(observed: ObservedSite(hosts: [:]), sessions: [:])
+            for await (name, observation, session) in group {
+                result.observed.hosts[name] = observation
+                result.sessions[name] = session
+            }
+            return result
+        }
+    }
+}

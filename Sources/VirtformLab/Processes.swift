@@ -1,0 +1,81 @@
+import Foundation
+
+/// What /proc says about one process.
+struct ProcessEntry: Sendable, Hashable {
+    let pid: Int32
+    /// The short command name (`/proc/PID/comm`, at most 15 characters).
+    let command: String
+    let realUID: UInt32
+    /// Exited but not reaped. In this lab's containers PID 1 does not reap orphans, so a stopped
+    /// daemon can linger as a zombie; it is dead for every purpose here.
+    let isZombie: Bool
+}
+
+enum Processes {
+    /// The process with this PID, or nil if there is none.
+    static func entry(_ pid: Int32) -> ProcessEntry? {
+        guard pid > 0,
+            let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        else { return nil }
+        // stat is "PID (comm) STATE ..."; comm may contain spaces or parentheses.
+        guard let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { return nil }
+        let command = String(stat[stat.index(after: open)..<close])
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        var uid: UInt32 = .max
+        for line in status.split(separator: "\n") where line.hasPrefix("Uid:") {
+            uid = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap { UInt32($0) } ?? .max
+        }
+        return ProcessEntry(pid: pid, command: command, realUID: uid, isZombie: state == "Z" || state == "X")
+    }
+
+    /// Whether the process exists and has not exited.
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard let entry = entry(pid) else { return false }
+        return !entry.isZombie
+    }
+
+    /// Every live process whose real UID is `uid`.
+    static func all(ownedBy uid: UInt32) -> [ProcessEntry] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return names.compactMap { Int32($0) }.compactMap(entry).filter { $0.realUID == uid && !$0.isZombie }
+    }
+
+    /// Sends SIGTERM to each process, waits until they are gone or `grace` has passed, then
+    /// SIGKILLs what is left and waits again (bounded). Returns the PIDs still running after
+    /// that, which should be none.
+    @discardableResult
+    static func terminate(_ pids: [Int32], grace: Duration) async -> [Int32] {
+        var remaining = pids.filter(isRunning)
+        guard !remaining.isEmpty else { return [] }
+        for pid in remaining { kill(pid, SIGTERM) }
+        remaining = await waitForExit(remaining, within: grace)
+        guard !remaining.isEmpty else { return [] }
+        for pid in remaining { kill(pid, SIGKILL) }
+        return await waitForExit(remaining, within: .seconds(5))
+    }
+
+    private static func waitForExit(_ pids: [Int32], within limit: Duration) async -> [Int32] {
+        let deadline = ContinuousClock.now + limit
+        var remaining = pids
+        while true {
+            remaining = remaining.filter(isRunning)
+            if remaining.isEmpty || ContinuousClock.now >= deadline { return remaining }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+/// Polls `condition` every `interval` until it holds or `limit` has passed; returns whether it
+/// held.
+func poll(
+    isolation: isolated (any Actor)? = #isolation, within limit: Duration, every interval: Duration = .milliseconds(50),
+    _ condition: () async -> Bool
+) async -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while true {
+        if await condition() { return true }
+        if ContinuousClock.now >= deadline { return false }
+        try? await Task.sleep(for: interval)
+    }
+}

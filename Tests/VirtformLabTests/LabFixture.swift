@@ -1,0 +1,80 @@
+import Foundation
+import Libvirt
+import Testing
+import VirtformLab
+
+/// Why the lab tests cannot run here, or nil.
+let labUnavailable = HypervisorLab.unmetRequirements()
+
+/// A lab in a fresh temporary root with test-only users (`vfltesth1`…), so it never touches a
+/// real lab. Torn down when `body` ends, also when it throws.
+enum LabFixture {
+    static func with<T: Sendable>(
+        hosts count: Int, _ body: @Sendable (HypervisorLab, [LabHost]) async throws -> T
+    ) async throws -> T {
+        let root = try makeTemporaryRoot()
+        let lab = HypervisorLab(
+            configuration: LabConfiguration(
+                root: root, userPrefix: "vfltesth", hostNamePrefix: "lab-h", undefineDomainsOnDown: true))
+        let outcome: Result<T, any Error>
+        do {
+            let hosts = try await lab.up(hosts: count)
+            outcome = .success(try await body(lab, hosts))
+        } catch {
+            outcome = .failure(error)
+        }
+        // Last in, first out: the daemons, then the directory that held them.
+        let teardown = await Result { try await lab.down() }
+        try? FileManager.default.removeItem(atPath: root)
+        let value = try outcome.get()
+        try teardown.get()
+        return value
+    }
+
+    private static func makeTemporaryRoot() throws -> String {
+        var template = Array("/tmp/vftest-lab-XXXXXX".utf8CString)
+        guard let pointer = mkdtemp(&template) else { throw CocoaError(.fileWriteUnknown) }
+        return String(cString: pointer)
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
+
+/// A guest QEMU can run with TCG and nothing else: no disk, no graphics element at all
+/// (`<graphics type='none'/>` is rejected by this libvirt).
+func guestXML(name: String) -> String {
+    """
+    <domain type='qemu'>
+      <name>\(name)</name>
+      <memory unit='MiB'>64</memory>
+      <vcpu>1</vcpu>
+      <os><type arch='x86_64' machine='pc'>hvm</type></os>
+      <on_poweroff>destroy</on_poweroff>
+      <devices><memballoon model='none'/></devices>
+    </domain>
+    """
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    let what: String
+    var description: String { "timed out: \(what)" }
+}
+
+/// Runs `body`, failing with `TimedOut` after `seconds`.
+func withDeadline<T: Sendable>(
+    _ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            throw TimedOut(what: what)
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}
