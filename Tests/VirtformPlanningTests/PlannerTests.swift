@@ -210,7 +210,10 @@ struct PlanRenderingTests {
 }
 
 /// Compares with `Golden/NAME`; `VIRTFORM_RECORD_GOLDEN=1 swift test` re-records.
-func expectGolden(_ actual: String, _ name: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
+/// The checkout's own path is replaced by `<repo>` so the files do not depend on where the
+/// repository was cloned.
+func expectGolden(_ raw: String, _ name: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
+    let actual = raw.replacingOccurrences(of: repositoryRoot.path, with: "<repo>")
     let url = repositoryRoot.appendingPathComponent("Tests/VirtformPlanningTests/Golden/\(name)")
     if ProcessInfo.processInfo.environment["VIRTFORM_RECORD_GOLDEN"] == "1" {
         try actual.write(to: url, atomically: true, encoding: .utf8)
