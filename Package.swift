@@ -37,8 +37,11 @@ let package = Package(
         // The action-graph walker and the per-site apply lock. Generic: no virtform types.
         .target(name: "VirtformExecution", exclude: ["README.md"]),
 
+        // Programs, daemons, processes, files and users of this machine, for drivers and the lab.
+        .target(name: "VirtformSystem"),
+
         // The local lab: real libvirt session daemons on this machine (the `lab` command and integration tests).
-        .target(name: "VirtformLab", dependencies: ["Libvirt"], exclude: ["README.md"]),
+        .target(name: "VirtformLab", dependencies: ["Libvirt", "VirtformSystem"], exclude: ["README.md"]),
 
         // Every `virtform` subcommand, as a library so each one is testable.
         .target(name: "VirtformCommands", dependencies: [

@@ -1,4 +1,5 @@
 import Foundation
+import VirtformSystem
 import Libvirt
 
 #if canImport(Glibc)

@@ -6,18 +6,24 @@ import Synchronization
 #endif
 
 /// The outcome of one external program.
-struct CommandResult: Sendable {
-    let status: Int32
-    let standardOutput: String
-    let standardError: String
+public struct CommandResult: Sendable {
+    public let status: Int32
+    public let standardOutput: String
+    public let standardError: String
+
+    public init(status: Int32, standardOutput: String = "", standardError: String = "") {
+        self.status = status
+        self.standardOutput = standardOutput
+        self.standardError = standardError
+    }
 }
 
 /// Runs short-lived external programs (useradd) with Foundation.Process, on a thread of its own
 /// because waiting blocks. Not for programs that leave a daemon behind: see `DaemonLauncher`.
-enum Command {
+public enum Command {
     /// Runs `arguments` (absolute program path first) and returns its exit status and output.
     /// Throws if it cannot be started or does not end before `timeout` (it is killed).
-    static func run(
+    public static func run(
         _ arguments: [String], environment: [String: String]? = nil, timeout: Duration = .seconds(30)
     ) async throws -> CommandResult {
         try await withCheckedThrowingContinuation { continuation in
@@ -60,7 +66,7 @@ enum Command {
         do {
             try process.run()
         } catch {
-            throw LabError("failed to run `\(commandLine)`: \(error)")
+            throw SystemError("failed to run `\(commandLine)`: \(error)")
         }
         let timedOut = Box(false)
         let timer = DispatchWorkItem { [process] in
@@ -81,7 +87,7 @@ enum Command {
         group.wait()
         process.waitUntilExit()
         if timedOut.current {
-            throw LabError("`\(commandLine)` did not finish within \(timeout) and was killed")
+            throw SystemError("`\(commandLine)` did not finish within \(timeout) and was killed")
         }
         let status =
             process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
@@ -92,8 +98,46 @@ enum Command {
 }
 
 extension Duration {
-    var timeInterval: TimeInterval {
+    public var timeInterval: TimeInterval {
         let (seconds, attoseconds) = components
         return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
+    }
+}
+
+/// Something that runs a program and reports how it ended: the local machine, a remote one
+/// over ssh, or a recording stand-in in tests. Drivers that shell out take one of these.
+public protocol CommandRunner: Sendable {
+    func run(_ arguments: [String]) async throws -> CommandResult
+}
+
+/// Runs programs on this machine (`Command.run`); a program name without a slash is looked
+/// up on PATH.
+public struct LocalCommandRunner: CommandRunner {
+    public var timeout: Duration
+
+    public init(timeout: Duration = .seconds(60)) {
+        self.timeout = timeout
+    }
+
+    public func run(_ arguments: [String]) async throws -> CommandResult {
+        guard let program = arguments.first else { throw SystemError("no program to run") }
+        var resolved = arguments
+        if !program.contains("/") {
+            guard let path = Executables.find(program) else { throw SystemError("`\(program)` is not installed (not found on PATH)") }
+            resolved[0] = path
+        }
+        return try await Command.run(resolved, timeout: timeout)
+    }
+}
+
+extension CommandResult {
+    /// Throws unless the program exited with status 0; the error carries what it printed.
+    @discardableResult
+    public func checked(_ arguments: [String]) throws -> CommandResult {
+        guard status == 0 else {
+            let said = standardError.isEmpty ? standardOutput : standardError
+            throw SystemError("`\(arguments.joined(separator: " "))` failed (exit \(status)): \(said.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return self
     }
 }

@@ -13,10 +13,10 @@ import Foundation
 /// stdin on /dev/null, stdout and stderr appended to `logFile`, no blocked signals (threads of
 /// the Swift runtime block most signals, and libvirtd started with SIGTERM blocked ignores it
 /// forever) and default signal dispositions.
-enum DaemonLauncher {
+public enum DaemonLauncher {
     /// Runs `arguments` and returns its exit status (128 + signal if killed by one).
     /// Kills it and throws if it does not exit within `timeout`.
-    static func run(_ arguments: [String], logFile: String, timeout: Duration) async throws -> Int32 {
+    public static func run(_ arguments: [String], logFile: String, timeout: Duration) async throws -> Int32 {
         try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
                 continuation.resume(with: Result { try runBlocking(arguments, logFile: logFile, timeout: timeout) })
@@ -46,8 +46,8 @@ enum DaemonLauncher {
 
     private static func runBlocking(_ arguments: [String], logFile: String, timeout: Duration) throws -> Int32 {
         let commandLine = arguments.joined(separator: " ")
-        func failure(_ what: String, _ code: Int32) -> LabError {
-            LabError("failed to run `\(commandLine)`: \(what): \(String(cString: strerror(code)))")
+        func failure(_ what: String, _ code: Int32) -> SystemError {
+            SystemError("failed to run `\(commandLine)`: \(what): \(String(cString: strerror(code)))")
         }
 
         var actions = posix_spawn_file_actions_t()
@@ -91,7 +91,7 @@ enum DaemonLauncher {
             if ContinuousClock.now >= deadline {
                 kill(pid, SIGKILL)
                 _ = waitpid(pid, &status, 0)
-                throw LabError("`\(commandLine)` did not finish within \(timeout) and was killed")
+                throw SystemError("`\(commandLine)` did not finish within \(timeout) and was killed")
             }
             usleep(20_000)
         }

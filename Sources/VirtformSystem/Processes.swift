@@ -1,19 +1,19 @@
 import Foundation
 
 /// What /proc says about one process.
-struct ProcessEntry: Sendable, Hashable {
-    let pid: Int32
+public struct ProcessEntry: Sendable, Hashable {
+    public let pid: Int32
     /// The short command name (`/proc/PID/comm`, at most 15 characters).
-    let command: String
-    let realUID: UInt32
+    public let command: String
+    public let realUID: UInt32
     /// Exited but not reaped. In this lab's containers PID 1 does not reap orphans, so a stopped
     /// daemon can linger as a zombie; it is dead for every purpose here.
-    let isZombie: Bool
+    public let isZombie: Bool
 }
 
-enum Processes {
+public enum Processes {
     /// The process with this PID, or nil if there is none.
-    static func entry(_ pid: Int32) -> ProcessEntry? {
+    public static func entry(_ pid: Int32) -> ProcessEntry? {
         guard pid > 0,
             let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
             let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
@@ -30,13 +30,13 @@ enum Processes {
     }
 
     /// Whether the process exists and has not exited.
-    static func isRunning(_ pid: Int32) -> Bool {
+    public static func isRunning(_ pid: Int32) -> Bool {
         guard let entry = entry(pid) else { return false }
         return !entry.isZombie
     }
 
     /// Every live process whose real UID is `uid`.
-    static func all(ownedBy uid: UInt32) -> [ProcessEntry] {
+    public static func all(ownedBy uid: UInt32) -> [ProcessEntry] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return names.compactMap { Int32($0) }.compactMap(entry).filter { $0.realUID == uid && !$0.isZombie }
     }
@@ -45,7 +45,7 @@ enum Processes {
     /// SIGKILLs what is left and waits again (bounded). Returns the PIDs still running after
     /// that, which should be none.
     @discardableResult
-    static func terminate(_ pids: [Int32], grace: Duration) async -> [Int32] {
+    public static func terminate(_ pids: [Int32], grace: Duration) async -> [Int32] {
         var remaining = pids.filter(isRunning)
         guard !remaining.isEmpty else { return [] }
         for pid in remaining { kill(pid, SIGTERM) }
@@ -68,7 +68,7 @@ enum Processes {
 
 /// Polls `condition` every `interval` until it holds or `limit` has passed; returns whether it
 /// held.
-func poll(
+public func poll(
     isolation: isolated (any Actor)? = #isolation, within limit: Duration, every interval: Duration = .milliseconds(50),
     _ condition: () async -> Bool
 ) async -> Bool {

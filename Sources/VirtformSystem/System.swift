@@ -5,20 +5,20 @@ import Foundation
 #endif
 
 /// A system user as the password database knows it.
-struct SystemUser: Sendable, Hashable {
-    let name: String
-    let uid: UInt32
-    let gid: UInt32
-    let home: String
+public struct SystemUser: Sendable, Hashable {
+    public let name: String
+    public let uid: UInt32
+    public let gid: UInt32
+    public let home: String
 
     /// The user called `name`, nil if there is none; throws if the lookup itself fails.
-    static func lookup(_ name: String) throws -> SystemUser? {
+    public static func lookup(_ name: String) throws -> SystemUser? {
         var entry = passwd()
         var result: UnsafeMutablePointer<passwd>?
         var buffer = [CChar](repeating: 0, count: 16 * 1024)
         let code = getpwnam_r(name, &entry, &buffer, buffer.count, &result)
         if code != 0 {
-            throw LabError("failed to look up user '\(name)': \(String(cString: strerror(code)))")
+            throw SystemError("failed to look up user '\(name)': \(String(cString: strerror(code)))")
         }
         guard result != nil else { return nil }
         return SystemUser(
@@ -26,65 +26,65 @@ struct SystemUser: Sendable, Hashable {
     }
 }
 
-enum FileSystem {
+public enum FileSystem {
     /// Creates `path` (not its parents) if missing, then sets its mode and owner.
-    static func makeDirectory(_ path: String, mode: mode_t, owner: SystemUser?) throws {
+    public static func makeDirectory(_ path: String, mode: mode_t, owner: SystemUser?) throws {
         if mkdir(path, mode) != 0 && errno != EEXIST {
-            throw LabError("failed to create directory \(path): \(String(cString: strerror(errno)))")
+            throw SystemError("failed to create directory \(path): \(String(cString: strerror(errno)))")
         }
         var info = stat()
         guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-            throw LabError("failed to create directory \(path): it exists and is not a directory")
+            throw SystemError("failed to create directory \(path): it exists and is not a directory")
         }
         try setOwnerAndMode(path, mode: mode, owner: owner)
     }
 
-    static func setOwnerAndMode(_ path: String, mode: mode_t, owner: SystemUser?) throws {
+    public static func setOwnerAndMode(_ path: String, mode: mode_t, owner: SystemUser?) throws {
         if let owner, lchown(path, owner.uid, owner.gid) != 0 {
-            throw LabError("failed to change the owner of \(path): \(String(cString: strerror(errno)))")
+            throw SystemError("failed to change the owner of \(path): \(String(cString: strerror(errno)))")
         }
         if chmod(path, mode) != 0 {
-            throw LabError("failed to change the mode of \(path): \(String(cString: strerror(errno)))")
+            throw SystemError("failed to change the mode of \(path): \(String(cString: strerror(errno)))")
         }
     }
 
     /// Writes `text` to `path` by writing a new file and renaming it into place, so an existing
     /// symlink at `path` is replaced rather than followed, then sets owner and mode.
-    static func writeFile(_ path: String, _ text: String, mode: mode_t, owner: SystemUser?) throws {
+    public static func writeFile(_ path: String, _ text: String, mode: mode_t, owner: SystemUser?) throws {
         let temporary = "\(path).tmp-\(getpid())"
         unlink(temporary)
         guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8)) else {
-            throw LabError("failed to write \(temporary)")
+            throw SystemError("failed to write \(temporary)")
         }
         try setOwnerAndMode(temporary, mode: mode, owner: owner)
         if rename(temporary, path) != 0 {
             let reason = String(cString: strerror(errno))
             unlink(temporary)
-            throw LabError("failed to write \(path): \(reason)")
+            throw SystemError("failed to write \(path): \(reason)")
         }
     }
 
     /// Removes `path` and everything below it; a missing path is fine.
-    static func remove(_ path: String) throws {
+    public static func remove(_ path: String) throws {
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
         do {
             try FileManager.default.removeItem(atPath: path)
         } catch {
-            throw LabError("failed to remove \(path): \(error.localizedDescription)")
+            throw SystemError("failed to remove \(path): \(error.localizedDescription)")
         }
     }
 
-    static func exists(_ path: String) -> Bool {
+    public static func exists(_ path: String) -> Bool {
         var info = stat()
         return lstat(path, &info) == 0
     }
 }
 
-enum UnixSocket {
+public enum UnixSocket {
     /// Whether something accepts connections on the Unix socket at `path` right now.
     /// Returns nil on success, else why not.
-    static func probe(_ path: String) -> String? {
+    public static func probe(_ path: String) -> String? {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { return "socket(): \(String(cString: strerror(errno)))" }
         defer { close(fd) }
@@ -108,12 +108,12 @@ enum UnixSocket {
     }
 
     /// The longest path a Unix socket address holds.
-    static let maximumPathLength = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
+    public static let maximumPathLength = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
 }
 
-enum Executables {
+public enum Executables {
     /// The first executable called `name` in the usual system directories, or nil.
-    static func find(_ name: String) -> String? {
+    public static func find(_ name: String) -> String? {
         for directory in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
             let path = "\(directory)/\(name)"
             if access(path, X_OK) == 0 { return path }
