@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "VirtformExecutionTests", dependencies: ["VirtformExecution"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
         .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt"]),
-        .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands"]),
+        .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -15,9 +15,12 @@ public enum DomainXML {
         public var description: String
     }
 
-    public static func render(_ spec: DomainSpec, ownership: Ownership) -> String {
+    /// `uuid` keeps an existing domain's identity when it is redefined (libvirt refuses a
+    /// definition that reuses a name with a new UUID).
+    public static func render(_ spec: DomainSpec, ownership: Ownership, uuid: String? = nil) -> String {
         var lines = ["<domain type='\(escape(spec.domainType))'>"]
         lines.append("  <name>\(escape(spec.name))</name>")
+        if let uuid { lines.append("  <uuid>\(escape(uuid))</uuid>") }
         lines.append("  <metadata>")
         lines.append("    <\(Ownership.prefix):owner xmlns:\(Ownership.prefix)='\(Ownership.namespace)' vm='\(escape(ownership.vm.description))' digest='\(escape(ownership.digest))' deletion-protection='\(ownership.deletionProtection)'/>")
         lines.append("  </metadata>")

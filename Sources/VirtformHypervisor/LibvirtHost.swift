@@ -65,8 +65,18 @@ public final class LibvirtHost: Sendable {
     }
 
     /// Defines (or redefines) a domain with virtform's mark.
+    /// Defines the domain, or redefines it in place (same UUID) when it exists. A domain of
+    /// that name without virtform's mark is never replaced.
     public func define(_ spec: DomainSpec, ownership: Ownership) async throws {
-        _ = try await connection.define(xml: DomainXML.render(spec, ownership: ownership))
+        var uuid: String?
+        if let existing = try await connection.domain(named: spec.name) {
+            let (_, mark) = try DomainXML.parse(try await existing.xml(flags: [.inactive]))
+            guard mark != nil else {
+                throw HypervisorError("domain \(spec.name) on host \(name) is not managed by virtform; it is left as it is")
+            }
+            uuid = existing.uuid.uuidString.lowercased()
+        }
+        _ = try await connection.define(xml: DomainXML.render(spec, ownership: ownership, uuid: uuid))
     }
 
     public func start(_ domainName: String) async throws {

@@ -12,29 +12,7 @@ enum LabFixture {
     static func with<T: Sendable>(
         hosts count: Int, _ body: @Sendable (HypervisorLab, [LabHost]) async throws -> T
     ) async throws -> T {
-        let root = try makeTemporaryRoot()
-        let lab = HypervisorLab(
-            configuration: LabConfiguration(
-                root: root, userPrefix: "vfltesth", hostNamePrefix: "lab-h", undefineDomainsOnDown: true))
-        let outcome: Result<T, any Error>
-        do {
-            let hosts = try await lab.up(hosts: count)
-            outcome = .success(try await body(lab, hosts))
-        } catch {
-            outcome = .failure(error)
-        }
-        // Last in, first out: the daemons, then the directory that held them.
-        let teardown = await Result { try await lab.down() }
-        try? FileManager.default.removeItem(atPath: root)
-        let value = try outcome.get()
-        try teardown.get()
-        return value
-    }
-
-    private static func makeTemporaryRoot() throws -> String {
-        var template = Array("/tmp/vftest-lab-XXXXXX".utf8CString)
-        guard let pointer = mkdtemp(&template) else { throw CocoaError(.fileWriteUnknown) }
-        return String(cString: pointer)
+        try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfltesth", body)
     }
 }
 

@@ -1,0 +1,292 @@
+import Foundation
+import Libvirt
+import Testing
+import VirtformLab
+import VirtformSystem
+
+/// Why the end-to-end tests cannot run here, or nil.
+let endToEndUnavailable = HypervisorLab.unmetRequirements()
+
+/// plan, apply and drift as the `virtform` command runs them, against real libvirt daemons of
+/// a temporary lab (the test driver served by each daemon), and `virsh` as the operator who
+/// changes things behind virtform's back.
+@Suite("End to end against real libvirt daemons", .serialized,
+       .enabled(if: endToEndUnavailable == nil, Comment(rawValue: endToEndUnavailable ?? "")))
+struct EndToEndTests {
+    @Test func applyFromScratchThenNothingToDoThenChangesFlow() async throws {
+        try await E2ESite.with(hosts: 2) { site in
+            var (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            try #require(code == 2, "\(output)")
+            #expect(output.contains("Plan: 3 to create, 0 to update, 2 to start"), "\(output)")
+
+            (output, code) = await site.apply()
+            #expect(code == 0, "\(output)")
+            #expect(output.contains("Apply: 5 done, 0 failed, 0 skipped"), "\(output)")
+            #expect(try await site.domains(on: 0) == ["appl:db-1": false, "appl:web-1": true])
+            #expect(try await site.domains(on: 1) == ["appl:web-2": true])
+
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 0, "a freshly applied site must show no differences:\n\(output)")
+            (output, code) = await runVirtform(["drift", site.directory])
+            #expect(code == 0, "\(output)")
+
+            // More memory in the manifest: an update, applied, and then nothing again.
+            try site.write(webMemory: "128MiB")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 2)
+            #expect(output.contains("Plan: 0 to create, 2 to update"), "\(output)")
+            (output, code) = await site.apply()
+            #expect(code == 0, "\(output)")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 0, "\(output)")
+            let xml = try await site.virsh(0, "dumpxml", "--inactive", "appl:web-1")
+            #expect(xml.contains("<memory unit='KiB'>131072</memory>"), "\(xml)")
+        }
+    }
+
+    @Test func changesMadeWithVirshAreDriftAndApplyRepairsThem() async throws {
+        try await E2ESite.with(hosts: 2) { site in
+            var (output, code) = await site.apply()
+            #expect(code == 0, "\(output)")
+
+            // Memory and an interface edited, one guest undefined, one destroyed.
+            var web2 = try await site.virsh(1, "dumpxml", "--inactive", "appl:web-2")
+            web2 = web2.replacingOccurrences(of: "<memory unit='KiB'>65536</memory>", with: "<memory unit='KiB'>98304</memory>")
+                .replacingOccurrences(of: "<currentMemory unit='KiB'>65536</currentMemory>",
+                                      with: "<currentMemory unit='KiB'>98304</currentMemory>")
+                .replacingOccurrences(of: "02:00:00:00:00:02", with: "02:00:00:00:00:99")
+            try await site.virshDefine(1, web2)
+            _ = try await site.virsh(0, "undefine", "appl:db-1")
+            _ = try await site.virsh(0, "destroy", "appl:web-1")
+
+            (output, code) = await runVirtform(["drift", site.directory])
+            #expect(code == 2, "\(output)")
+            #expect(output.contains("missing VirtualMachine/appl/db-1"), "\(output)")
+            #expect(output.contains("stopped VirtualMachine/appl/web-1"), "\(output)")
+            #expect(output.contains("changed VirtualMachine/appl/web-2"), "\(output)")
+            #expect(output.contains("memory is 96MiB, the manifest says 64MiB"), "\(output)")
+            #expect(output.contains("02:00:00:00:00:99"), "\(output)")
+            #expect(output.contains("Drift: 3 differences."), "\(output)")
+
+            (output, code) = await runVirtform(["drift", "--format", "json", site.directory])
+            #expect(code == 2)
+            #expect(output.contains("\"drift\" : true"), "\(output)")
+
+            (output, code) = await site.apply()
+            #expect(code == 0, "\(output)")
+            (output, code) = await runVirtform(["drift", site.directory])
+            #expect(code == 0, "\(output)")
+        }
+    }
+
+    @Test func unmanagedDomainsAreLeftAlone() async throws {
+        try await E2ESite.with(hosts: 2) { site in
+            let handmade = """
+                <domain type='test'><name>handmade</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
+                <os><type>hvm</type></os></domain>
+                """
+            try await site.virshDefine(0, handmade)
+            var (output, code) = await site.apply(extra: ["--allow-destroy"])
+            #expect(code == 0, "\(output)")
+            #expect(!output.contains("handmade"), "\(output)")
+            #expect(try await site.domains(on: 0)["handmade"] == false)
+
+            (output, code) = await runVirtform(["plan", "--show-unmanaged", site.directory])
+            #expect(code == 0)
+            #expect(output.contains("handmade"), "\(output)")
+            (output, code) = await runVirtform(["plan", site.directory])
+            #expect(!output.contains("handmade"), "\(output)")
+        }
+    }
+
+    @Test func anUnreachableHostMakesItsGuestsUnknownAndTheRunFail() async throws {
+        try await E2ESite.with(hosts: 2) { site in
+            var (output, code) = await site.apply()
+            #expect(code == 0, "\(output)")
+            try site.write(webMemory: "96MiB")
+            try await site.stopHost(1)
+
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 1, "\(output)")
+            #expect(output.contains("e2e-h2"), "\(output)")
+            #expect(output.contains("unknown"), "\(output)")
+            #expect(!output.contains("+ VirtualMachine/appl/web-2"), "nothing is planned for a guest of an unreadable host:\n\(output)")
+            #expect(output.contains("~ VirtualMachine/appl/web-1"), "the reachable host is still planned:\n\(output)")
+
+            (output, code) = await runVirtform(["drift", site.directory])
+            #expect(code == 1, "\(output)")
+        }
+    }
+
+    @Test func anApplyKilledMidwayIsFinishedByTheNextOne() async throws {
+        let extra = 400
+        try await E2ESite.with(hosts: 2, extraVMs: extra) { site in
+            let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
+            let watcher = try await Connection.open(uri: site.hosts[0].testURI)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = ["apply", "--auto-approve", "--per-host", "1", site.directory]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let midway = await poll(within: .seconds(30), every: .milliseconds(1)) {
+                ((try? await watcher.listAllDomains().count) ?? 0) >= 10
+            }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            await watcher.close()
+            #expect(midway)
+            #expect(process.terminationReason == .uncaughtSignal, "the apply was killed before it finished")
+            let partial = try await site.domains(on: 0).count + site.domains(on: 1).count
+            #expect(partial < extra + 3, "killed midway, not after the end")
+
+            let (output, code) = await site.apply()
+            #expect(code == 0, "\(output)")
+            let all = try await site.domains(on: 0).merging(site.domains(on: 1)) { first, _ in first }
+            #expect(all.count == extra + 3, "every VM exactly once")
+            #expect(all.values.filter { $0 }.count == extra + 2, "every guest that should run runs")
+            let (again, againCode) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(againCode == 0, "\(again)")
+        }
+    }
+}
+
+/// The `virtform` executable built beside the test bundle.
+func virtformExecutable() -> String? {
+    let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let candidate = directory.appendingPathComponent("virtform").path
+    return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
+}
+
+/// A temporary lab and a site of manifests that points at it: web-1 (running) and db-1
+/// (stopped) pinned to the first host, web-2 (running) to the second, plus `extraVMs` small
+/// running guests spread over both.
+struct E2ESite: Sendable {
+    let lab: HypervisorLab
+    let hosts: [LabHost]
+    let directory: String
+    let extraVMs: Int
+
+    static func with(hosts count: Int, extraVMs: Int = 0, _ body: @Sendable (E2ESite) async throws -> Void) async throws {
+        try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfetesth") { lab, hosts in
+            let directory = lab.configuration.root + "/manifests"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let site = E2ESite(lab: lab, hosts: hosts, directory: directory, extraVMs: extraVMs)
+            try site.write(webMemory: "64MiB")
+            // The test driver forgets everything when its last connection closes: hold one.
+            var keepers: [Connection] = []
+            for host in hosts {
+                let keeper = try await Connection.open(uri: host.testURI)
+                keepers.append(keeper)
+                // The test driver starts with a running domain of its own called `test`.
+                if let builtIn = try await keeper.domain(named: "test") {
+                    try await builtIn.destroy()
+                    try await builtIn.undefine()
+                }
+            }
+            var failure: (any Error)?
+            do { try await body(site) } catch { failure = error }
+            for keeper in keepers { await keeper.close() }
+            if let failure { throw failure }
+        }
+    }
+
+    /// Applies in this process. The site lock is named after the hosts' URIs, which are this
+    /// lab's own, so it never meets another test's lock.
+    func apply(extra: [String] = []) async -> (output: String, exitCode: Int32) {
+        await runVirtform(["apply", "--auto-approve"] + extra + [directory])
+    }
+
+    func stopHost(_ index: Int) async throws {
+        try await lab.stopHost(hosts[index].index)
+    }
+
+    /// Domain name → whether it runs, on host `index`.
+    func domains(on index: Int) async throws -> [String: Bool] {
+        let connection = try await Connection.open(uri: hosts[index].testURI)
+        do {
+            let list = try await connection.listAllDomains()
+            await connection.close()
+            return Dictionary(uniqueKeysWithValues: list.map { ($0.name, $0.state == .running) })
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    @discardableResult
+    func virsh(_ index: Int, _ arguments: String...) async throws -> String {
+        let virsh = try #require(Executables.find("virsh"), "virsh (libvirt-clients) is installed")
+        let command = [virsh, "-c", hosts[index].testURI] + arguments
+        return try await Command.run(command).checked(command).standardOutput
+    }
+
+    func virshDefine(_ index: Int, _ xml: String) async throws {
+        let file = lab.configuration.root + "/define-\(UUID().uuidString).xml"
+        try xml.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try await virsh(index, "define", file)
+    }
+
+    func write(webMemory: String) throws {
+        var text = """
+            apiVersion: virtform.io/v1alpha1
+            kind: Network
+            metadata: {name: public}
+            spec: {bridge: fe0, subnet: 192.168.76.0/24}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: StoragePool
+            metadata: {name: e2e-pool}
+            spec: {driver: dir, path: "\(lab.configuration.root)/pool"}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: StorageProject
+            metadata: {name: appl}
+            spec: {pool: e2e-pool}
+
+            """
+        for (offset, host) in hosts.enumerated() {
+            text += """
+                ---
+                apiVersion: virtform.io/v1alpha1
+                kind: Host
+                metadata: {name: e2e-h\(offset + 1)}
+                spec:
+                  uri: "\(host.testURI)"
+                  capacity: {memory: 64GiB, vcpus: 512, maxGuests: 500}
+                  bridges: [fe0]
+                  domainType: test
+
+                """
+        }
+        typealias Guest = (name: String, host: Int, memory: String, power: String, mac: String)
+        var guests: [Guest] = [
+            ("web-1", 1, webMemory, "running", "02:00:00:00:00:01"),
+            ("web-2", hosts.count, webMemory, "running", "02:00:00:00:00:02"),
+            ("db-1", 1, "64MiB", "stopped", "02:00:00:00:00:03"),
+        ]
+        for index in 0..<extraVMs {
+            let mac = String(format: "02:00:00:00:%02x:%02x", 1 + index / 256, index % 256)
+            guests.append(("extra-\(index)", 1 + index % hosts.count, "32MiB", "running", mac))
+        }
+        for guest in guests {
+            text += """
+                ---
+                apiVersion: virtform.io/v1alpha1
+                kind: VirtualMachine
+                metadata: {name: \(guest.name)}
+                spec:
+                  project: appl
+                  type: hvm
+                  memory: \(guest.memory)
+                  vcpus: 1
+                  interfaces: [{network: public, mac: "\(guest.mac)"}]
+                  placement: {host: e2e-h\(guest.host)}
+                  power: \(guest.power)
+
+                """
+        }
+        try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+    }
+}
