@@ -54,7 +54,9 @@ let package = Package(
         .executableTarget(name: "virtform", dependencies: ["VirtformCommands"]),
 
         // Benchmarks (not timed tests): `swift run -c release virtform-bench`.
-        .executableTarget(name: "virtform-bench", dependencies: ["VirtformModel", "VirtformManifests"]),
+        .executableTarget(name: "virtform-bench", dependencies: [
+            "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformLab", "Libvirt",
+        ]),
 
         .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
         .testTarget(name: "VirtformManifestsTests", dependencies: ["VirtformManifests", "VirtformModel"]),

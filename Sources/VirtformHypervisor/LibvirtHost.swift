@@ -64,7 +64,6 @@ public final class LibvirtHost: Sendable {
         }
     }
 
-    /// Defines (or redefines) a domain with virtform's mark.
     /// Defines the domain, or redefines it in place (same UUID) when it exists. A domain of
     /// that name without virtform's mark is never replaced.
     public func define(_ spec: DomainSpec, ownership: Ownership) async throws {

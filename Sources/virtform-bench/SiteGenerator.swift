@@ -9,6 +9,11 @@ struct SiteGenerator {
     var hosts: Int
     var projects = 20
     var hostsPerCluster = 50
+    /// Set for a site on real local hypervisors (libvirt's test driver): these host URIs, a
+    /// `dir` pool at this path, small guests without disks, networks without DHCP.
+    var lab: (uris: [String], poolPath: String)?
+
+    private var guestMemory: String { lab == nil ? "2GiB" : "64MiB" }
 
     func write(to directory: URL) throws -> (files: Int, bytes: Int) {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -27,13 +32,13 @@ struct SiteGenerator {
                     segment: \(h % 2 == 0 ? "even" : "odd")
                     cluster: c\(h / hostsPerCluster)
                 spec:
-                  uri: qemu+ssh://root@host-\(h)/system
+                  uri: "\(lab?.uris[h] ?? "qemu+ssh://root@host-\(h)/system")"
                   capacity:
-                    memory: 256GiB
-                    vcpus: 64
-                    maxGuests: 60
+                    memory: \(lab == nil ? "256GiB" : "4TiB")
+                    vcpus: \(lab == nil ? 64 : vms)
+                    maxGuests: \(lab == nil ? 60 : vms)
                   bridges: [fe0, be0]
-                  migrationAddress: host-\(h).example
+                  migrationAddress: host-\(h).example\(lab == nil ? "" : "\n  domainType: test")
 
                 """
         }
@@ -54,7 +59,89 @@ struct SiteGenerator {
 
                 """
         }
-        text += """
+        if let lab {
+            text += """
+                ---
+                \(header)kind: StoragePool
+                metadata:
+                  name: pool
+                spec:
+                  driver: dir
+                  path: \(lab.poolPath)
+                ---
+                \(header)kind: Network
+                metadata:
+                  name: public
+                spec:
+                  bridge: fe0
+                  subnet: 10.0.0.0/16
+                ---
+                \(header)kind: Network
+                metadata:
+                  name: backend
+                spec:
+                  bridge: be0
+                  subnet: 10.1.0.0/16
+
+                """
+        } else {
+            text += remoteSharedObjects(header: header)
+        }
+        for p in 0..<projects {
+            text += "---\n\(header)kind: StorageProject\nmetadata:\n  name: appl-\(p)\nspec:\n  pool: pool\n"
+        }
+        files.append(("site.yaml", text))
+
+        var perProject = Array(repeating: "", count: projects)
+        for v in 0..<vms {
+            let p = v % projects
+            let address = "10.0.\(v / 250).\(v % 250 + 2)"
+            perProject[p] += """
+                ---
+                \(header)kind: VirtualMachine
+                metadata:
+                  name: vm-\(v)
+                spec:
+                  project: appl-\(p)
+                  memory: \(guestMemory)
+                  vcpus: 1\(lab == nil ? "\n  disk:\n    from: masters/osol-0811@version-01" : "")
+                  interfaces:
+                    - network: public
+                    - network: backend
+                  placement:
+                    cluster: c\(v % clusterCount)
+                    hostSelector:
+                      segment: \(v % 2 == 0 ? "even" : "odd")
+
+                """
+            guard lab == nil else { continue }  // the lab site has no DHCP server to serve bindings
+            perProject[p] += """
+                ---
+                \(header)kind: NetworkBinding
+                metadata:
+                  name: vm-\(v)-public
+                spec:
+                  vm: appl-\(p)/vm-\(v)
+                  interface: public
+                  address: \(address)
+                  hostname: vm-\(v)
+
+                """
+        }
+        for (p, body) in perProject.enumerated() { files.append(("vms/appl-\(p).yaml", body)) }
+
+        var bytes = 0
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("vms"), withIntermediateDirectories: true)
+        for (name, body) in files {
+            try body.write(to: directory.appendingPathComponent(name), atomically: false, encoding: .utf8)
+            bytes += body.utf8.count
+        }
+        return (files.count, bytes)
+    }
+
+    /// The pool, master image, DHCP server and networks of an imaginary data centre.
+    private func remoteSharedObjects(header: String) -> String {
+        """
             ---
             \(header)kind: StoragePool
             metadata:
@@ -109,53 +196,5 @@ struct SiteGenerator {
               dhcpServer: dhcp
 
             """
-        for p in 0..<projects {
-            text += "---\n\(header)kind: StorageProject\nmetadata:\n  name: appl-\(p)\nspec:\n  pool: pool\n"
-        }
-        files.append(("site.yaml", text))
-
-        var perProject = Array(repeating: "", count: projects)
-        for v in 0..<vms {
-            let p = v % projects
-            let address = "10.0.\(v / 250).\(v % 250 + 2)"
-            perProject[p] += """
-                ---
-                \(header)kind: VirtualMachine
-                metadata:
-                  name: vm-\(v)
-                spec:
-                  project: appl-\(p)
-                  memory: 2GiB
-                  vcpus: 1
-                  disk:
-                    from: masters/osol-0811@version-01
-                  interfaces:
-                    - network: public
-                    - network: backend
-                  placement:
-                    cluster: c\(v % clusterCount)
-                    hostSelector:
-                      segment: \(v % 2 == 0 ? "even" : "odd")
-                ---
-                \(header)kind: NetworkBinding
-                metadata:
-                  name: vm-\(v)-public
-                spec:
-                  vm: appl-\(p)/vm-\(v)
-                  interface: public
-                  address: \(address)
-                  hostname: vm-\(v)
-
-                """
-        }
-        for (p, body) in perProject.enumerated() { files.append(("vms/appl-\(p).yaml", body)) }
-
-        var bytes = 0
-        try FileManager.default.createDirectory(at: directory.appendingPathComponent("vms"), withIntermediateDirectories: true)
-        for (name, body) in files {
-            try body.write(to: directory.appendingPathComponent(name), atomically: false, encoding: .utf8)
-            bytes += body.utf8.count
-        }
-        return (files.count, bytes)
     }
 }

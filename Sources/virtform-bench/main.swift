@@ -2,6 +2,7 @@
 // docs/performance.md.
 //
 //     swift run -c release virtform-bench load-validate [--vms 10000] [--hosts 500] [--runs 5]
+//     swift build -c release && .build/release/virtform-bench plan-apply [--hosts 10] [--vms-per-host 1000] [--runs 3]
 import Foundation
 import VirtformManifests
 import VirtformModel
@@ -29,7 +30,7 @@ func loadValidate() throws {
         let start = ContinuousClock.now
         let result = ManifestLoader.load(paths: [directory.path])
         let elapsed = start.duration(to: .now)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = inSeconds(elapsed)
         guard result.isValid, result.site.virtualMachines.count == vms else {
             print("generated site did not validate: \(result.diagnostics.prefix(5))")
             exit(1)
@@ -40,10 +41,24 @@ func loadValidate() throws {
                  median(times), times.min()!, runs))
 }
 
-switch arguments.first {
-case "load-validate", nil:
-    try loadValidate()
-default:
-    print("usage: virtform-bench load-validate [--vms N] [--hosts N] [--runs N]")
-    exit(2)
+func dispatch() async throws {
+    switch arguments.first {
+    case "load-validate", nil:
+        try loadValidate()
+    case "plan-apply":
+        try await planApplyBenchmark()
+    default:
+        print("""
+            usage: virtform-bench load-validate [--vms N] [--hosts N] [--runs N]
+                   virtform-bench plan-apply [--hosts N] [--vms-per-host N] [--runs N]   (root; a temporary lab)
+            """)
+        exit(2)
+    }
+}
+
+do {
+    try await dispatch()
+} catch {
+    print("virtform-bench: \(error)")
+    exit(1)
 }

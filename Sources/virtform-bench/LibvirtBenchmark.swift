@@ -1,0 +1,189 @@
+import Foundation
+import Libvirt
+import VirtformHypervisor
+import VirtformLab
+import VirtformManifests
+import VirtformModel
+import VirtformPlanning
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `plan-apply`: a temporary lab of `--hosts` libvirt daemons serving the test driver, a site of
+/// `--vms-per-host` guests per host, then
+/// 1. `virtform apply` from scratch one action at a time, and again (after wiping) with the
+///    default parallelism;
+/// 2. a no-change plan (observe every host + diff) in this process, against a raw loop that
+///    only lists every domain and fetches its XML with the same parallelism;
+/// 3. `virtform plan` as a process: wall time and peak resident memory.
+/// Needs root (the lab's daemons run under their own users) and both products built in release.
+func planApplyBenchmark() async throws {
+    let hostCount = option("hosts", default: 10)
+    let perHost = option("vms-per-host", default: 1000)
+    let runs = option("runs", default: 3)
+    let vms = hostCount * perHost
+    if let problem = HypervisorLab.unmetRequirements() { throw BenchmarkError(problem) }
+    let virtform = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("virtform").path
+    guard FileManager.default.isExecutableFile(atPath: virtform) else {
+        throw BenchmarkError("build the virtform executable first: swift build -c release --product virtform")
+    }
+
+    try await HypervisorLab.withTemporaryLab(hosts: hostCount, userPrefix: "vfbench") { lab, hosts in
+        // The test driver forgets everything when its last connection closes: hold one per host.
+        var keepers: [Connection] = []
+        for host in hosts {
+            let keeper = try await Connection.open(uri: host.testURI)
+            if let builtIn = try await keeper.domain(named: "test") {
+                try await builtIn.destroy()
+                try await builtIn.undefine()
+            }
+            keepers.append(keeper)
+        }
+        let root = lab.configuration.root
+        let directory = root + "/manifests"
+        try FileManager.default.createDirectory(atPath: root + "/pool", withIntermediateDirectories: true)
+        _ = try SiteGenerator(vms: vms, hosts: hostCount, hostsPerCluster: hostCount,
+                              lab: (hosts.map(\.testURI), root + "/pool"))
+            .write(to: URL(fileURLWithPath: directory))
+        print("site: \(vms) VMs on \(hostCount) lab hosts (libvirt \(hosts.count) session daemons, test driver)")
+
+        func count() async throws -> Int {
+            var total = 0
+            for keeper in keepers { total += try await keeper.listAllDomains().count }
+            return total
+        }
+        func wipe() async throws {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for keeper in keepers {
+                    group.addTask {
+                        for summary in try await keeper.listAllDomains() {
+                            if summary.state == .running { try await summary.domain.destroy() }
+                            try await summary.domain.undefine()
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+
+        // 1. Apply from scratch: serial, then parallel.
+        let serial = try Measured.run([virtform, "apply", "--auto-approve", "--parallelism", "1", "--per-host", "1", directory])
+        guard serial.status == 0, try await count() == vms else { throw BenchmarkError("serial apply failed (exit \(serial.status))") }
+        try await wipe()
+        let parallel = try Measured.run([virtform, "apply", "--auto-approve", directory])
+        guard parallel.status == 0, try await count() == vms else { throw BenchmarkError("parallel apply failed (exit \(parallel.status))") }
+        print(String(format: "apply from scratch (define + start %d domains): one at a time %.2f s, parallel (16 in flight, 4 per host) %.2f s: %.1fx",
+                     vms, serial.seconds, parallel.seconds, serial.seconds / parallel.seconds))
+
+        // 2. No-change plan against the raw loop, in this process.
+        let loaded = ManifestLoader.load(paths: [directory])
+        guard loaded.isValid else { throw BenchmarkError("the generated site is not valid: \(loaded.diagnostics.prefix(3))") }
+        let site = loaded.site
+        let endpoints = site.hosts.map { ($0.name, $0.uri) }
+        var planTimes: [Double] = []
+        var rawTimes: [Double] = []
+        for _ in 0..<runs {
+            let rawStart = ContinuousClock.now
+            let fetched = try await rawLoop(uris: site.hosts.map(\.uri), parallelism: 8)
+            rawTimes.append(inSeconds(rawStart.duration(to: .now)))
+            guard fetched == vms else { throw BenchmarkError("the raw loop fetched \(fetched) definitions, not \(vms)") }
+
+            let planStart = ContinuousClock.now
+            let observation = await SiteObserver.observe(endpoints)
+            let plan = Planner(site: site, observed: observation.observed).plan()
+            planTimes.append(inSeconds(planStart.duration(to: .now)))
+            guard plan.isEmpty, plan.unreachableHosts.isEmpty else {
+                throw BenchmarkError("expected no changes, got \(plan.changes.count) (unreachable: \(plan.unreachableHosts.count))")
+            }
+        }
+        let planMedian = median(planTimes)
+        let rawMedian = median(rawTimes)
+        print(String(format: "no-change plan (observe + diff, manifests loaded): median %.3f s; raw list + XML loop: median %.3f s; ratio %.2f (target <= 1.2, plan < 2 s) over %d runs",
+                     planMedian, rawMedian, planMedian / rawMedian, runs))
+
+        // 3. The whole command, as an operator runs it.
+        let command = try Measured.run([virtform, "plan", "--detailed-exitcode", directory])
+        guard command.status == 0 else { throw BenchmarkError("`virtform plan` exited \(command.status), expected 0 (no changes)") }
+        print(String(format: "`virtform plan` process (load + validate + observe + diff + render): %.3f s, peak resident %.0f MB (target < 300 MB)",
+                     command.seconds, Double(command.maxResidentKiB) / 1024))
+
+        try await wipe()
+        for keeper in keepers { await keeper.close() }
+    }
+}
+
+/// Lists every domain of every host and fetches each persistent definition, `parallelism` at
+/// a time per host, all hosts at once; nothing is parsed. Returns how many were fetched.
+func rawLoop(uris: [String], parallelism: Int) async throws -> Int {
+    try await withThrowingTaskGroup(of: Int.self) { hosts in
+        for uri in uris {
+            hosts.addTask {
+                let connection = try await Connection.open(uri: uri)
+                let summaries = try await connection.listAllDomains()
+                let fetched = try await withThrowingTaskGroup(of: Int.self) { group in
+                    var next = summaries.makeIterator()
+                    var done = 0
+                    func schedule() {
+                        guard let summary = next.next() else { return }
+                        group.addTask { try await summary.domain.xml(flags: [.inactive]).isEmpty ? 0 : 1 }
+                    }
+                    for _ in 0..<parallelism { schedule() }
+                    while let one = try await group.next() {
+                        done += one
+                        schedule()
+                    }
+                    return done
+                }
+                await connection.close()
+                return fetched
+            }
+        }
+        return try await hosts.reduce(0, +)
+    }
+}
+
+struct BenchmarkError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func inSeconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+/// A program run to its end with its wall time and peak resident memory (wait4's rusage).
+struct Measured {
+    var status: Int32
+    var seconds: Double
+    var maxResidentKiB: Int
+
+    static func run(_ arguments: [String]) throws -> Measured {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+
+        let argv = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let start = ContinuousClock.now
+        let spawned = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, environ)
+        guard spawned == 0 else { throw BenchmarkError("failed to run \(arguments[0]): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 {
+            guard errno == EINTR else { throw BenchmarkError("wait4 failed: \(String(cString: strerror(errno)))") }
+        }
+        let elapsed = inSeconds(start.duration(to: .now))
+        let exitStatus = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Measured(status: exitStatus, seconds: elapsed, maxResidentKiB: usage.ru_maxrss)
+    }
+}
