@@ -150,21 +150,29 @@ public enum SiteObserver {
     /// Connects to every host concurrently; a host that cannot be reached or read is
     /// reported as unreachable with the reason, never as empty.
     public static func observe(_ hosts: [(name: String, uri: String)], timeout: Duration = .seconds(10)) async -> Result {
-        await withTaskGroup(of: (String, HostObservation, LibvirtHost?).self) { group in
+        // A struct, not a tuple: Swift 6.3 miscompiles (-O) tuples returned from task-group
+        // children when part of the tuple is known before a suspension (swiftlang/swift#91911).
+        struct Reading: Sendable {
+            var name: String
+            var observation: HostObservation
+            var session: LibvirtHost?
+        }
+        return await withTaskGroup(of: Reading.self) { group in
             for host in hosts {
                 group.addTask {
                     do {
                         let session = try await LibvirtHost.connect(name: host.name, uri: host.uri, timeout: timeout)
-                        return (host.name, .reachable(try await session.observe()), session)
+                        let domains = try await session.observe()
+                        return Reading(name: host.name, observation: .reachable(domains), session: session)
                     } catch {
-                        return (host.name, .unreachable(reason: "\(error)"), nil)
+                        return Reading(name: host.name, observation: .unreachable(reason: "\(error)"), session: nil)
                     }
                 }
             }
             var result = Result(observed: ObservedSite(hosts: [:]), sessions: [:])
-            for await (name, observation, session) in group {
-                result.observed.hosts[name] = observation
-                result.sessions[name] = session
+            for await reading in group {
+                result.observed.hosts[reading.name] = reading.observation
+                result.sessions[reading.name] = reading.session
             }
             return result
         }
