@@ -48,9 +48,14 @@ public enum DomainXML {
             lines.append("    </disk>")
         }
         for interface in spec.interfaces {
-            lines.append("    <interface type='bridge'>")
-            lines.append("      <mac address='\(escape(interface.mac))'/>")
-            lines.append("      <source bridge='\(escape(interface.bridge))'/>")
+            if interface.bridge == DomainSpec.InterfaceSpec.userMode {
+                lines.append("    <interface type='user'>")
+                lines.append("      <mac address='\(escape(interface.mac))'/>")
+            } else {
+                lines.append("    <interface type='bridge'>")
+                lines.append("      <mac address='\(escape(interface.mac))'/>")
+                lines.append("      <source bridge='\(escape(interface.bridge))'/>")
+            }
             lines.append("      <model type='virtio'/>")
             lines.append("    </interface>")
         }

@@ -33,7 +33,12 @@ public struct DomainSpec: Hashable, Sendable, Codable {
     }
 
     public struct InterfaceSpec: Hashable, Sendable, Codable {
+        /// What the user-mode attachment is called in `bridge`.
+        public static let userMode = "user"
+
         public var mac: String
+        /// The bridge it is attached to; `network:NAME` for a libvirt network, `user` for QEMU's
+        /// user-mode networking.
         public var bridge: String
 
         public init(mac: String, bridge: String) {

@@ -17,13 +17,24 @@ public struct Host: SiteObject {
     /// libvirt's domain type on this host: `kvm` (default), `qemu` where there is no KVM, `xen`,
     /// or `test` for libvirt's test driver.
     public var domainType: DomainType
+    /// How guests' interfaces reach their network: `bridge` (default, the network's bridge on
+    /// the host) or `user-mode` (QEMU's user-mode networking, for unprivileged hypervisors such
+    /// as the local lab's session daemons, which cannot attach to a bridge). The bridge checks
+    /// still use `bridges`.
+    public var guestNetworking: GuestNetworking
     public var provenance: Provenance
 
     public enum DomainType: String, Sendable, CaseIterable { case kvm, qemu, xen, test }
+    public enum GuestNetworking: String, Sendable, CaseIterable {
+        case bridge
+        case userMode = "user-mode"
+    }
 
     public init(meta: ObjectMeta, uri: String, capacity: Capacity, bridges: [String], migrationAddress: String? = nil,
-                maintenance: Bool = false, domainType: DomainType = .kvm, provenance: Provenance) {
+                maintenance: Bool = false, domainType: DomainType = .kvm, guestNetworking: GuestNetworking = .bridge,
+                provenance: Provenance) {
         self.domainType = domainType
+        self.guestNetworking = guestNetworking
         self.meta = meta
         self.uri = uri
         self.capacity = capacity

@@ -3,11 +3,13 @@ import VirtformModel
 extension DomainSpec {
     /// The domain a VM should have on `host`.
     ///
-    /// Interfaces use the bridge of their network; the disk is the VM's clone, exported as
+    /// Interfaces use the bridge of their network (or user-mode networking where the host says so); the disk is the VM's clone, exported as
     /// `<iqnPrefix>:<project>.<vm>` LUN 1 on its pool's portal.
     public static func desired(for vm: VirtualMachine, on host: Host, index: SiteIndex) -> DomainSpec {
         let interfaces = vm.interfaces.map { interface in
-            InterfaceSpec(mac: vm.mac(of: interface).description, bridge: index.networks[interface.network]?.bridge ?? interface.network)
+            InterfaceSpec(mac: vm.mac(of: interface).description,
+                          bridge: host.guestNetworking == .userMode
+                            ? InterfaceSpec.userMode : index.networks[interface.network]?.bridge ?? interface.network)
         }
         var disks: [DiskSpec] = []
         if vm.disk != nil, let export = index.projects[vm.project].flatMap({ index.pools[$0.pool] })?.export {

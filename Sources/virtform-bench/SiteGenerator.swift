@@ -35,7 +35,7 @@ struct SiteGenerator {
                   uri: "\(lab?.uris[h] ?? "qemu+ssh://root@host-\(h)/system")"
                   capacity:
                     memory: \(lab == nil ? "256GiB" : "4TiB")
-                    vcpus: \(lab == nil ? 64 : vms)
+                    vcpus: \(lab == nil ? 64 : 4096)
                     maxGuests: \(lab == nil ? 60 : vms)
                   bridges: [fe0, be0]
                   migrationAddress: host-\(h).example\(lab == nil ? "" : "\n  domainType: test")

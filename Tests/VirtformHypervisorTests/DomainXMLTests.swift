@@ -18,6 +18,16 @@ struct DomainXMLTests {
         #expect(xml.contains("<source protocol='iscsi' name='iqn.2026-11.io.virtform.lab:appl-1.vm-1/1'>"))
     }
 
+    @Test func userModeInterfacesRoundTrip() throws {
+        var userMode = spec
+        userMode.interfaces = userMode.interfaces.map { .init(mac: $0.mac, bridge: DomainSpec.InterfaceSpec.userMode) }
+        let xml = DomainXML.render(userMode, ownership: owner)
+        #expect(xml.contains("<interface type='user'>"))
+        #expect(!xml.contains("<source bridge="))
+        #expect(try DomainXML.parse(xml).spec == userMode)
+        #expect(try DomainXML.parse(xml).spec != spec, "a user-mode interface is not the bridged one")
+    }
+
     /// What libvirt 9 returns for a rendered domain: defaults, controllers, addresses, a
     /// versioned machine type, seclabels. None of it may read as a difference.
     @Test func libvirtAdditionsAreNotDifferences() throws {

@@ -74,7 +74,9 @@ struct ModelBuilder {
                                        maxGuests: integer(capacity["maxGuests"])),
                     bridges: strings(spec["bridges"]), migrationAddress: string(spec["migrationAddress"]),
                     maintenance: boolean(spec["maintenance"]) ?? false,
-                    domainType: string(spec["domainType"]).flatMap(Host.DomainType.init(rawValue:)) ?? .kvm, provenance: provenance)
+                    domainType: string(spec["domainType"]).flatMap(Host.DomainType.init(rawValue:)) ?? .kvm,
+                    guestNetworking: string(spec["guestNetworking"]).flatMap(Host.GuestNetworking.init(rawValue:)) ?? .bridge,
+                    provenance: provenance)
     }
 
     private mutating func cluster(_ meta: ObjectMeta) throws -> Cluster? {

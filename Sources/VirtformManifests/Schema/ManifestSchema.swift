@@ -45,6 +45,7 @@ public enum ManifestSchema {
         Field("migrationAddress", .string(.hostname), "Address for live-migration traffic to this host (IP or host name)."),
         Field("maintenance", .boolean, "In maintenance the host takes no new guests. Default false."),
         Field("domainType", .choice(Host.DomainType.allCases.map(\.rawValue)), "libvirt domain type: kvm (default), qemu (no hardware virtualization), xen, or test (libvirt's test driver)."),
+        Field("guestNetworking", .choice(Host.GuestNetworking.allCases.map(\.rawValue)), "How guest interfaces reach their network: bridge (default) or user-mode (QEMU user-mode networking, for unprivileged hypervisors such as the local lab)."),
     ])
 
     static let cluster = ObjectShape("Hosts that share storage and network names.", exactlyOne: [["hosts", "hostSelector"]], [
