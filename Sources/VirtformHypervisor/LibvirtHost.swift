@@ -64,11 +64,12 @@ public final class LibvirtHost: Sendable {
         }
     }
 
-    /// Defines the domain, or redefines it in place (same UUID) when it exists. A domain of
-    /// that name without virtform's mark is never replaced.
-    public func define(_ spec: DomainSpec, ownership: Ownership) async throws {
+    /// Defines a new domain (`replacing: false`; libvirt refuses if the name is taken), or
+    /// redefines an existing one in place, keeping its UUID. A domain without virtform's mark
+    /// is never replaced.
+    public func define(_ spec: DomainSpec, ownership: Ownership, replacing: Bool = true) async throws {
         var uuid: String?
-        if let existing = try await connection.domain(named: spec.name) {
+        if replacing, let existing = try await connection.domain(named: spec.name) {
             let (_, mark) = try DomainXML.parse(try await existing.xml(flags: [.inactive]))
             guard mark != nil else {
                 throw HypervisorError("domain \(spec.name) on host \(name) is not managed by virtform; it is left as it is")
@@ -80,8 +81,12 @@ public final class LibvirtHost: Sendable {
 
     public func start(_ domainName: String) async throws {
         let domain = try await require(domainName)
-        if try await domain.state.isActive { return }
-        try await domain.create()
+        do {
+            try await domain.create()
+        } catch let error where error.code == .operationInvalid {
+            // Already running (started by someone, or by an apply that was interrupted).
+            guard try await domain.state.isActive else { throw error }
+        }
     }
 
     /// Asks the guest to shut down, waits up to `timeout`, then forces it off.

@@ -167,7 +167,7 @@ struct ApplyCommand: AsyncParsableCommand {
                 switch change.action {
                 case .create, .update:
                     guard let spec = change.after, let ownership = change.ownership else { throw HypervisorError("the plan lacks the domain for \(id)") }
-                    try await session.define(spec, ownership: ownership)
+                    try await session.define(spec, ownership: ownership, replacing: change.action == .update)
                     try await session.applyLive(spec, to: domainName, liveMemory: change.fields.contains { $0.field == "memory" && $0.live })
                 case .start:
                     try await session.start(domainName)
