@@ -100,9 +100,18 @@ enum KeaConfiguration {
                 var heldAddresses: [IPv4Address: Reservation] = [:]
                 var heldMACs: [MACAddress: Reservation] = [:]
                 var heldNames: [String: Reservation] = [:]
+                // An owned entry that already says what its binding wants stays as it is (with
+                // the defaults Kea filled in), so re-applying changes nothing.
+                var satisfied = Set<Reservation>()
+                let wanted = Set(additions[prefix] ?? [])
                 for entry in subnet["reservations"]?.arrayValue ?? [] {
                     let owner = mark(entry)
-                    if let owner, gone.contains(owner.binding) { continue }
+                    if let owner, gone.contains(owner.binding) {
+                        guard let r = reservation(entry, subnet: prefix), wanted.contains(r), !satisfied.contains(r) else { continue }
+                        satisfied.insert(r)
+                        kept.append(entry)
+                        continue
+                    }
                     kept.append(entry)
                     if owner == nil, let r = reservation(entry, subnet: prefix) {
                         heldAddresses[r.address] = r
@@ -110,7 +119,7 @@ enum KeaConfiguration {
                         if let name = r.hostname { heldNames[name.lowercased()] = r }
                     }
                 }
-                for r in additions[prefix] ?? [] {
+                for r in additions[prefix] ?? [] where !satisfied.contains(r) {
                     let held = heldAddresses[r.address].map { ($0, "address") } ?? heldMACs[r.mac].map { ($0, "MAC") }
                         ?? r.hostname.flatMap { heldNames[$0.lowercased()] }.map { ($0, "host name") }
                     if let (other, field) = held {
