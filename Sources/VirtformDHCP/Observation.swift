@@ -149,6 +149,27 @@ extension DHCPObservation {
         var changes: [ReservationChange] = []
         var drift: [DHCPDriftItem] = []
         let read = endpoints.compactMap { e in e.reservations.map { (name: e.name, reservations: $0) } }
+        // Indexes per endpoint, so comparing thousands of reservations stays linear.
+        struct Index {
+            var owned: [String: Reservation] = [:]
+            var unownedByAddress: [IPv4Subnet: [IPv4Address: Reservation]] = [:]
+            var unownedByMAC: [IPv4Subnet: [MACAddress: Reservation]] = [:]
+            var unownedByName: [IPv4Subnet: [String: Reservation]] = [:]
+        }
+        var indexes: [String: Index] = [:]
+        for (name, reservations) in read {
+            var index = Index()
+            for r in reservations {
+                if let owner = r.owner {
+                    index.owned[owner.binding] = index.owned[owner.binding] ?? r
+                } else {
+                    index.unownedByAddress[r.subnet, default: [:]][r.address] = r
+                    index.unownedByMAC[r.subnet, default: [:]][r.mac] = r
+                    if let host = r.hostname { index.unownedByName[r.subnet, default: [:]][host.lowercased()] = r }
+                }
+            }
+            indexes[name] = index
+        }
         let unserved: [String: Set<IPv4Subnet>] = Dictionary(uniqueKeysWithValues: endpoints.compactMap { e in
             if case .observed(_, let subnets) = e.state { return (e.name, Set(subnets)) }
             return nil
@@ -160,13 +181,14 @@ extension DHCPObservation {
             var current: Reservation?
             var differs = false
             var missingOn: [String] = []
-            for (name, reservations) in read {
+            for (name, _) in read {
                 if unserved[name]?.contains(want.subnet) == true {
                     drift.append(.subnetNotServed(want, endpoint: name))
                     blocked = true
                     continue
                 }
-                let mine = reservations.first { $0.owner?.binding == owner.binding }
+                let index = indexes[name]!
+                let mine = index.owned[owner.binding]
                 if let mine {
                     current = current ?? mine
                     if mine != want {
@@ -177,11 +199,14 @@ extension DHCPObservation {
                     differs = true
                     missingOn.append(name)
                 }
-                for other in reservations where other.owner == nil && other.subnet == want.subnet {
-                    if let field = Self.collision(want, other) {
-                        drift.append(.conflict(desired: want, heldBy: other, field: field, endpoint: name))
-                        blocked = true
-                    }
+                let held: [(Reservation?, DHCPDriftItem.ConflictField)] = [
+                    (index.unownedByAddress[want.subnet]?[want.address], .address),
+                    (index.unownedByMAC[want.subnet]?[want.mac], .mac),
+                    (want.hostname.flatMap { index.unownedByName[want.subnet]?[$0.lowercased()] }, .hostname),
+                ]
+                for case let (other?, field) in held {
+                    drift.append(.conflict(desired: want, heldBy: other, field: field, endpoint: name))
+                    blocked = true
                 }
             }
             if !missingOn.isEmpty { drift.append(.missing(want, endpoints: missingOn)) }

@@ -9,19 +9,26 @@ import VirtformSystem
 public struct DHCPLabSubnet: Sendable, Hashable {
     /// `public`, `backend`.
     public var name: String
-    /// The network address, e.g. `192.168.76.0`; the prefix is /24.
+    /// The network address, e.g. `192.168.76.0`.
     public var network: String
     /// Handed to clients as their router (option 3), when set.
     public var gateway: String?
+    /// 8...24; the pool and the server's address are taken from the first /24 either way.
+    public var prefixLength: Int
 
-    public init(name: String, network: String, gateway: String? = nil) {
+    public init(name: String, network: String, gateway: String? = nil, prefixLength: Int = 24) {
         self.name = name
         self.network = network
         self.gateway = gateway
+        self.prefixLength = prefixLength
     }
 
     /// `192.168.76.0/24`.
-    public var cidr: String { "\(network)/24" }
+    public var cidr: String { "\(network)/\(prefixLength)" }
+    var netmask: String {
+        let mask = UInt32.max << (32 - UInt32(prefixLength))
+        return [24, 16, 8, 0].map { String(mask >> $0 & 0xff) }.joined(separator: ".")
+    }
     var base: String { String(network.split(separator: ".").prefix(3).joined(separator: ".")) }
     /// The server's own address on the subnet: `.2` (`.1` is left for the gateway).
     public var serverAddress: String { "\(base).2" }
@@ -181,7 +188,7 @@ public actor DHCPLab {
         for (i, subnet) in configuration.subnets.enumerated() {
             let bridge = configuration.bridge(i)
             try await ip(["-n", ns, "link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
-            try await ip(["-n", ns, "address", "add", "\(subnet.serverAddress)/24", "dev", bridge])
+            try await ip(["-n", ns, "address", "add", "\(subnet.serverAddress)/\(subnet.prefixLength)", "dev", bridge])
             try await ip(["-n", ns, "link", "set", bridge, "up"])
         }
     }
@@ -231,7 +238,7 @@ public actor DHCPLab {
             ]
             for (i, subnet) in c.subnets.enumerated() {
                 arguments.append("--interface=\(c.bridge(i))")
-                arguments.append("--dhcp-range=\(subnet.poolStart),\(subnet.poolEnd),255.255.255.0,10m")
+                arguments.append("--dhcp-range=\(subnet.poolStart),\(subnet.poolEnd),\(subnet.netmask),10m")
             }
             // dnsmasq forks into the background once it is ready; the first process exits.
             let status = try await DaemonLauncher.run(arguments, logFile: c.logFile, timeout: c.startTimeout)

@@ -2,6 +2,7 @@
 // docs/performance.md.
 //
 //     swift run -c release virtform-bench load-validate [--vms 10000] [--hosts 500] [--runs 5]
+//     swift run -c release virtform-bench dhcp-reservations [--reservations 5000] [--runs 3]   (root, kea-dhcp4)
 import Foundation
 import VirtformManifests
 import VirtformModel
@@ -43,7 +44,10 @@ func loadValidate() throws {
 switch arguments.first {
 case "load-validate", nil:
     try loadValidate()
+case "dhcp-reservations":
+    try await DHCPBenchmark.run(reservations: option("reservations", default: 5_000), runs: option("runs", default: 3))
 default:
     print("usage: virtform-bench load-validate [--vms N] [--hosts N] [--runs N]")
+    print("       virtform-bench dhcp-reservations [--reservations N] [--runs N]")
     exit(2)
 }
