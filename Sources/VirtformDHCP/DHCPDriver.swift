@@ -10,6 +10,14 @@ public struct EndpointApplyReport: Hashable, Sendable {
     public var rebased: Bool
     /// False when the endpoint already held the result (nothing written).
     public var modified: Bool
+    /// How long each step took, in order (Kea: one per control command).
+    public var steps: [Step] = []
+
+    public struct Step: Hashable, Sendable {
+        /// `config-get`, `config-set`, `write`, `SIGHUP` …
+        public var name: String
+        public var duration: Duration
+    }
 }
 
 public struct DHCPApplyReport: Hashable, Sendable {

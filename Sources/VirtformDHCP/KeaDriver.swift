@@ -96,7 +96,13 @@ public struct KeaDriver: DHCPDriver {
             throw DHCPError(.concurrentEdit, "failed to apply reservations on \(endpoint.name): it was not read when the changes were planned; observe again", endpoint: endpoint.name)
         }
         let channel = try channel(endpoint)
-        let (config, hash) = try await readConfiguration(endpoint)
+        var steps: [EndpointApplyReport.Step] = []
+        func timed<T>(_ name: String, _ body: () async throws -> T) async rethrows -> T {
+            let start = ContinuousClock.now
+            defer { steps.append(.init(name: name, duration: start.duration(to: .now))) }
+            return try await body()
+        }
+        let (config, hash) = try await timed("config-get") { try await readConfiguration(endpoint) }
         var roundTrips = 1
         var rebased = false
         if hash != version.hash {
@@ -109,14 +115,15 @@ public struct KeaDriver: DHCPDriver {
             }
             rebased = true
         }
-        let edited = try KeaConfiguration.applying(changes, to: config, endpoint: endpoint.name)
+        let edited = try await timed("edit") { try KeaConfiguration.applying(changes, to: config, endpoint: endpoint.name) }
         guard edited != config else {
-            return EndpointApplyReport(endpoint: endpoint.name, roundTrips: roundTrips, rebased: rebased, modified: false)
+            return EndpointApplyReport(endpoint: endpoint.name, roundTrips: roundTrips, rebased: rebased, modified: false, steps: steps)
         }
-        _ = try await channel.send("config-test", arguments: edited)
-        _ = try await channel.send("config-set", arguments: edited)
-        _ = try await channel.send("config-write")
+        for command in ["config-test", "config-set"] {
+            _ = try await timed(command) { try await channel.send(command, arguments: edited) }
+        }
+        _ = try await timed("config-write") { try await channel.send("config-write") }
         roundTrips += 3
-        return EndpointApplyReport(endpoint: endpoint.name, roundTrips: roundTrips, rebased: rebased, modified: true)
+        return EndpointApplyReport(endpoint: endpoint.name, roundTrips: roundTrips, rebased: rebased, modified: true, steps: steps)
     }
 }

@@ -64,10 +64,15 @@ enum DHCPBenchmark {
                     return try await driver.apply(again.compare(desired: [moved] + desired.dropFirst()).changes, basedOn: again.token)
                 }
                 applyTimes.append(applyTime)
+                func breakdown(_ r: DHCPApplyReport) -> String {
+                    r.endpoints[0].steps.map { String(format: "%@ %.3f", $0.name, seconds($0.duration)) }.joined(separator: ", ")
+                }
                 print(String(
                     format: "run %d: apply of %d adds %.3f s in %d round trips | observe empty %.3f s, full %.3f s | compare %.3f s | change 1 of %d: %.3f s, %d round trips | converged re-plan+apply: %.3f s, %d round trip(s)",
                     run, plan.changes.count, applyTime, report.roundTrips, observeEmpty, observeFull, compareTime, count,
                     smallTime, small.roundTrips, noopTime, noop.roundTrips))
+                print("  steps of the 5,000-add apply (s): \(breakdown(report))")
+                print("  steps of the 1-change apply (s):  \(breakdown(small))")
             } catch {
                 print("run \(run) failed: \(error)")
                 try? await lab.down()
