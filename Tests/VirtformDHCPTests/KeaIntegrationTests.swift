@@ -163,7 +163,24 @@ struct KeaIntegrationTests {
             #expect(repair.drift.contains(.missing(vm1, endpoints: ["kea-2"])))
             let fixed = try await driver.apply(repair.changes, basedOn: split.token)
             #expect(fixed.endpoints.map(\.modified) == [false, true])
-            #expect(try await driver.observe(subnets: [publicSubnet]).peerDisagreements == [])
+            let healed = try await driver.observe(subnets: [publicSubnet])
+            #expect(healed.peerDisagreements == [])
+
+            // A peer that is down reads as unreachable, not empty; applying names it and says
+            // which peer was already updated.
+            try await labs[1].stopServer()
+            let half = try await driver.observe(subnets: [publicSubnet])
+            guard case .unreachable = half.endpoints[1].state else {
+                Issue.record("a stopped peer must read as unreachable")
+                return
+            }
+            #expect(half.compare(desired: []).changes == [])  // no removal while a peer cannot be read
+            let moved = owned("vm-1-fe0", mac: "02:00:00:76:00:71", "192.168.76.72", host: "vm-1")
+            let error = await #expect(throws: DHCPError.self) {
+                try await driver.apply([.change(from: vm1, to: moved)], basedOn: healed.token)
+            }
+            #expect(error?.endpoint == "kea-2")
+            #expect(error?.message.contains("already updated: kea-1") == true)
         }
     }
 }
