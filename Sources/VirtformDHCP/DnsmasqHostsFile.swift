@@ -122,13 +122,29 @@ struct DnsmasqHostsFile: Hashable, Sendable {
             }
             if let after = change.after { additions.append(after) }
         }
-        var result = self
-        result.lines.removeAll { if case .owned(let mark, _, _, _) = $0 { gone.contains(mark.binding) } else { false } }
-        let foreign = result.reservations(in: Array(Set(additions.map(\.subnet)))).filter { $0.owner == nil }
+        let foreign = reservations(in: Array(Set(additions.map(\.subnet)))).filter { $0.owner == nil }
         for r in additions {
             if let other = foreign.first(where: { $0.subnet == r.subnet && DHCPObservation.collision(r, $0) != nil }) {
                 throw DHCPError(.conflict, "failed to reserve \(r) on \(endpoint): its \(DHCPObservation.collision(r, other)!.rawValue) is already reserved by \(other), which virtform does not own", endpoint: endpoint)
             }
+        }
+        // A binding's new entry takes the place of its old one, so the file changes only where
+        // the reservation did; entries of new bindings go at the end.
+        var pending: [String: Reservation] = [:]
+        for r in additions { pending[r.owner!.binding] = r }
+        var result = self
+        result.lines = []
+        for line in lines {
+            guard case .owned(let mark, _, _, _) = line, gone.contains(mark.binding) else {
+                result.lines.append(line)
+                continue
+            }
+            if let r = pending.removeValue(forKey: mark.binding) {
+                result.lines.append(.owned(r.owner!, mac: r.mac, address: r.address, hostname: r.hostname))
+            }
+        }
+        for r in additions where pending[r.owner!.binding] == r {
+            pending[r.owner!.binding] = nil
             result.lines.append(.owned(r.owner!, mac: r.mac, address: r.address, hostname: r.hostname))
         }
         return result

@@ -98,6 +98,12 @@ struct PureTests {
         #expect(edited.text.hasPrefix(text.components(separatedBy: "# virtform")[0]))
         #expect(edited.text.hasSuffix("# virtform binding=b1 vm=appl-1/vm-1 interface=fe0\n02:00:00:00:00:02,192.168.76.72,vm-1b\n"))
         #expect(try edited.applying([.remove(moved)], endpoint: "d").text == text.components(separatedBy: "# virtform")[0])
+        // Re-applying what is there changes nothing; a changed entry stays in its place.
+        #expect(try edited.applying([.change(from: moved, to: moved)], endpoint: "d") == edited)
+        let first = owned("a0", mac: "02:00:00:00:00:0a", "192.168.76.30", host: nil)
+        let two = try edited.applying([.add(first)], endpoint: "d")
+        let third = try two.applying([.change(from: moved, to: seen[1])], endpoint: "d")
+        #expect(third.text.hasSuffix("192.168.76.71,vm-1\n# virtform binding=a0 vm=appl-1/vm-1 interface=fe0\n02:00:00:00:00:0a,192.168.76.30\n"))
         #expect(throws: DHCPError.self) {
             try file.applying([.add(owned("b2", mac: "02:00:00:00:00:05", "192.168.76.10", host: nil))], endpoint: "d")
         }
