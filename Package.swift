@@ -40,6 +40,9 @@ let package = Package(
         // Programs, daemons, processes, files and users of this machine, for drivers and the lab.
         .target(name: "VirtformSystem"),
 
+        // DHCP reservations kept in step with network bindings: Kea (control socket) and dnsmasq (hosts file).
+        .target(name: "VirtformDHCP", dependencies: ["VirtformModel", "VirtformSystem"], exclude: ["README.md"]),
+
         // The local lab: real libvirt session daemons on this machine (the `lab` command and integration tests).
         .target(name: "VirtformLab", dependencies: ["Libvirt", "VirtformSystem"], exclude: ["README.md"]),
 
@@ -55,7 +58,7 @@ let package = Package(
 
         // Benchmarks (not timed tests): `swift run -c release virtform-bench`.
         .executableTarget(name: "virtform-bench", dependencies: [
-            "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformLab", "Libvirt",
+            "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformLab", "Libvirt", "VirtformDHCP",
         ]),
 
         .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
@@ -65,7 +68,8 @@ let package = Package(
         .testTarget(name: "VirtformHypervisorTests", dependencies: ["VirtformHypervisor", "VirtformModel"]),
         .testTarget(name: "VirtformExecutionTests", dependencies: ["VirtformExecution"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
-        .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt"]),
+        .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt", "VirtformModel"]),
+        .testTarget(name: "VirtformDHCPTests", dependencies: ["VirtformDHCP", "VirtformLab", "VirtformModel", "VirtformSystem"]),
         .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,68 @@
+import VirtformModel
+
+/// What an apply did on one endpoint.
+public struct EndpointApplyReport: Hashable, Sendable {
+    public var endpoint: String
+    /// Control-socket commands sent (Kea) or files written plus signals sent (dnsmasq).
+    public var roundTrips: Int
+    /// The server had changed since the observation, and the changes were re-checked against
+    /// its new state and applied to it.
+    public var rebased: Bool
+    /// False when the endpoint already held the result (nothing written).
+    public var modified: Bool
+    /// How long each step took, in order (Kea: one per control command).
+    public var steps: [Step] = []
+
+    public struct Step: Hashable, Sendable {
+        /// `config-get`, `config-set`, `write`, `SIGHUP` …
+        public var name: String
+        public var duration: Duration
+    }
+}
+
+public struct DHCPApplyReport: Hashable, Sendable {
+    public var endpoints: [EndpointApplyReport]
+    public var roundTrips: Int { endpoints.reduce(0) { $0 + $1.roundTrips } }
+}
+
+/// A DHCP server's reservations, for one `DHCPServer` (one endpoint, or both peers of an HA
+/// pair). Drivers are found by name in `DHCPDrivers`.
+public protocol DHCPDriver: Sendable {
+    /// The server this driver talks to.
+    var server: DHCPServer { get }
+
+    /// Checks that every endpoint can be used now (socket answers, file writable, daemon
+    /// running); throws a `DHCPError` saying which endpoint and what to do otherwise.
+    func probe() async throws
+
+    /// Reads the reservations of `subnets` on every endpoint. An endpoint that cannot be read is
+    /// reported as `.unreachable`, never as empty.
+    func observe(subnets: [IPv4Subnet]) async throws -> DHCPObservation
+
+    /// Applies `changes` to every endpoint, in one write per endpoint. If an endpoint changed
+    /// since `token` was observed, the changes are re-checked against its current state and
+    /// applied only if none of the reservations they touch (or collide with) moved; otherwise it
+    /// throws `.concurrentEdit`. Idempotent: an add already present, or a remove already
+    /// gone, is no change.
+    func apply(_ changes: [ReservationChange], basedOn token: DHCPVersionToken) async throws -> DHCPApplyReport
+}
+
+/// The DHCP drivers by the name a manifest's `DHCPServer.spec.driver` uses.
+public enum DHCPDrivers {
+    public static let names = DHCPServer.Driver.allCases.map(\.rawValue)
+
+    /// The driver for `server`.
+    public static func driver(for server: DHCPServer) throws -> any DHCPDriver {
+        try driver(named: server.driver.rawValue, server: server)
+    }
+
+    /// The driver called `name`; fails with the list of known names.
+    public static func driver(named name: String, server: DHCPServer) throws -> any DHCPDriver {
+        switch name {
+        case "kea": return KeaDriver(server: server)
+        case "dnsmasq": return DnsmasqDriver(server: server)
+        default:
+            throw DHCPError(.invalidRequest, "unknown DHCP driver '\(name)' for \(server.meta.name); known drivers: \(names.joined(separator: ", "))")
+        }
+    }
+}

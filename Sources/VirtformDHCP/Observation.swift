@@ -1,0 +1,244 @@
+import VirtformModel
+
+/// A server's state as of one observation, handed back to `apply` so it can tell whether
+/// somebody else changed the server in between. Opaque to callers.
+public struct DHCPVersionToken: Hashable, Sendable {
+    public struct Endpoint: Hashable, Sendable {
+        /// Kea: FNV-1a of the canonical (sorted-key) JSON of `config-get`'s arguments.
+        /// dnsmasq: FNV-1a of the hosts file's bytes.
+        public var hash: String
+        /// Every reservation of the observed subnets at that time, owned or not.
+        public var reservations: [Reservation]
+    }
+
+    /// By endpoint name; an endpoint that could not be read has no entry.
+    public var endpoints: [String: Endpoint]
+
+    public init(endpoints: [String: Endpoint]) {
+        self.endpoints = endpoints
+    }
+}
+
+/// What one endpoint of a server holds.
+public enum EndpointState: Hashable, Sendable {
+    /// Read: the reservations of each observed subnet the server serves (owned or not), and the
+    /// observed subnets it does not serve at all.
+    case observed(reservations: [Reservation], unservedSubnets: [IPv4Subnet])
+    /// Could not tell (socket down, file unreadable). Never read this as "no reservations".
+    case unreachable(reason: String)
+}
+
+public struct EndpointObservation: Hashable, Sendable {
+    public var name: String
+    public var state: EndpointState
+
+    public init(name: String, state: EndpointState) {
+        self.name = name
+        self.state = state
+    }
+
+    public var reservations: [Reservation]? {
+        if case .observed(let reservations, _) = state { return reservations }
+        return nil
+    }
+}
+
+/// A DHCP server's reservations as observed, endpoint by endpoint (two for an HA pair).
+public struct DHCPObservation: Hashable, Sendable {
+    public var server: String
+    public var subnets: [IPv4Subnet]
+    public var endpoints: [EndpointObservation]
+    public var token: DHCPVersionToken
+
+    public init(server: String, subnets: [IPv4Subnet], endpoints: [EndpointObservation], token: DHCPVersionToken) {
+        self.server = server
+        self.subnets = subnets
+        self.endpoints = endpoints
+        self.token = token
+    }
+
+    /// Whether every endpoint could be read. When not, the planner must not plan removals from
+    /// what it did see (a peer that cannot be read might hold anything).
+    public var isComplete: Bool { endpoints.allSatisfy { $0.reservations != nil } }
+
+    /// Reservations for the same MAC in the same subnet that differ between peers of an HA pair
+    /// (or exist on one peer only).
+    public var peerDisagreements: [DHCPDriftItem] {
+        let read = endpoints.compactMap { e in e.reservations.map { (e.name, $0) } }
+        guard read.count > 1 else { return [] }
+        struct Key: Hashable { var subnet: IPv4Subnet; var mac: MACAddress }
+        var keys = Set<Key>()
+        var byEndpoint: [String: [Key: Reservation]] = [:]
+        for (name, reservations) in read {
+            var map: [Key: Reservation] = [:]
+            for r in reservations {
+                let key = Key(subnet: r.subnet, mac: r.mac)
+                map[key] = r
+                keys.insert(key)
+            }
+            byEndpoint[name] = map
+        }
+        var items: [DHCPDriftItem] = []
+        for key in keys.sorted(by: { ($0.subnet.network, $0.mac) < ($1.subnet.network, $1.mac) }) {
+            let held = read.map { name, _ in PeerReservation(endpoint: name, reservation: byEndpoint[name]?[key]) }
+            if Set(held.map(\.reservation)).count > 1 {
+                items.append(.peersDisagree(subnet: key.subnet, mac: key.mac, held: held))
+            }
+        }
+        return items
+    }
+}
+
+public struct PeerReservation: Hashable, Sendable {
+    public var endpoint: String
+    /// nil: this peer has no reservation for the MAC.
+    public var reservation: Reservation?
+}
+
+/// Something the planner shows: the server differs from the manifests, or a desired
+/// reservation cannot be made.
+public enum DHCPDriftItem: Hashable, Sendable, CustomStringConvertible {
+    /// A reservation the manifests want is not on these endpoints: not made yet, or deleted
+    /// behind virtform's back.
+    case missing(Reservation, endpoints: [String])
+    /// An owned reservation differs from what its binding says.
+    case changed(observed: Reservation, desired: Reservation, endpoint: String)
+    /// An owned reservation whose binding is no longer in the manifests.
+    case orphaned(Reservation, endpoint: String)
+    /// The desired reservation's address, MAC or host name is already held by a reservation
+    /// virtform does not own; the change is not planned.
+    case conflict(desired: Reservation, heldBy: Reservation, field: ConflictField, endpoint: String)
+    /// The server does not serve the desired reservation's subnet.
+    case subnetNotServed(Reservation, endpoint: String)
+    /// HA peers hold different reservations for one MAC.
+    case peersDisagree(subnet: IPv4Subnet, mac: MACAddress, held: [PeerReservation])
+
+    public enum ConflictField: String, Hashable, Sendable { case address, mac, hostname }
+
+    public var description: String {
+        switch self {
+        case .missing(let r, let endpoints): "missing on \(endpoints.joined(separator: ", ")): \(r)"
+        case .changed(let observed, let desired, let endpoint): "changed on \(endpoint): \(observed), wanted \(desired)"
+        case .orphaned(let r, let endpoint): "no binding any more on \(endpoint): \(r)"
+        case .conflict(let desired, let held, let field, let endpoint):
+            "conflict on \(endpoint): \(desired) needs a \(field.rawValue) already reserved by \(held)"
+        case .subnetNotServed(let r, let endpoint): "\(endpoint) does not serve \(r.subnet) (needed by \(r))"
+        case .peersDisagree(let subnet, let mac, let held):
+            "HA peers disagree on \(mac) in \(subnet): "
+                + held.map { "\($0.endpoint): \($0.reservation.map { "\($0.address)" } ?? "none")" }.joined(separator: ", ")
+        }
+    }
+}
+
+/// The result of comparing desired reservations with an observation: the changes to apply
+/// and what to show.
+public struct ReservationComparison: Hashable, Sendable {
+    public var changes: [ReservationChange]
+    public var drift: [DHCPDriftItem]
+    /// Set when an endpoint could not be read: nothing is removed then.
+    public var incomplete: Bool
+}
+
+extension DHCPObservation {
+    /// Compares the reservations the manifests want (each with its owner mark) with what the
+    /// endpoints hold. Owned reservations are matched by binding name. A change is planned when
+    /// any readable endpoint differs (so a peer of an HA pair that lost a reservation gets it
+    /// back); a desired reservation that collides with an unowned one is reported as a
+    /// conflict and not planned. Removals are only planned when every endpoint was read.
+    public func compare(desired: [Reservation]) -> ReservationComparison {
+        var changes: [ReservationChange] = []
+        var drift: [DHCPDriftItem] = []
+        let read = endpoints.compactMap { e in e.reservations.map { (name: e.name, reservations: $0) } }
+        // Indexes per endpoint, so comparing thousands of reservations stays linear.
+        struct Index {
+            var owned: [String: Reservation] = [:]
+            var unownedByAddress: [IPv4Subnet: [IPv4Address: Reservation]] = [:]
+            var unownedByMAC: [IPv4Subnet: [MACAddress: Reservation]] = [:]
+            var unownedByName: [IPv4Subnet: [String: Reservation]] = [:]
+        }
+        var indexes: [String: Index] = [:]
+        for (name, reservations) in read {
+            var index = Index()
+            for r in reservations {
+                if let owner = r.owner {
+                    index.owned[owner.binding] = index.owned[owner.binding] ?? r
+                } else {
+                    index.unownedByAddress[r.subnet, default: [:]][r.address] = r
+                    index.unownedByMAC[r.subnet, default: [:]][r.mac] = r
+                    if let host = r.hostname { index.unownedByName[r.subnet, default: [:]][host.lowercased()] = r }
+                }
+            }
+            indexes[name] = index
+        }
+        let unserved: [String: Set<IPv4Subnet>] = Dictionary(uniqueKeysWithValues: endpoints.compactMap { e in
+            if case .observed(_, let subnets) = e.state { return (e.name, Set(subnets)) }
+            return nil
+        })
+
+        for want in desired.sorted(by: { ($0.owner?.binding ?? "") < ($1.owner?.binding ?? "") }) {
+            guard let owner = want.owner else { continue }
+            var blocked = false
+            var current: Reservation?
+            var differs = false
+            var missingOn: [String] = []
+            for (name, _) in read {
+                if unserved[name]?.contains(want.subnet) == true {
+                    drift.append(.subnetNotServed(want, endpoint: name))
+                    blocked = true
+                    continue
+                }
+                let index = indexes[name]!
+                let mine = index.owned[owner.binding]
+                if let mine {
+                    current = current ?? mine
+                    if mine != want {
+                        differs = true
+                        drift.append(.changed(observed: mine, desired: want, endpoint: name))
+                    }
+                } else {
+                    differs = true
+                    missingOn.append(name)
+                }
+                let held: [(Reservation?, DHCPDriftItem.ConflictField)] = [
+                    (index.unownedByAddress[want.subnet]?[want.address], .address),
+                    (index.unownedByMAC[want.subnet]?[want.mac], .mac),
+                    (want.hostname.flatMap { index.unownedByName[want.subnet]?[$0.lowercased()] }, .hostname),
+                ]
+                for case let (other?, field) in held {
+                    drift.append(.conflict(desired: want, heldBy: other, field: field, endpoint: name))
+                    blocked = true
+                }
+            }
+            if !missingOn.isEmpty { drift.append(.missing(want, endpoints: missingOn)) }
+            guard differs, !blocked else { continue }
+            if let current {
+                changes.append(.change(from: current, to: want))
+            } else {
+                changes.append(.add(want))
+            }
+        }
+
+        let wanted = Set(desired.compactMap { $0.owner?.binding })
+        var orphans: [String: Reservation] = [:]
+        for (name, reservations) in read {
+            for r in reservations where r.owner != nil && !wanted.contains(r.owner!.binding) {
+                drift.append(.orphaned(r, endpoint: name))
+                orphans[r.owner!.binding] = orphans[r.owner!.binding] ?? r
+            }
+        }
+        if isComplete {
+            changes += orphans.keys.sorted().map { .remove(orphans[$0]!) }
+        }
+        drift += peerDisagreements
+        return ReservationComparison(changes: changes, drift: drift, incomplete: !isComplete)
+    }
+
+    /// Which field of `want` an unowned reservation `other` already holds, if any. Host names
+    /// compare case-insensitively, as DNS does.
+    static func collision(_ want: Reservation, _ other: Reservation) -> DHCPDriftItem.ConflictField? {
+        if other.address == want.address { return .address }
+        if other.mac == want.mac { return .mac }
+        if let a = want.hostname, let b = other.hostname, a.lowercased() == b.lowercased() { return .hostname }
+        return nil
+    }
+}
