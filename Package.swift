@@ -22,6 +22,9 @@ let package = Package(
         // Safe Swift over libvirt's C API: owned pointers, Swift errors, blocking calls off the pool.
         .target(name: "Libvirt", dependencies: ["CLibvirt"], exclude: ["README.md"]),
 
+        // Safe Swift over libiscsi: discovery, login, REPORT LUNS, READ CAPACITY(16); blocking calls off the pool.
+        .target(name: "ISCSI", dependencies: ["CISCSI"], exclude: ["README.md"]),
+
         // The pure model: objects, identities, quantities, semantic validation. No I/O.
         .target(name: "VirtformModel"),
 
@@ -40,6 +43,9 @@ let package = Package(
         // Programs, daemons, processes, files and users of this machine, for drivers and the lab.
         .target(name: "VirtformSystem"),
 
+        // Storage pools (btrfs, dir, zfs) and iSCSI exports (tgt, lio) behind small driver protocols.
+        .target(name: "VirtformStorage", dependencies: ["VirtformModel", "VirtformSystem", "ISCSI"], exclude: ["README.md"]),
+
         // The local lab: real libvirt session daemons on this machine (the `lab` command and integration tests).
         .target(name: "VirtformLab", dependencies: ["Libvirt", "VirtformSystem"], exclude: ["README.md"]),
 
@@ -54,7 +60,9 @@ let package = Package(
         .executableTarget(name: "virtform", dependencies: ["VirtformCommands"]),
 
         // Benchmarks (not timed tests): `swift run -c release virtform-bench`.
-        .executableTarget(name: "virtform-bench", dependencies: ["VirtformModel", "VirtformManifests"]),
+        .executableTarget(name: "virtform-bench", dependencies: [
+            "VirtformModel", "VirtformManifests", "VirtformStorage", "VirtformSystem", "VirtformLab", "ISCSI",
+        ]),
 
         .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
         .testTarget(name: "VirtformManifestsTests", dependencies: ["VirtformManifests", "VirtformModel"]),
@@ -63,7 +71,11 @@ let package = Package(
         .testTarget(name: "VirtformHypervisorTests", dependencies: ["VirtformHypervisor", "VirtformModel"]),
         .testTarget(name: "VirtformExecutionTests", dependencies: ["VirtformExecution"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
-        .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt"]),
+        .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt", "VirtformSystem"]),
+        .testTarget(name: "ISCSITests", dependencies: ["ISCSI", "VirtformLab", "VirtformSystem"]),
+        .testTarget(name: "VirtformStorageTests", dependencies: [
+            "VirtformStorage", "VirtformModel", "VirtformSystem", "VirtformLab", "ISCSI",
+        ]),
         .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands"]),
     ],
     swiftLanguageModes: [.v6]
