@@ -21,8 +21,8 @@ public struct ExportRequest: Sendable, Hashable {
 public struct ObservedTargetLUN: Sendable, Hashable {
     public var lun: Int
     public var backingPath: String
-    /// The size the target serves, as the target reports it. tgt reports decimal megabytes
-    /// rounded down, so this is `MB × 1,000,000`; the exact size is what READ CAPACITY(16)
+    /// The size the target serves, as the target reports it. tgt reports decimal megabytes,
+    /// rounded to the nearest, so this is `MB × 1,000,000`; the exact size is what READ CAPACITY(16)
     /// returns through the `ISCSI` module.
     public var reportedSize: UInt64
     /// Whether the backing file is still there: a LUN deleted under a target stays served from

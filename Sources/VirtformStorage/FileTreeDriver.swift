@@ -151,13 +151,23 @@ public final class FileTreeDriver: StorageDriver {
         return Self.parseDu(result.standardOutput)
     }
 
-    /// Parses `btrfs filesystem du --raw` lines: `TOTAL EXCLUSIVE SET-SHARED|- PATH`.
+    /// Parses `btrfs filesystem du --raw` lines: `TOTAL EXCLUSIVE SET-SHARED|- PATH` (the path
+    /// may contain spaces, so it is everything after the third column).
     static func parseDu(_ text: String) -> [String: UInt64] {
         var sizes: [String: UInt64] = [:]
         for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: true)
-            guard fields.count == 4, UInt64(fields[0]) != nil, let exclusive = UInt64(fields[1]) else { continue }
-            sizes[String(fields[3])] = exclusive
+            var rest = line[...]
+            var columns: [Substring] = []
+            while columns.count < 3 {
+                rest = rest.drop { $0 == " " }
+                let word = rest.prefix { $0 != " " }
+                guard !word.isEmpty else { break }
+                columns.append(word)
+                rest = rest.dropFirst(word.count)
+            }
+            let path = rest.drop { $0 == " " }
+            guard columns.count == 3, UInt64(columns[0]) != nil, let exclusive = UInt64(columns[1]), !path.isEmpty else { continue }
+            sizes[String(path)] = exclusive
         }
         return sizes
     }

@@ -196,7 +196,8 @@ public struct SSHCommandRunner: CommandRunner {
         try await base.run(["ssh", "-o", "BatchMode=yes", target, "--"] + arguments.map(Self.quote))
     }
 
-    static func quote(_ argument: String) -> String {
+    /// `argument` as one word for a POSIX shell.
+    public static func quote(_ argument: String) -> String {
         let safe = argument.utf8.allSatisfy { byte in
             (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
                 || "-_./=@:,".utf8.contains(byte)

@@ -5,7 +5,7 @@ import VirtformSystem
 /// The `tgt` export driver: talks to a running tgtd through `tgtadm -C <controlPort> --lld iscsi`.
 ///
 /// One target per exported volume, IQN `<iqnPrefix>:<project>.<volume>`, the volume as LUN 1,
-/// bound to the pool's initiators (`ALL` when the list is empty).
+/// bound to the pool's initiators by name (`-Q`), or to every initiator (`-I ALL`) when the list is empty.
 ///
 /// **Ownership.** tgt keeps no properties on a target, so a target counts as virtform's when its
 /// IQN starts with `<iqnPrefix>:` **and** its LUN 1's backing file carries a virtform ownership
@@ -86,8 +86,12 @@ public struct TgtExportDriver: ExportDriver {
         try await tgtadm(["--op", "new", "--mode", "target", "--tid", t, "-T", iqn], what)
         do {
             try await tgtadm(["--op", "new", "--mode", "logicalunit", "--tid", t, "--lun", "1", "-b", backing], what)
-            for initiator in export.initiators.isEmpty ? ["ALL"] : export.initiators {
-                try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-I", initiator], what)
+            // `-I` binds initiator addresses (ALL: everyone); `-Q` binds initiator names.
+            if export.initiators.isEmpty {
+                try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-I", "ALL"], what)
+            }
+            for initiator in export.initiators {
+                try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-Q", initiator], what)
             }
         } catch {
             // A target without its LUN or its ACL must not stay behind.
