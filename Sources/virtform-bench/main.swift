@@ -2,6 +2,7 @@
 // docs/performance.md.
 //
 //     swift run -c release virtform-bench load-validate [--vms 10000] [--hosts 500] [--runs 5]
+//     swift run -c release virtform-bench storage-clone [--runs 7] [--luns 200]   (root, btrfs-progs, tgt)
 import Foundation
 import VirtformManifests
 import VirtformModel
@@ -43,7 +44,9 @@ func loadValidate() throws {
 switch arguments.first {
 case "load-validate", nil:
     try loadValidate()
+case "storage-clone":
+    try await StorageBenchmark.run(runs: option("runs", default: 7), luns: option("luns", default: 200))
 default:
-    print("usage: virtform-bench load-validate [--vms N] [--hosts N] [--runs N]")
+    print("usage: virtform-bench load-validate [--vms N] [--hosts N] [--runs N] | storage-clone [--runs N] [--luns N]")
     exit(2)
 }
