@@ -71,6 +71,11 @@ struct BtrfsPoolTests {
             await #expect(throws: StorageError.self) { try await env.pool.createSnapshot(master) }
             try await env.pool.deleteSnapshot(master)
             #expect(!FileManager.default.fileExists(atPath: file))
+            // Emptied, the project can go (a btrfs subvolume: `btrfs subvolume delete`).
+            try await env.pool.deleteVolume(project: "masters", name: "osol")
+            try await env.pool.deleteProject("masters")
+            #expect(try await env.pool.observe().projects.isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: "\(env.lab.mountPoint)/masters"))
         }
     }
 
