@@ -16,6 +16,8 @@ public struct TgtExportDriver: ExportDriver {
     public let controlPort: Int
     private let runner: any CommandRunner
     private let backingMark: @Sendable (String) -> OwnershipMark?
+    /// How many targets `export` makes at once.
+    public var parallelism = 4
 
     /// `backingMark` reads the mark of a backing file (default: its xattr).
     public init(export: ISCSIExport, controlPort: Int = 0, runner: any CommandRunner = LocalCommandRunner(),
@@ -59,9 +61,13 @@ public struct TgtExportDriver: ExportDriver {
         try await tgtadm(["--op", "show", "--mode", "target"], "list the targets of tgtd (control port \(controlPort))").standardOutput
     }
 
+    /// Targets are made `parallelism` at a time (tgtd answers one request at a time, but most
+    /// of the cost is starting `tgtadm`); the tids are chosen first, from one listing. Every
+    /// target is attempted; the first failure is thrown after the others have finished.
     public func export(_ requests: [ExportRequest]) async throws {
-        var existing = try await observe()
+        let existing = try await observe()
         var used = Set(existing.map(\.tid))
+        var planned: [(tid: Int, iqn: String, backing: String, what: String)] = []
         var nextTid = 1
         for request in requests {
             let iqn = iqn(project: request.project, volume: request.volume)
@@ -70,15 +76,39 @@ public struct TgtExportDriver: ExportDriver {
                 if present.luns.contains(where: { $0.lun == 1 && $0.backingPath == request.backingPath }) { continue }
                 throw StorageError(.alreadyExists, "failed to \(what): target \(iqn) (tid \(present.tid)) exists with another backing store")
             }
+            if planned.contains(where: { $0.iqn == iqn }) { continue }
             guard backingMark(request.backingPath) != nil else {
                 throw StorageError(.unowned, "refusing to \(what): \(request.backingPath) carries no virtform ownership mark")
             }
             while used.contains(nextTid) { nextTid += 1 }
-            let tid = nextTid
-            used.insert(tid)
-            try await makeTarget(tid: tid, iqn: iqn, backing: request.backingPath, what)
-            existing.append(ObservedTarget(tid: tid, iqn: iqn, luns: [], boundInitiators: [], connectedInitiators: [], isOwned: true))
+            used.insert(nextTid)
+            planned.append((nextTid, iqn, request.backingPath, what))
         }
+        let failures = await withTaskGroup(of: (any Error)?.self) { group in
+            var iterator = planned.makeIterator()
+            func addNext() -> Bool {
+                guard let item = iterator.next() else { return false }
+                group.addTask {
+                    do {
+                        try await makeTarget(tid: item.tid, iqn: item.iqn, backing: item.backing, item.what)
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                return true
+            }
+            for _ in 0..<max(1, parallelism) {
+                if !addNext() { break }
+            }
+            var failures: [any Error] = []
+            while let result = await group.next() {
+                if let result { failures.append(result) }
+                _ = addNext()
+            }
+            return failures
+        }
+        if let first = failures.first { throw first }
     }
 
     private func makeTarget(tid: Int, iqn: String, backing: String, _ what: String) async throws {

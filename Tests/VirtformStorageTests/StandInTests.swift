@@ -239,7 +239,8 @@ struct TgtCommandTests {
     @Test func exportRunsThreeCommandsPerLUNAndFillsTidGaps() async throws {
         let runner = RecordingRunner(["tgtadm -C 5 --lld iscsi --op show --mode target": CommandResult(status: 0, standardOutput: Self.show)])
         let export = ISCSIExport(driver: .tgt, portal: HostPort(host: "127.0.0.1", port: 3260), iqnPrefix: "iqn.2026-11.io.virtform.lab")
-        let tgt = TgtExportDriver(export: export, controlPort: 5, runner: runner, backingMark: { _ in OwnershipMark(kind: .lun, name: "x/y") })
+        var tgt = TgtExportDriver(export: export, controlPort: 5, runner: runner, backingMark: { _ in OwnershipMark(kind: .lun, name: "x/y") })
+        tgt.parallelism = 1  // one target after the other, so the order of the lines is fixed
         try await tgt.export([
             ExportRequest(project: "appl-1", volume: "vm-2", backingPath: "/p/appl-1/vm-2.img"),
             ExportRequest(project: "appl-1", volume: "vm-3", backingPath: "/p/appl-1/vm-3.img"),
