@@ -105,6 +105,10 @@ public final class FileTreeDriver: StorageDriver {
         guard FileOperations.info(path)?.isDirectory == true else {
             throw StorageError(.unusable, "failed to observe storage pool \(poolName): \(path) does not exist or is not a folder")
         }
+        // An unmounted pool's mount point is an empty folder: that must not read as "no projects".
+        if flavor == .btrfs, try !FileOperations.isBtrfs(path) {
+            throw StorageError(.unusable, "failed to observe storage pool \(poolName): \(path) is not on a btrfs filesystem (is the pool mounted?)")
+        }
         var projects: [ObservedProject] = []
         for name in try FileOperations.directoryEntries(path) where !name.hasPrefix(".") && Names.isName(name) {
             let folder = projectPath(name)

@@ -266,8 +266,22 @@ struct BtrfsPoolTests {
             #expect(error.code == .unusable)
             #expect(error.message.contains("not on a btrfs filesystem"))
         }
+        // Observing an unmounted pool is an error, never an empty pool.
+        await #expect(throws: StorageError.self) { try await pool.observe() }
         let missing = FileTreeDriver(flavor: .dir, poolName: "p", path: "/tmp/does-not-exist-virtform")
         await #expect(throws: StorageError.self) { try await missing.probe() }
         await #expect(throws: StorageError.self) { try await missing.observe() }
+
+        // No tgtd on this control port: the probe says how to start one.
+        let export = ISCSIExport(driver: .tgt, portal: HostPort(host: "127.0.0.1", port: 3299), iqnPrefix: "iqn.2026-11.io.virtform.test")
+        let tgt = TgtExportDriver(export: export, controlPort: 119)
+        do {
+            try await tgt.probe()
+            Issue.record("probe without a tgtd succeeded")
+        } catch let error as StorageError {
+            #expect(error.code == .unusable)
+            #expect(error.message.contains("tgtd -C 119 --iscsi portal=127.0.0.1:3299"), "\(error)")
+        }
+        await #expect(throws: StorageError.self) { try await tgt.observe() }
     }
 }
