@@ -257,6 +257,36 @@ struct BtrfsPoolTests {
         }
     }
 
+    @Test func importCopiesASourceAndDirPoolsOnBtrfsUseReflinks() async throws {
+        try await StorageFixture.with { env in
+            try await env.pool.probe()
+            try await env.pool.createProject("masters")
+            let source = "\(env.lab.root)/source.raw"  // outside the pool: cannot be reflinked
+            try await sh(["truncate", "-s", "32M", source])
+            try writePattern(source, offset: 8 * mib, count: 1 << 20)
+            try await env.pool.importImage(project: "masters", name: "imported", source: source, size: 48 * mib)
+            let imported = try #require(try await env.pool.observe().volume(project: "masters", name: "imported"))
+            #expect(imported.size == 48 * mib)
+            #expect(imported.ownership.mark == OwnershipMark(kind: .image, name: "masters/imported"))
+            await #expect(throws: StorageError.self) {
+                try await env.pool.importImage(project: "masters", name: "smaller", source: source, size: mib)
+            }
+            await #expect(throws: StorageError.self) {
+                try await env.pool.importImage(project: "masters", name: "imported", source: source, size: nil)
+            }
+
+            // The same folder as a `dir` pool finds that reflinks work there.
+            let dir = try StorageDrivers.driver(named: "dir", poolName: "d", path: env.lab.mountPoint, dataset: nil)
+            try await dir.probe()
+            #expect(dir.capabilities.cloneMethod == .reflink)
+            try await dir.createSnapshot(SnapshotReference(project: "masters", image: "imported", snapshot: "v1"))
+            let method = try await dir.clone(from: SnapshotReference(project: "masters", image: "imported", snapshot: "v1"),
+                                             project: "masters", name: "copy", size: nil)
+            #expect(method == .reflink)
+            #expect(try await env.pool.observe().volume(project: "masters", name: "copy")?.exclusiveBytes == 0)
+        }
+    }
+
     @Test func probeExplainsAnUnmountedPool() async throws {
         let pool = FileTreeDriver(flavor: .btrfs, poolName: "p", path: "/tmp")
         do {
