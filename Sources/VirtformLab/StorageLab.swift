@@ -130,13 +130,36 @@ public actor StorageLab {
         if Self.mountSource(c.mountPoint) != nil {
             try await run(["umount", c.mountPoint], "unmount the storage pool at \(c.mountPoint)")
         }
-        // `mount -o loop` sets autoclear; a device left by an interrupted mount is freed here.
+        // `mount -o loop` sets autoclear, and the kernel frees the device shortly after the
+        // unmount: wait for that (bounded), then free what an interrupted mount left behind.
         guard FileSystem.exists(c.poolImage) else { return }
-        let attached = try await run(["losetup", "-j", c.poolImage], "list the loop devices of \(c.poolImage)")
-        for line in attached.standardOutput.split(separator: "\n") {
-            guard let device = line.split(separator: ":").first, device.hasPrefix("/dev/loop") else { continue }
-            try await run(["losetup", "-d", String(device)], "free \(device)")
+        var attached: [String] = []
+        _ = await poll(within: .seconds(3)) {
+            attached = (try? await self.loopDevices()) ?? []
+            return attached.isEmpty
         }
+        for device in attached {
+            let result = try await Command.run([try program("losetup"), "-d", device], timeout: .seconds(30))
+            // Freed by autoclear between the listing and now: that is fine.
+            if result.status != 0, try await loopDevices().contains(device) {
+                throw LabError("failed to free \(device): `losetup -d \(device)` exited with \(result.status): "
+                               + result.standardError.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+    }
+
+    /// The loop devices backed by the pool's file (`losetup -j`).
+    private func loopDevices() async throws -> [String] {
+        let listed = try await run(["losetup", "-j", configuration.poolImage], "list the loop devices of \(configuration.poolImage)")
+        return listed.standardOutput.split(separator: "\n").compactMap { line in
+            guard let device = line.split(separator: ":").first, device.hasPrefix("/dev/loop") else { return nil }
+            return String(device)
+        }
+    }
+
+    private func program(_ name: String) throws -> String {
+        guard let path = Executables.find(name) else { throw LabError("`\(name)` is not installed") }
+        return path
     }
 
     /// The device mounted at `path` (from /proc/self/mountinfo), or nil.
