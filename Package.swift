@@ -22,6 +22,9 @@ let package = Package(
         // Safe Swift over libvirt's C API: owned pointers, Swift errors, blocking calls off the pool.
         .target(name: "Libvirt", dependencies: ["CLibvirt"], exclude: ["README.md"]),
 
+        // Safe Swift over libiscsi: discovery, login, REPORT LUNS, READ CAPACITY(16); blocking calls off the pool.
+        .target(name: "ISCSI", dependencies: ["CISCSI"], exclude: ["README.md"]),
+
         // The pure model: objects, identities, quantities, semantic validation. No I/O.
         .target(name: "VirtformModel"),
 
@@ -42,6 +45,8 @@ let package = Package(
 
         // DHCP reservations kept in step with network bindings: Kea (control socket) and dnsmasq (hosts file).
         .target(name: "VirtformDHCP", dependencies: ["VirtformModel", "VirtformSystem"], exclude: ["README.md"]),
+        // Storage pools (btrfs, dir, zfs) and iSCSI exports (tgt, lio) behind small driver protocols.
+        .target(name: "VirtformStorage", dependencies: ["VirtformModel", "VirtformSystem", "ISCSI"], exclude: ["README.md"]),
 
         // The local lab: real libvirt session daemons on this machine (the `lab` command and integration tests).
         .target(name: "VirtformLab", dependencies: ["Libvirt", "VirtformSystem"], exclude: ["README.md"]),
@@ -59,6 +64,7 @@ let package = Package(
         // Benchmarks (not timed tests): `swift run -c release virtform-bench`.
         .executableTarget(name: "virtform-bench", dependencies: [
             "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformLab", "Libvirt", "VirtformDHCP",
+            "VirtformStorage", "VirtformSystem", "ISCSI",
         ]),
 
         .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
@@ -68,8 +74,12 @@ let package = Package(
         .testTarget(name: "VirtformHypervisorTests", dependencies: ["VirtformHypervisor", "VirtformModel"]),
         .testTarget(name: "VirtformExecutionTests", dependencies: ["VirtformExecution"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
-        .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt", "VirtformModel"]),
+        .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt", "VirtformModel", "VirtformSystem"]),
         .testTarget(name: "VirtformDHCPTests", dependencies: ["VirtformDHCP", "VirtformLab", "VirtformModel", "VirtformSystem"]),
+        .testTarget(name: "ISCSITests", dependencies: ["ISCSI", "VirtformLab", "VirtformSystem"]),
+        .testTarget(name: "VirtformStorageTests", dependencies: [
+            "VirtformStorage", "VirtformModel", "VirtformSystem", "VirtformLab", "ISCSI",
+        ]),
         .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt"]),
     ],
     swiftLanguageModes: [.v6]

@@ -4,6 +4,7 @@
 //     swift run -c release virtform-bench load-validate [--vms 10000] [--hosts 500] [--runs 5]
 //     swift build -c release && .build/release/virtform-bench plan-apply [--hosts 10] [--vms-per-host 1000] [--runs 3]
 //     swift run -c release virtform-bench dhcp-reservations [--reservations 5000] [--runs 3]   (root, kea-dhcp4)
+//     swift run -c release virtform-bench storage-clone [--runs 7] [--luns 200]   (root, btrfs-progs, tgt)
 import Foundation
 import VirtformManifests
 import VirtformModel
@@ -48,12 +49,15 @@ func dispatch() async throws {
         try loadValidate()
     case "plan-apply":
         try await planApplyBenchmark()
+    case "storage-clone":
+        try await StorageBenchmark.run(runs: option("runs", default: 7), luns: option("luns", default: 200))
     case "dhcp-reservations":
         try await DHCPBenchmark.run(reservations: option("reservations", default: 5_000), runs: option("runs", default: 3))
     default:
         print("""
             usage: virtform-bench load-validate [--vms N] [--hosts N] [--runs N]
                    virtform-bench plan-apply [--hosts N] [--vms-per-host N] [--runs N]   (root; a temporary lab)
+                   virtform-bench storage-clone [--runs N] [--luns N]                    (root; btrfs-progs, tgt)
                    virtform-bench dhcp-reservations [--reservations N] [--runs N]      (root; kea-dhcp4)
             """)
         exit(2)

@@ -1,0 +1,213 @@
+import Foundation
+import VirtformModel
+import VirtformSystem
+
+/// How a pool makes a clone from a snapshot.
+public enum CloneMethod: String, Sendable, Hashable {
+    /// Shares every block with the snapshot (FICLONE, `cp --reflink=always`): constant time, no space.
+    case reflink
+    /// Copies the data, skipping holes: time and space grow with the written data.
+    case sparseCopy = "sparse-copy"
+    /// `zfs clone`: constant time, no space.
+    case zfsClone = "zfs-clone"
+}
+
+/// What a driver can do, as data (so plans can say it before anything runs).
+public struct StorageCapabilities: Sendable, Hashable {
+    /// How clones are made on this pool; for `dir`, known only after `probe()`.
+    public var cloneMethod: CloneMethod?
+    /// Whether `importImage` works.
+    public var canImport: Bool
+    /// Whether observation reports exclusive bytes.
+    public var reportsExclusiveBytes: Bool
+
+    public init(cloneMethod: CloneMethod?, canImport: Bool, reportsExclusiveBytes: Bool) {
+        self.cloneMethod = cloneMethod
+        self.canImport = canImport
+        self.reportsExclusiveBytes = reportsExclusiveBytes
+    }
+}
+
+/// A block volume in a project: a master image or a LUN cloned from a snapshot.
+public struct ObservedVolume: Sendable, Hashable {
+    public var project: String
+    public var name: String
+    /// Apparent size in bytes (what an initiator sees).
+    public var size: UInt64
+    /// Bytes only this volume holds (not shared with a snapshot or another clone); nil when the
+    /// pool cannot tell cheaply (`dir`).
+    public var exclusiveBytes: UInt64?
+    /// The mark, with the kind (`image` or `lun`) and the snapshot a LUN was cloned from.
+    public var ownership: Ownership
+    /// The file or device an export serves.
+    public var backingPath: String
+
+    public init(project: String, name: String, size: UInt64, exclusiveBytes: UInt64?, ownership: Ownership, backingPath: String) {
+        self.project = project
+        self.name = name
+        self.size = size
+        self.exclusiveBytes = exclusiveBytes
+        self.ownership = ownership
+        self.backingPath = backingPath
+    }
+
+    /// The snapshot this volume was cloned from, per its mark.
+    public var origin: SnapshotReference? { ownership.mark?.origin }
+}
+
+/// A read-only snapshot of an image.
+public struct ObservedSnapshot: Sendable, Hashable {
+    public var reference: SnapshotReference
+    public var size: UInt64
+    public var ownership: Ownership
+
+    public init(reference: SnapshotReference, size: UInt64, ownership: Ownership) {
+        self.reference = reference
+        self.size = size
+        self.ownership = ownership
+    }
+}
+
+public struct ObservedProject: Sendable, Hashable {
+    public var name: String
+    public var ownership: Ownership
+    /// Sorted by name.
+    public var volumes: [ObservedVolume]
+    /// Sorted by image, then snapshot name.
+    public var snapshots: [ObservedSnapshot]
+
+    public init(name: String, ownership: Ownership, volumes: [ObservedVolume], snapshots: [ObservedSnapshot]) {
+        self.name = name
+        self.ownership = ownership
+        self.volumes = volumes
+        self.snapshots = snapshots
+    }
+
+    public func volume(_ name: String) -> ObservedVolume? { volumes.first { $0.name == name } }
+}
+
+/// Everything a pool holds, as observed now. A pool that cannot be read throws instead: it is
+/// never reported as empty.
+public struct PoolObservation: Sendable, Hashable {
+    public var pool: String
+    /// Sorted by name.
+    public var projects: [ObservedProject]
+    public var cloneMethod: CloneMethod?
+
+    public init(pool: String, projects: [ObservedProject], cloneMethod: CloneMethod?) {
+        self.pool = pool
+        self.projects = projects
+        self.cloneMethod = cloneMethod
+    }
+
+    public func project(_ name: String) -> ObservedProject? { projects.first { $0.name == name } }
+    public func volume(project: String, name: String) -> ObservedVolume? { self.project(project)?.volume(name) }
+    public func snapshot(_ reference: SnapshotReference) -> ObservedSnapshot? {
+        project(reference.project)?.snapshots.first { $0.reference == reference }
+    }
+}
+
+/// A storage pool's driver: projects (folders of volumes), master images, read-only snapshots,
+/// clones. Every object it creates carries an `OwnershipMark`; objects without one are reported
+/// as unowned and every modifying operation on them throws `StorageError.Code.unowned`.
+/// Creating operations are atomic: on failure nothing stays behind.
+public protocol StorageDriver: Sendable {
+    /// The pool's name (the manifest's).
+    var poolName: String { get }
+    var capabilities: StorageCapabilities { get }
+
+    /// Checks that the pool can be used now (mounted btrfs, existing folder, reachable
+    /// dataset, programs installed); throws `.unusable` with what to fix otherwise.
+    func probe() async throws
+    func observe() async throws -> PoolObservation
+
+    func createProject(_ name: String) async throws
+    /// Refuses a project that still holds volumes or snapshots.
+    func deleteProject(_ name: String) async throws
+    /// A blank, sparse image of `size` bytes.
+    func createImage(project: String, name: String, size: UInt64) async throws
+    /// An image with the content of the raw file `source`, grown to `size` if given.
+    func importImage(project: String, name: String, source: String, size: UInt64?) async throws
+    /// A read-only snapshot of an image.
+    func createSnapshot(_ reference: SnapshotReference) async throws
+    func deleteSnapshot(_ reference: SnapshotReference) async throws
+    /// A LUN `project/name` cloned from `source`, grown to `size` if given (never smaller than
+    /// the snapshot). Returns how the clone was made.
+    @discardableResult
+    func clone(from source: SnapshotReference, project: String, name: String, size: UInt64?) async throws -> CloneMethod
+    /// Grows a volume; refuses to shrink.
+    func grow(project: String, name: String, to size: UInt64) async throws
+    func deleteVolume(project: String, name: String) async throws
+    /// Where an export finds the volume (a file or a device).
+    func backingPath(project: String, volume: String) -> String
+}
+
+extension StorageDriver {
+    public func importImage(project: String, name: String, source: String, size: UInt64?) async throws {
+        throw StorageError(.unsupported, "failed to import \(project)/\(name): the pool \(poolName) cannot import images")
+    }
+}
+
+/// Finds storage drivers by the manifest's driver name.
+public enum StorageDrivers {
+    public static let names = StoragePool.Driver.allCases.map(\.rawValue)
+
+    /// The driver for `pool`. `runner` runs the driver's programs (btrfs, zfs); for zfs with an
+    /// `sshTarget`, commands go through `ssh` on that runner.
+    public static func driver(for pool: StoragePool, runner: any CommandRunner = LocalCommandRunner()) throws -> any StorageDriver {
+        try driver(named: pool.driver.rawValue, poolName: pool.meta.name, path: pool.path, dataset: pool.dataset,
+                   sshTarget: pool.sshTarget, runner: runner)
+    }
+
+    public static func driver(
+        named name: String, poolName: String, path: String?, dataset: String?, sshTarget: String? = nil,
+        runner: any CommandRunner = LocalCommandRunner()
+    ) throws -> any StorageDriver {
+        switch name {
+        case "btrfs", "dir":
+            guard let path, path.hasPrefix("/") else {
+                throw StorageError(.invalid, "failed to load the \(name) driver for pool \(poolName): it needs an absolute `path`")
+            }
+            return FileTreeDriver(flavor: name == "btrfs" ? .btrfs : .dir, poolName: poolName, path: path, runner: runner)
+        case "zfs":
+            guard let dataset, !dataset.isEmpty else {
+                throw StorageError(.invalid, "failed to load the zfs driver for pool \(poolName): it needs a `dataset`")
+            }
+            let effective: any CommandRunner = sshTarget.map { SSHCommandRunner(target: $0, base: runner) } ?? runner
+            return ZFSDriver(poolName: poolName, dataset: dataset, runner: effective)
+        default:
+            throw StorageError(.invalid, "unknown storage driver '\(name)' for pool \(poolName); known drivers: \(names.joined(separator: ", "))")
+        }
+    }
+}
+
+/// Runs every command on another machine: `ssh -o BatchMode=yes TARGET -- 'arg' 'arg' …`. ssh
+/// hands the remote side one command line for its shell, so each argument is single-quoted.
+public struct SSHCommandRunner: CommandRunner {
+    public let target: String
+    public let base: any CommandRunner
+
+    public init(target: String, base: any CommandRunner = LocalCommandRunner()) {
+        self.target = target
+        self.base = base
+    }
+
+    public func run(_ arguments: [String]) async throws -> CommandResult {
+        try await base.run(["ssh", "-o", "BatchMode=yes", target, "--"] + arguments.map(Self.quote))
+    }
+
+    /// `argument` as one word for a POSIX shell.
+    public static func quote(_ argument: String) -> String {
+        let safe = argument.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || "-_./=@:,".utf8.contains(byte)
+        }
+        return safe && !argument.isEmpty ? argument : "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+}
+
+func validateName(_ name: String, _ what: String) throws {
+    guard Names.isName(name) else {
+        throw StorageError(.invalid, "failed to use \(what) '\(name)': names are 1-63 lower-case letters, digits and '-'")
+    }
+}

@@ -1,0 +1,38 @@
+/// A storage or export operation that failed: a code to act on, what failed on which object,
+/// and why (a program's stderr, an errno text).
+public struct StorageError: Error, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        /// The pool or export cannot be used at all (not mounted, tool missing, daemon down).
+        case unusable
+        /// The object does not exist.
+        case notFound
+        /// An object with that name is already there.
+        case alreadyExists
+        /// The object was not made by virtform (no ownership mark): never modified or deleted.
+        case unowned
+        /// The request is refused as unsafe (shrinking, deleting a non-empty project, unexporting
+        /// a target with connected initiators).
+        case refused
+        /// The driver cannot do this.
+        case unsupported
+        /// The request itself is malformed (a name that is not a name).
+        case invalid
+        /// The operation was attempted and failed (a program's exit status, an errno).
+        case failed
+    }
+
+    public let code: Code
+    /// "failed to <operation> <object>: <reason>", lower-case.
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    static func failed(_ operation: String, _ reason: String) -> StorageError {
+        StorageError(.failed, "failed to \(operation): \(reason)")
+    }
+}

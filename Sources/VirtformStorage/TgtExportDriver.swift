@@ -1,0 +1,234 @@
+import Foundation
+import VirtformModel
+import VirtformSystem
+
+/// The `tgt` export driver: talks to a running tgtd through `tgtadm -C <controlPort> --lld iscsi`.
+///
+/// One target per exported volume, IQN `<iqnPrefix>:<project>.<volume>`, the volume as LUN 1,
+/// bound to the pool's initiators by name (`-Q`), or to every initiator (`-I ALL`) when the list is empty.
+///
+/// **Ownership.** tgt keeps no properties on a target, so a target counts as virtform's when its
+/// IQN starts with `<iqnPrefix>:` **and** its LUN 1's backing file carries a virtform ownership
+/// mark (of an image or a LUN), or that file no longer exists (a LUN deleted under its target
+/// must still be cleaned up). Anything else is reported as unowned and never removed.
+public struct TgtExportDriver: ExportDriver {
+    public let export: ISCSIExport
+    public let controlPort: Int
+    private let runner: any CommandRunner
+    private let backingMark: @Sendable (String) -> OwnershipMark?
+    /// How many targets `export` makes at once.
+    public var parallelism = 4
+
+    /// `backingMark` reads the mark of a backing file (default: its xattr).
+    public init(export: ISCSIExport, controlPort: Int = 0, runner: any CommandRunner = LocalCommandRunner(),
+                backingMark: @escaping @Sendable (String) -> OwnershipMark? = { try? OwnershipMark.read(path: $0) }) {
+        self.export = export
+        self.controlPort = controlPort
+        self.runner = runner
+        self.backingMark = backingMark
+    }
+
+    public var iqnPrefix: String { export.iqnPrefix }
+
+    private var base: [String] { ["tgtadm", "-C", String(controlPort), "--lld", "iscsi"] }
+
+    public func probe() async throws {
+        do {
+            _ = try await showTargets()
+        } catch let error as StorageError {
+            throw StorageError(.unusable, "iSCSI export via tgt is unusable: \(error.message) "
+                               + "(ensure tgtd is running with `tgtd -C \(controlPort) --iscsi portal=\(export.portal)`; `virtform lab up` starts the lab's)")
+        }
+    }
+
+    public func observe() async throws -> [ObservedTarget] {
+        let text = try await showTargets()
+        return Self.parseShow(text).map { target in
+            var target = target
+            target.isOwned = isOwned(target)
+            return target
+        }.sorted { $0.iqn < $1.iqn }
+    }
+
+    private func isOwned(_ target: ObservedTarget) -> Bool {
+        guard target.iqn.hasPrefix(iqnPrefix + ":"), let lun = target.luns.first(where: { $0.lun == 1 }) else { return false }
+        if !FileManager.default.fileExists(atPath: lun.backingPath) { return true }
+        guard let mark = backingMark(lun.backingPath) else { return false }
+        return mark.kind == .lun || mark.kind == .image
+    }
+
+    private func showTargets() async throws -> String {
+        try await tgtadm(["--op", "show", "--mode", "target"], "list the targets of tgtd (control port \(controlPort))").standardOutput
+    }
+
+    /// Targets are made `parallelism` at a time (tgtd answers one request at a time, but most
+    /// of the cost is starting `tgtadm`); the tids are chosen first, from one listing. Every
+    /// target is attempted; the first failure is thrown after the others have finished.
+    public func export(_ requests: [ExportRequest]) async throws {
+        let existing = try await observe()
+        var used = Set(existing.map(\.tid))
+        var planned: [(tid: Int, iqn: String, backing: String, what: String)] = []
+        var nextTid = 1
+        for request in requests {
+            let iqn = iqn(project: request.project, volume: request.volume)
+            let what = "export \(request.project)/\(request.volume) as \(iqn)"
+            if let present = existing.first(where: { $0.iqn == iqn }) {
+                if present.luns.contains(where: { $0.lun == 1 && $0.backingPath == request.backingPath }) { continue }
+                throw StorageError(.alreadyExists, "failed to \(what): target \(iqn) (tid \(present.tid)) exists with another backing store")
+            }
+            if planned.contains(where: { $0.iqn == iqn }) { continue }
+            guard backingMark(request.backingPath) != nil else {
+                throw StorageError(.unowned, "refusing to \(what): \(request.backingPath) carries no virtform ownership mark")
+            }
+            while used.contains(nextTid) { nextTid += 1 }
+            used.insert(nextTid)
+            planned.append((nextTid, iqn, request.backingPath, what))
+        }
+        let failures = await withTaskGroup(of: (any Error)?.self) { group in
+            var iterator = planned.makeIterator()
+            func addNext() -> Bool {
+                guard let item = iterator.next() else { return false }
+                group.addTask {
+                    do {
+                        try await makeTarget(tid: item.tid, iqn: item.iqn, backing: item.backing, item.what)
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                return true
+            }
+            for _ in 0..<max(1, parallelism) {
+                if !addNext() { break }
+            }
+            var failures: [any Error] = []
+            while let result = await group.next() {
+                if let result { failures.append(result) }
+                _ = addNext()
+            }
+            return failures
+        }
+        if let first = failures.first { throw first }
+    }
+
+    private func makeTarget(tid: Int, iqn: String, backing: String, _ what: String) async throws {
+        let t = String(tid)
+        try await tgtadm(["--op", "new", "--mode", "target", "--tid", t, "-T", iqn], what)
+        do {
+            try await tgtadm(["--op", "new", "--mode", "logicalunit", "--tid", t, "--lun", "1", "-b", backing], what)
+            // `-I` binds initiator addresses (ALL: everyone); `-Q` binds initiator names.
+            if export.initiators.isEmpty {
+                try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-I", "ALL"], what)
+            }
+            for initiator in export.initiators {
+                try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-Q", initiator], what)
+            }
+        } catch {
+            // A target without its LUN or its ACL must not stay behind.
+            _ = try? await runner.run(base + ["--op", "delete", "--mode", "target", "--tid", t, "--force"])
+            throw error
+        }
+    }
+
+    public func unexport(iqn: String, force: Bool) async throws {
+        let targets = try await observe()
+        guard let target = targets.first(where: { $0.iqn == iqn }) else {
+            throw StorageError(.notFound, "failed to unexport \(iqn): no such target on tgtd (control port \(controlPort))")
+        }
+        guard target.isOwned else {
+            throw StorageError(.unowned, "refusing to unexport \(iqn): it is not virtform's (its IQN lacks the prefix \(iqnPrefix): "
+                               + "or its backing file carries no ownership mark)")
+        }
+        if !target.connectedInitiators.isEmpty && !force {
+            throw StorageError(.refused, "refusing to unexport \(iqn): initiators are connected (\(target.connectedInitiators.joined(separator: ", "))); "
+                               + "stop the guests using it first, or force")
+        }
+        try await tgtadm(["--op", "delete", "--mode", "target", "--tid", String(target.tid)] + (force ? ["--force"] : []),
+                         "unexport \(iqn)")
+    }
+
+    @discardableResult
+    private func tgtadm(_ arguments: [String], _ what: String) async throws -> CommandResult {
+        let full = base + arguments
+        let result: CommandResult
+        do {
+            result = try await runner.run(full)
+        } catch {
+            throw StorageError.failed(what, "\(error)")
+        }
+        guard result.status == 0 else {
+            let said = (result.standardError.isEmpty ? result.standardOutput : result.standardError)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            throw StorageError.failed(what, "`\(full.joined(separator: " "))` exited with \(result.status): \(said)")
+        }
+        return result
+    }
+
+    /// Parses `tgtadm --op show --mode target`. Ownership is left false (decided by `observe`).
+    static func parseShow(_ text: String) -> [ObservedTarget] {
+        enum Section { case none, nexus, luns, account, acl }
+        var targets: [ObservedTarget] = []
+        var section = Section.none
+        var lun: ObservedTargetLUN?
+        func flushLUN() {
+            if let current = lun, current.lun != 0, !targets.isEmpty { targets[targets.count - 1].luns.append(current) }
+            lun = nil
+        }
+        for raw in text.split(separator: "\n") {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            let indent = raw.prefix { $0 == " " }.count
+            if indent == 0, line.hasPrefix("Target "), let colon = line.firstIndex(of: ":") {
+                flushLUN()
+                let tid = Int(line[line.index(line.startIndex, offsetBy: 7)..<colon]) ?? 0
+                let iqn = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                targets.append(ObservedTarget(tid: tid, iqn: iqn, luns: [], boundInitiators: [], connectedInitiators: [], isOwned: false))
+                section = .none
+                continue
+            }
+            guard !targets.isEmpty else { continue }
+            if indent == 4 {
+                flushLUN()
+                switch line {
+                case "I_T nexus information:": section = .nexus
+                case "LUN information:": section = .luns
+                case "Account information:": section = .account
+                case "ACL information:": section = .acl
+                default: section = .none
+                }
+                continue
+            }
+            switch section {
+            case .nexus:
+                if line.hasPrefix("Initiator:") {
+                    // "Initiator: iqn… alias: name"
+                    let value = line.dropFirst("Initiator:".count).split(separator: " ").first.map(String.init) ?? ""
+                    if !value.isEmpty && !targets[targets.count - 1].connectedInitiators.contains(value) {
+                        targets[targets.count - 1].connectedInitiators.append(value)
+                    }
+                }
+            case .luns:
+                if line.hasPrefix("LUN:") {
+                    flushLUN()
+                    let number = Int(line.dropFirst(4).trimmingCharacters(in: .whitespaces)) ?? -1
+                    lun = ObservedTargetLUN(lun: number, backingPath: "", reportedSize: 0, backingExists: false)
+                } else if line.hasPrefix("Size:") {
+                    // "Size: 67 MB, Block size: 512"
+                    let words = line.split(separator: " ")
+                    if words.count >= 3, let megabytes = UInt64(words[1].trimmingCharacters(in: CharacterSet(charactersIn: ","))) {
+                        lun?.reportedSize = megabytes * 1_000_000
+                    }
+                } else if line.hasPrefix("Backing store path:") {
+                    let path = line.dropFirst("Backing store path:".count).trimmingCharacters(in: .whitespaces)
+                    lun?.backingPath = path
+                    lun?.backingExists = path.hasPrefix("/") && FileManager.default.fileExists(atPath: path)
+                }
+            case .acl:
+                if !line.isEmpty { targets[targets.count - 1].boundInitiators.append(line) }
+            case .none, .account:
+                break
+            }
+        }
+        flushLUN()
+        return targets
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+import VirtformModel
+import VirtformStorage
+import VirtformSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+let dirUnavailable: String? = {
+    if geteuid() != 0 { return "the dir pool tests need root (loop mounts)" }
+    let missing = ["mkfs.ext4", "mount", "umount"].filter { Executables.find($0) == nil }
+    return missing.isEmpty ? nil : "the dir pool tests need \(missing.joined(separator: ", ")) (install e2fsprogs, util-linux)"
+}()
+
+/// A `dir` pool on a small ext4 filesystem (no reflinks), loop-mounted in a temporary root.
+func withExt4Pool<T: Sendable>(size: String, _ body: @Sendable (FileTreeDriver, String) async throws -> T) async throws -> T {
+    let root = try makeTemporaryRoot("vftest-dirpool")
+    let image = "\(root)/pool.ext4", mountPoint = "\(root)/pool"
+    let outcome: Result<T, any Error> = await Result {
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        try await sh(["truncate", "-s", size, image])
+        try await sh(["mkfs.ext4", "-q", "-F", "-m", "0", image])
+        try await sh(["mount", "-o", "loop", image, mountPoint])
+        return try await body(FileTreeDriver(flavor: .dir, poolName: "small", path: mountPoint), mountPoint)
+    }
+    // `mount -o loop` sets autoclear: unmounting frees the loop device.
+    _ = try? await LocalCommandRunner().run(["umount", mountPoint])
+    try? FileManager.default.removeItem(atPath: root)
+    return try outcome.get()
+}
+
+@Suite(.disabled(if: dirUnavailable != nil, Comment(rawValue: dirUnavailable ?? "")))
+struct DirPoolTests {
+    @Test func clonesOnAFilesystemWithoutReflinksAreSparseCopies() async throws {
+        try await withExt4Pool(size: "64M") { pool, _ in
+            try await pool.probe()
+            #expect(pool.capabilities.cloneMethod == .sparseCopy)
+            try await pool.createProject("masters")
+            try await pool.createImage(project: "masters", name: "osol", size: 512 * mib)
+            try writePattern(pool.backingPath(project: "masters", volume: "osol"), offset: 100 * mib, count: 1 << 20)
+            let reference = SnapshotReference(project: "masters", image: "osol", snapshot: "v1")
+            try await pool.createSnapshot(reference)
+            try await pool.createProject("appl-1")
+            #expect(try await pool.clone(from: reference, project: "appl-1", name: "vm-1", size: nil) == .sparseCopy)
+            let observed = try await pool.observe()
+            #expect(observed.cloneMethod == .sparseCopy)
+            let clone = try #require(observed.volume(project: "appl-1", name: "vm-1"))
+            #expect(clone.size == 512 * mib)
+            #expect(clone.exclusiveBytes == nil)
+            #expect(clone.origin == reference)
+            // Holes stayed holes: only the written MiB takes space.
+            var info = stat()
+            stat(clone.backingPath, &info)
+            #expect(UInt64(info.st_blocks) * 512 <= 2 * mib)
+        }
+    }
+
+    @Test func aCloneThatFillsThePoolLeavesNothingBehind() async throws {
+        try await withExt4Pool(size: "48M") { pool, root in
+            try await pool.probe()
+            try await pool.createProject("masters")
+            try await pool.createImage(project: "masters", name: "osol", size: 64 * mib)
+            try writePattern(pool.backingPath(project: "masters", volume: "osol"), offset: 0, count: 18 << 20)
+            let reference = SnapshotReference(project: "masters", image: "osol", snapshot: "v1")
+            try await pool.createSnapshot(reference)  // 36 MiB used of about 44
+            try await pool.createProject("appl-1")
+            do {
+                try await pool.clone(from: reference, project: "appl-1", name: "vm-1", size: nil)
+                Issue.record("a clone larger than the free space succeeded")
+            } catch let error as StorageError {
+                #expect(error.message.contains("No space left on device"), "\(error)")
+                #expect(error.message.contains("appl-1"), "\(error)")
+            }
+            let left = try FileManager.default.contentsOfDirectory(atPath: "\(root)/appl-1")
+            #expect(left.isEmpty, "left behind: \(left)")
+            #expect(try await pool.observe().project("appl-1")?.volumes.isEmpty == true)
+        }
+    }
+}
