@@ -54,6 +54,7 @@ let package = Package(
         // Every `virtform` subcommand, as a library so each one is testable.
         .target(name: "VirtformCommands", dependencies: [
             "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformExecution", "VirtformLab",
+            "VirtformStorage", "VirtformDHCP", "ISCSI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -17,14 +17,22 @@ public struct Plan: Codable, Sendable {
     /// Resource → fingerprint of what it was observed as (`absent` for what is to be created),
     /// for apply to check that a saved plan still matches what is there.
     public var observed: [String: String] = [:]
-    /// Host name → libvirt URI, so a saved plan can be applied without the manifests.
+    /// Host name → libvirt URI.
     public var hosts: [String: String] = [:]
+    /// For a saved plan: the manifest paths (absolute) it was made from, and whether deletions
+    /// were allowed. `apply PLAN` plans again from them and carries the plan out only if the
+    /// result is the same.
+    public var sources: [String]?
+    public var allowDestroy: Bool?
 
     public static let absent = "absent"
 
     public init() {}
 
     public var isEmpty: Bool { changes.isEmpty }
+
+    /// Whether `host` of a change names a system other than a hypervisor.
+    public static func isSystem(_ host: String) -> Bool { host.contains("/") }
 
     public func count(_ action: Change.Action) -> Int { changes.filter { $0.action == action }.count }
 
@@ -61,9 +69,13 @@ public struct Change: Codable, Sendable, Hashable {
     }
 
     public var action: Action
-    /// `VirtualMachine/appl-1/vm-1`.
+    /// `VirtualMachine/appl-1/vm-1`, `StorageVolume/appl-1/vm-1`, `NetworkBinding/vm-1-public`.
     public var resource: String
+    /// Where the change happens: a hypervisor's name, or the system that holds the resource
+    /// (`StoragePool/lab-pool`, `DHCPServer/lab-dhcp`; always with a slash).
     public var host: String
+    /// For resources other than domains: what is created or removed, in one line.
+    public var summary: String?
     /// For a migration: where the guest goes.
     public var destination: String?
     public var before: DomainSpec?
@@ -79,7 +91,8 @@ public struct Change: Codable, Sendable, Hashable {
 
     public init(action: Action, resource: String, host: String, destination: String? = nil, before: DomainSpec? = nil,
                 after: DomainSpec? = nil, ownership: Ownership? = nil, fields: [FieldChange] = [], reason: String,
-                blocked: String? = nil) {
+                blocked: String? = nil, summary: String? = nil) {
+        self.summary = summary
         self.ownership = ownership
         self.action = action
         self.resource = resource

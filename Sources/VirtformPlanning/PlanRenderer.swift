@@ -22,7 +22,7 @@ public enum PlanRenderer {
         var lines: [String] = []
         let hosts = Set(plan.changes.map(\.host)).union(plan.unmanaged.map(\.host)).sorted()
         for host in hosts {
-            lines.append(paint("Host \(host)", "1"))
+            lines.append(paint(Plan.isSystem(host) ? host : "Host \(host)", "1"))
             for change in plan.changes where change.host == host {
                 let (symbol, code) = symbolAndColor(change.action)
                 var headline = "  \(paint(symbol, code)) \(change.resource)  \(change.action.rawValue)"
@@ -32,6 +32,7 @@ public enum PlanRenderer {
                 if change.action == .create, let after = change.after {
                     lines.append("      \(summary(after))")
                 }
+                if let summary = change.summary { lines.append("      \(summary)") }
                 for field in change.fields {
                     lines.append("      \(field.field): \(field.before) → \(field.after) \(field.live ? "(live)" : "(needs restart)")")
                 }
@@ -55,7 +56,7 @@ public enum PlanRenderer {
         }
         if !lines.isEmpty { lines.append("") }
         if plan.isEmpty {
-            lines.append("No changes: the hypervisors match the manifests.")
+            lines.append("No changes: the hypervisors, storage and DHCP servers match the manifests.")
         } else {
             let counts = Change.Action.allCases.map { "\(plan.count($0)) to \($0.rawValue)" }
             lines.append("Plan: " + counts.joined(separator: ", ") + ".")

@@ -17,11 +17,12 @@ struct EndToEndTests {
         try await E2ESite.with(hosts: 2) { site in
             var (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
             try #require(code == 2, "\(output)")
-            #expect(output.contains("Plan: 3 to create, 0 to update, 2 to start"), "\(output)")
+            #expect(output.contains("Plan: 4 to create, 0 to update, 2 to start"), "\(output)")
+            #expect(output.contains("+ StorageProject/appl  create"), "\(output)")
 
             (output, code) = await site.apply()
             #expect(code == 0, "\(output)")
-            #expect(output.contains("Apply: 5 done, 0 failed, 0 skipped"), "\(output)")
+            #expect(output.contains("Apply: 6 done, 0 failed, 0 skipped"), "\(output)")
             #expect(try await site.domains(on: 0) == ["appl:db-1": false, "appl:web-1": true])
             #expect(try await site.domains(on: 1) == ["appl:web-2": true])
 
@@ -171,6 +172,7 @@ struct E2ESite: Sendable {
         try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfetesth") { lab, hosts in
             let directory = lab.configuration.root + "/manifests"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: lab.configuration.root + "/pool", withIntermediateDirectories: true)
             let site = E2ESite(lab: lab, hosts: hosts, directory: directory, extraVMs: extraVMs)
             try site.write(webMemory: "64MiB")
             // The test driver forgets everything when its last connection closes: hold one.

@@ -41,19 +41,19 @@ struct ApplyCommand: AsyncParsableCommand {
     func run() async throws {
         let output = Output.current
         let savedPlan = try loadSavedPlan()
-        let hosts: [(name: String, uri: String)]
-        let site: Site?
+        let manifestPaths: [String]
         if let savedPlan {
-            hosts = savedPlan.hosts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-            site = nil
+            guard let sources = savedPlan.sources, !sources.isEmpty else {
+                throw ValidationError("\(paths[0]) does not name the manifests it was made from; make it again with `virtform plan --out FILE`")
+            }
+            manifestPaths = sources
         } else {
-            let loaded = try SiteOptions.parse(paths).load()
-            hosts = loaded.hosts.map { ($0.name, $0.uri) }
-            site = loaded
+            manifestPaths = paths
         }
+        let site = try SiteOptions.parse(manifestPaths).load()
 
         // One apply per site: the lock is named after the site's hypervisors and held to the end.
-        let lockPath = Self.lockPath(for: hosts.map(\.uri))
+        let lockPath = Self.lockPath(for: site.hosts.map(\.uri))
         let lock: RunLock
         do {
             lock = lockTimeout > 0
@@ -64,17 +64,18 @@ struct ApplyCommand: AsyncParsableCommand {
         }
         defer { lock.unlock() }
 
-        let observation = await SiteObserver.observe(hosts)
-        let plan: Plan
+        let options = Planner.Options(allowDestroy: savedPlan?.allowDestroy ?? allowDestroy)
+        let reconciliation = await Reconciliation.make(site: site, options: options)
+        var plan = reconciliation.plan
         if let savedPlan {
-            let moved = Self.movedOn(savedPlan, observed: observation.observed)
+            // The plan is made again from the same manifests against what is there now; it must
+            // be the plan that was saved, resource for resource.
+            let moved = Self.movedOn(savedPlan, now: plan)
             if !moved.isEmpty {
                 throw ValidationError("the saved plan is out of date; these resources changed since it was made:\n"
                     + moved.map { "  \($0)" }.joined(separator: "\n") + "\nRun `virtform plan --out FILE` again.")
             }
             plan = savedPlan
-        } else {
-            plan = Planner(site: site!, observed: observation.observed, options: .init(allowDestroy: allowDestroy)).plan()
         }
 
         output.write(PlanRenderer.text(plan, color: output.useColor))
@@ -89,7 +90,7 @@ struct ApplyCommand: AsyncParsableCommand {
         }
         if !autoApprove { try confirm(count: runnable.count) }
 
-        let summary = try await Self.execute(runnable, sessions: observation.sessions,
+        let summary = try await Self.execute(runnable, sessions: reconciliation.observation.sessions, sides: reconciliation.sides,
                                              limits: (parallelism, perHost), shutdownTimeout: shutdownTimeout, output: output)
         let blocked = plan.changes.count - runnable.count
         output.line("Apply: \(summary.succeeded) done, \(summary.failed) failed, \(summary.skipped) skipped"
@@ -132,35 +133,59 @@ struct ApplyCommand: AsyncParsableCommand {
         return (directory as NSString).appendingPathComponent("virtform-apply-\(StableHash.of(uris.sorted().joined(separator: "\n")).hex).lock")
     }
 
-    /// Resources whose observed fingerprint differs from the one the plan was made against.
-    static func movedOn(_ plan: Plan, observed: ObservedSite) -> [String] {
-        var current: [String: String] = [:]
-        for domain in observed.domains {
-            if let owner = domain.ownership { current["VirtualMachine/\(owner.vm)"] = domain.fingerprint }
-        }
+    /// What differs between a saved plan and the same plan made now: resources whose observed
+    /// fingerprint moved on, changes that appeared or went away, systems that cannot be read.
+    static func movedOn(_ saved: Plan, now: Plan) -> [String] {
         var moved: [String] = []
-        for (resource, fingerprint) in plan.observed.sorted(by: { $0.key < $1.key }) {
-            let now = current[resource] ?? Plan.absent
-            if now != fingerprint { moved.append(fingerprint == Plan.absent ? "\(resource): now exists" : now == Plan.absent ? "\(resource): now gone" : "\(resource): changed") }
+        for (resource, fingerprint) in saved.observed.sorted(by: { $0.key < $1.key }) {
+            let current = now.observed[resource] ?? "unchanged by this plan"
+            if current != fingerprint {
+                moved.append(fingerprint == Plan.absent ? "\(resource): now exists" : current == Plan.absent ? "\(resource): now gone" : "\(resource): changed")
+            }
         }
-        for host in observed.unreachableHosts { moved.append("host \(host.host): cannot be read now (\(host.reason))") }
+        let before = Set(saved.changes.map { "\($0.action.rawValue) \($0.resource)" })
+        let after = Set(now.changes.map { "\($0.action.rawValue) \($0.resource)" })
+        for change in before.subtracting(after).sorted() { moved.append("\(change): no longer needed") }
+        for change in after.subtracting(before).sorted() { moved.append("\(change): needed now, not in the saved plan") }
+        for host in now.unreachableHosts { moved.append("\(host.host): cannot be read now (\(host.reason))") }
         return moved
     }
 
     /// Runs the changes as a graph: a VM's start waits for its create or update; every action
     /// counts against its host's limit.
-    static func execute(_ changes: [Change], sessions: [String: LibvirtHost], limits: (Int, Int), shutdownTimeout: Double,
-                        output: Output) async throws -> Executor.Summary<String> {
+    static func execute(_ changes: [Change], sessions: [String: LibvirtHost], sides: [SidePlan], limits: (Int, Int),
+                        shutdownTimeout: Double, output: Output) async throws -> Executor.Summary<String> {
         var builder = ActionGraph<String>.Builder()
+        let sideActions = sides.flatMap { $0.actions(changes) }
+        var waitsForDefine: [VMID: [String]] = [:]
+        var waitsForStart: [VMID: [String]] = [:]
+        var followsDelete: [VMID: [String]] = [:]
+        for action in sideActions {
+            for vm in action.beforeDefine { waitsForDefine[vm, default: []].append(action.id) }
+            for vm in action.beforeStart { waitsForStart[vm, default: []].append(action.id) }
+            for vm in action.afterDelete { followsDelete[vm, default: []].append(action.id) }
+        }
         let ids = Set(changes.map { "\($0.action.rawValue) \($0.resource)" })
-        for change in changes {
+        for action in sideActions {
+            let deletions = action.afterDelete.map { "delete VirtualMachine/\($0)" }.filter(ids.contains)
+            builder.add(action.id, group: action.group, label: action.label, dependsOn: action.dependsOn + deletions, body: action.run)
+        }
+        for change in changes where !Plan.isSystem(change.host) {
             let id = "\(change.action.rawValue) \(change.resource)"
             let session = sessions[change.host]
-            let dependencies = change.action == .start
-                ? ["create \(change.resource)", "update \(change.resource)"].filter(ids.contains) : []
+            let vm = VMID(resource: change.resource)
+            var dependencies: [String] = []
+            switch change.action {
+            case .start:
+                dependencies = ["create \(change.resource)", "update \(change.resource)"].filter(ids.contains)
+                    + (vm.flatMap { waitsForStart[$0] } ?? [])
+            case .create, .update:
+                dependencies = vm.flatMap { waitsForDefine[$0] } ?? []
+            default:
+                break
+            }
             builder.add(id, group: change.host, label: "\(id) on \(change.host)", dependsOn: dependencies) {
                 guard let session else { throw HypervisorError("host \(change.host) is not connected") }
-                let vm = VMID(parsing: change.resource.replacingOccurrences(of: "VirtualMachine/", with: ""))
                 guard let domainName = change.after?.name ?? change.before?.name ?? vm?.domainName else {
                     throw HypervisorError("the plan names no domain for \(id)")
                 }

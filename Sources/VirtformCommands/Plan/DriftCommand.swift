@@ -45,6 +45,14 @@ struct DriftReport {
         self.plan = plan
         for change in plan.changes {
             let (kind, detail): (String, String)
+            if Plan.isSystem(change.host) {
+                // Storage and DHCP changes carry their own description of what differs.
+                let kinds: [Change.Action: String] = [.create: "missing", .update: "changed", .delete: "extra"]
+                let fields = change.fields.map { "\($0.field) is \($0.before), the manifest says \($0.after)" }
+                items.append(Item(resource: change.resource, host: change.host, kind: kinds[change.action] ?? change.action.rawValue,
+                                  detail: fields.isEmpty ? change.reason : fields.joined(separator: "; ")))
+                continue
+            }
             switch change.action {
             case .create: (kind, detail) = ("missing", "the domain is defined on no host")
             case .update:
@@ -65,7 +73,7 @@ struct DriftReport {
             lines.append(output.paint("error", .red) + ": host \(host.host) could not be read (\(host.reason)); its guests are unknown")
         }
         for problem in plan.errors { lines.append(output.paint("error", .red) + ": \(problem.resource): \(problem.message)") }
-        lines.append(items.isEmpty ? "No drift: the hypervisors match the manifests." : "Drift: \(items.count) difference\(items.count == 1 ? "" : "s").")
+        lines.append(items.isEmpty ? "No drift: the hypervisors, storage and DHCP servers match the manifests." : "Drift: \(items.count) difference\(items.count == 1 ? "" : "s").")
         return lines.joined(separator: "\n") + "\n"
     }
 

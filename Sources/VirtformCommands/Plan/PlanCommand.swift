@@ -39,8 +39,14 @@ struct PlanCommand: AsyncParsableCommand {
         case .json: output.write(PlanRenderer.json(result.plan))
         }
         if let out {
+            var saved = result.plan
+            let directory = FileManager.default.currentDirectoryPath
+            saved.sources = (site.paths.isEmpty ? ["manifests"] : site.paths).map {
+                $0.hasPrefix("/") ? $0 : (directory as NSString).appendingPathComponent($0)
+            }
+            saved.allowDestroy = allowDestroy
             do {
-                try PlanRenderer.json(result.plan).write(toFile: out, atomically: true, encoding: .utf8)
+                try PlanRenderer.json(saved).write(toFile: out, atomically: true, encoding: .utf8)
             } catch {
                 throw ValidationError("failed to save the plan to \(out): \(error.localizedDescription)")
             }

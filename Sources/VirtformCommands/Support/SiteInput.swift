@@ -21,15 +21,28 @@ struct SiteOptions: ParsableArguments {
     }
 }
 
-/// Observation and planning, shared by `plan`, `drift` and `apply`.
+/// Observation and planning, shared by `plan`, `drift` and `apply`: the hypervisors, the
+/// storage pools and the DHCP servers are read at the same time, then diffed into one plan.
 struct Reconciliation {
     var site: Site
     var observation: SiteObserver.Result
     var plan: Plan
+    /// The storage and DHCP parts, for apply's action graph.
+    var sides: [SidePlan]
 
     static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10)) async -> Reconciliation {
-        let observation = await SiteObserver.observe(site.hosts.map { ($0.name, $0.uri) }, timeout: timeout)
-        let plan = Planner(site: site, observed: observation.observed, options: options).plan()
-        return Reconciliation(site: site, observation: observation, plan: plan)
+        async let hosts = SiteObserver.observe(site.hosts.map { ($0.name, $0.uri) }, timeout: timeout)
+        async let dhcp = DHCPSide.plan(site: site, options: options)
+        let observation = await hosts
+        async let storage = StorageSide.plan(site: site, domains: observation.observed, options: options)
+        var plan = Planner(site: site, observed: observation.observed, options: options).plan()
+        let sides = [await storage, await dhcp]
+        for side in sides {
+            plan.changes += side.changes
+            plan.errors += side.problems
+            plan.unreachableHosts += side.unreachable
+            plan.observed.merge(side.fingerprints) { first, _ in first }
+        }
+        return Reconciliation(site: site, observation: observation, plan: plan, sides: sides)
     }
 }
