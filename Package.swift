@@ -81,7 +81,9 @@ let package = Package(
         .testTarget(name: "VirtformStorageTests", dependencies: [
             "VirtformStorage", "VirtformModel", "VirtformSystem", "VirtformLab", "ISCSI",
         ]),
-        .testTarget(name: "VirtformCommandsTests", dependencies: ["VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt"]),
+        .testTarget(name: "VirtformCommandsTests", dependencies: [
+            "VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt", "VirtformDHCP", "VirtformModel",
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

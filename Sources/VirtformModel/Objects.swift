@@ -154,8 +154,11 @@ public struct ISCSIExport: Hashable, Sendable {
     public var iqnPrefix: String
     /// Initiator IQNs allowed to log in; empty means all.
     public var initiators: [String]
+    /// tgt: which local tgtd instance manages the targets (`tgtadm -C N`); 0 by default.
+    public var controlPort: Int
 
-    public init(driver: Driver, portal: HostPort, iqnPrefix: String, initiators: [String] = []) {
+    public init(driver: Driver, portal: HostPort, iqnPrefix: String, initiators: [String] = [], controlPort: Int = 0) {
+        self.controlPort = controlPort
         self.driver = driver
         self.portal = portal
         self.iqnPrefix = iqnPrefix

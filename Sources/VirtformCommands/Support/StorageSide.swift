@@ -62,7 +62,7 @@ private struct PoolReading: Sendable {
             reading.driver = driver
             reading.observation = try await driver.observe()
             if let export = pool.export {
-                let exporter = try ExportDrivers.driver(for: export)
+                let exporter = try ExportDrivers.driver(for: export, tgtControlPort: export.controlPort)
                 try await exporter.probe()
                 reading.exporter = exporter
                 reading.targets = try await exporter.observe()
@@ -137,13 +137,16 @@ private struct PoolPlanner {
 
     var system: String { "StoragePool/\(pool.name)" }
 
-    /// IQNs of the disks of every defined domain, and of the running ones.
+    /// IQNs of the disks of every domain that stays defined after this plan (all but managed
+    /// domains whose VM left the manifests and will be deleted), and of the running ones.
     private var disksInUse: (defined: Set<String>, running: Set<String>) {
+        let declared = Set(site.virtualMachines.map(\.id))
         var defined = Set<String>()
         var running = Set<String>()
         for domain in domains.domains {
+            let deleted = domain.ownership.map { !declared.contains($0.vm) && !$0.deletionProtection && options.allowDestroy } ?? false
             for disk in domain.spec.disks {
-                defined.insert(disk.target)
+                if !deleted { defined.insert(disk.target) }
                 if domain.state == .running { running.insert(disk.target) }
             }
         }
@@ -239,9 +242,10 @@ private struct PoolPlanner {
                 guard let (project, volume) = target.volume(prefix: exporter.iqnPrefix), projectNames.contains(project) || observation.project(project) != nil else { continue }
                 let resource = "ISCSITarget/\(project)/\(volume)"
                 let iqn = target.iqn
+                // Connected initiators of a guest deleted in this plan are gone by the time the
+                // target is removed (it waits for the deletion); tgt refuses otherwise.
                 let blocked: String? = !options.allowDestroy ? "unexporting needs --allow-destroy"
-                    : inUse.defined.contains(iqn) ? "a defined domain still uses \(iqn)"
-                    : !target.connectedInitiators.isEmpty ? "initiators are connected (\(target.connectedInitiators.joined(separator: ", ")))" : nil
+                    : inUse.defined.contains(iqn) ? "a defined domain still uses \(iqn)" : nil
                 add(Change(action: .delete, resource: resource, host: system, reason: "virtform exported it and no VM disk needs it any more",
                            blocked: blocked, summary: "target \(iqn) (tid \(target.tid))"),
                     fingerprint: "tid \(target.tid)",

@@ -116,7 +116,8 @@ struct ModelBuilder {
         if let node = spec["export"].flatMap(nonNull) {
             export = ISCSIExport(driver: try need(ISCSIExport.Driver(rawValue: try need(string(node["driver"]), "driver")), "value"),
                                  portal: try need(HostPort(parsing: try need(string(node["portal"]), "portal")), "value"),
-                                 iqnPrefix: try need(string(node["iqnPrefix"]), "iqnPrefix"), initiators: strings(node["initiators"]))
+                                 iqnPrefix: try need(string(node["iqnPrefix"]), "iqnPrefix"), initiators: strings(node["initiators"]),
+                                 controlPort: integer(node["controlPort"]) ?? 0)
         }
         return StoragePool(meta: meta, driver: try need(StoragePool.Driver(rawValue: try need(string(spec["driver"]), "driver")), "value"), path: string(spec["path"]),
                            dataset: string(spec["dataset"]), sshTarget: string(spec["ssh"]), export: export, provenance: provenance)

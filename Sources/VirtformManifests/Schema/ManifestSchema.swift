@@ -76,6 +76,7 @@ public enum ManifestSchema {
             .required("portal", .string(.hostPort), "address:port of the iSCSI portal."),
             .required("iqnPrefix", .string(.iqnPrefix), "Targets are named <iqnPrefix>:<project>.<lun>."),
             Field("initiators", .list(.string(.any), unique: true), "Initiator IQNs allowed to log in; all when absent."),
+            Field("controlPort", .integer(0...65535), "tgt: the local tgtd instance that manages the targets (tgtadm -C N). Default 0."),
         ])), "How LUNs are exported."),
     ])
 

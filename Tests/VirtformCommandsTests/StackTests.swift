@@ -1,0 +1,205 @@
+import Foundation
+import Libvirt
+import Testing
+import VirtformDHCP
+import VirtformLab
+import VirtformModel
+import VirtformSystem
+
+/// Why the whole-stack tests cannot run here, or nil.
+let stackUnavailable: String? = {
+    let missing = [HypervisorLab.unmetRequirements(), StorageLab.unmetRequirements(), DHCPLab.unmetRequirements()].compactMap { $0 }
+    return missing.isEmpty ? nil : missing.joined(separator: "; ")
+}()
+
+/// plan, apply and drift over all three kinds of system at once: libvirt daemons (test
+/// driver), a btrfs pool exported by tgtd and checked through libiscsi, and Kea in a network
+/// namespace checked by a real DHCP client.
+@Suite("Whole stack: hypervisors, storage, DHCP", .serialized,
+       .enabled(if: stackUnavailable == nil, Comment(rawValue: stackUnavailable ?? "")))
+struct StackTests {
+    @Test func applyConvergesAndDriftIsSeenOnEveryKindOfSystem() async throws {
+        try await StackSite.with { site in
+            var (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            try #require(code == 2, "\(output)")
+            for expected in ["+ StorageProject/appl  create", "+ Image/masters/base  create", "+ Snapshot/masters/base@v1  create",
+                             "+ StorageVolume/appl/web-1  create", "+ ISCSITarget/appl/web-1  create", "+ NetworkBinding/web-1-public  create",
+                             "+ VirtualMachine/appl/web-1  create"] {
+                #expect(output.contains(expected), "\(expected) in:\n\(output)")
+            }
+
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            try #require(code == 0, "\(output)")
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            #expect(code == 0, "a freshly applied site must show no differences:\n\(output)")
+
+            // The guest's MAC gets exactly its reservation from the real server.
+            let lease = try await site.dhcp.requestLease(mac: StackSite.webMAC, subnet: 0)
+            #expect(lease.address == "192.168.76.71")
+            #expect(lease.hostname == "web-1")
+
+            // Behind virtform's back: the target removed, the reservation deleted.
+            let tgtadm = try #require(Executables.find("tgtadm"))
+            let show = try await Command.run([tgtadm, "-C", "\(StackSite.controlPort)", "--lld", "iscsi", "--op", "show", "--mode", "target"])
+            let tid = try #require(show.standardOutput.split(separator: "\n").first { $0.contains("appl.web-1") }
+                .flatMap { $0.split(separator: " ").dropFirst().first }.map { String($0).trimmingCharacters(in: CharacterSet(charactersIn: ":")) })
+            _ = try await Command.run([tgtadm, "-C", "\(StackSite.controlPort)", "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", tid, "--force"])
+            let driver = try DHCPDrivers.driver(for: site.dhcpServer)
+            let seen = try await driver.observe(subnets: [try #require(IPv4Subnet(parsing: "192.168.76.0/24"))])
+            let held = try #require(seen.endpoints.first?.reservations?.first { $0.owner?.binding == "web-1-public" })
+            _ = try await driver.apply([.remove(held)], basedOn: seen.token)
+
+            (output, code) = await site.run(["drift"])
+            #expect(code == 2, "\(output)")
+            #expect(output.contains("missing ISCSITarget/appl/web-1"), "\(output)")
+            #expect(output.contains("missing NetworkBinding/web-1-public"), "\(output)")
+
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+            (output, code) = await site.run(["drift"])
+            #expect(code == 0, "\(output)")
+
+            // The VM leaves the manifests: its domain, target, LUN and reservation go only with
+            // --allow-destroy, the domain first.
+            try site.write(withWeb: false)
+            (output, code) = await site.run(["plan"])
+            #expect(output.contains("deleting a LUN needs --allow-destroy"), "\(output)")
+            (output, code) = await site.run(["apply", "--auto-approve", "--allow-destroy"])
+            #expect(code == 0, "\(output)")
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            #expect(code == 0, "\(output)")
+            #expect(!FileManager.default.fileExists(atPath: site.mountPoint + "/appl/web-1.img"))
+        }
+    }
+}
+
+/// A temporary lab of one hypervisor, a btrfs pool with its own tgtd, and Kea in its own
+/// namespace, with manifests pointing at them. Everything is torn down at the end.
+struct StackSite: Sendable {
+    static let portalPort = 3340
+    static let controlPort = 140
+    static let webMAC = "02:00:00:00:10:01"
+
+    let hosts: [LabHost]
+    let root: String
+    let directory: String
+    let mountPoint: String
+    let dhcp: DHCPLab
+    let dhcpServer: DHCPServer
+
+    static func with(_ body: @Sendable (StackSite) async throws -> Void) async throws {
+        try await HypervisorLab.withTemporaryLab(hosts: 1, userPrefix: "vfstackh") { lab, hosts in
+            let root = lab.configuration.root
+            let storage = StorageLab(configuration: StorageLabConfiguration(
+                root: root + "/storage", mountPoint: root + "/pool", poolSize: 1 << 30, portalPort: portalPort,
+                controlPort: controlPort, removePoolOnDown: true))
+            let dhcp = DHCPLab(configuration: DHCPLabConfiguration(root: root + "/dhcp", namespace: "vfstack-dhcp",
+                                                                   clientNamespacePrefix: "vfstack-c"))
+            var failure: (any Error)?
+            var keeper: Connection?
+            do {
+                _ = try await storage.up()
+                _ = try await dhcp.up()
+                let opened = try await Connection.open(uri: hosts[0].testURI)
+                keeper = opened
+                if let builtIn = try await opened.domain(named: "test") {
+                    try await builtIn.destroy()
+                    try await builtIn.undefine()
+                }
+                let directory = root + "/manifests"
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let server = DHCPServer(meta: ObjectMeta(name: "kea"), driver: .kea,
+                                        endpoints: [.init(name: "kea-1", controlSocket: dhcp.configuration.controlSocket)],
+                                        provenance: Provenance(document: SourceLocation(file: "test", line: 1, column: 1)))
+                let site = StackSite(hosts: hosts, root: root, directory: directory, mountPoint: root + "/pool", dhcp: dhcp,
+                                     dhcpServer: server)
+                try site.write(withWeb: true)
+                try await body(site)
+            } catch {
+                failure = error
+            }
+            await keeper?.close()
+            // Domains first (the lab undefines them), but targets and the pool go now.
+            do { try await dhcp.down() } catch { failure = failure ?? error }
+            do { try await storage.down() } catch { failure = failure ?? error }
+            if let failure { throw failure }
+        }
+    }
+
+    func run(_ arguments: [String]) async -> (output: String, exitCode: Int32) {
+        await runVirtform(arguments + [directory])
+    }
+
+    func write(withWeb: Bool) throws {
+        var text = """
+            apiVersion: virtform.io/v1alpha1
+            kind: Host
+            metadata: {name: stack-h1}
+            spec:
+              uri: "\(hosts[0].testURI)"
+              capacity: {memory: 8GiB, vcpus: 8}
+              bridges: [fe0]
+              domainType: test
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: StoragePool
+            metadata: {name: stack-pool}
+            spec:
+              driver: btrfs
+              path: \(mountPoint)
+              export: {driver: tgt, portal: "127.0.0.1:\(Self.portalPort)", iqnPrefix: iqn.2026-11.io.virtform.stack, controlPort: \(Self.controlPort)}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: StorageProject
+            metadata: {name: masters}
+            spec: {pool: stack-pool}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: StorageProject
+            metadata: {name: appl}
+            spec: {pool: stack-pool}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: Image
+            metadata: {name: base}
+            spec: {project: masters, size: 64MiB, snapshots: [v1]}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: DHCPServer
+            metadata: {name: kea}
+            spec:
+              driver: kea
+              endpoints: [{name: kea-1, controlSocket: "\(dhcp.configuration.controlSocket)"}]
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: Network
+            metadata: {name: public}
+            spec: {bridge: fe0, subnet: 192.168.76.0/24, dhcpServer: kea}
+
+            """
+        if withWeb {
+            text += """
+                ---
+                apiVersion: virtform.io/v1alpha1
+                kind: VirtualMachine
+                metadata: {name: web-1}
+                spec:
+                  project: appl
+                  type: hvm
+                  memory: 64MiB
+                  vcpus: 1
+                  disk: {from: masters/base@v1}
+                  interfaces: [{network: public, mac: "\(Self.webMAC)"}]
+                  placement: {host: stack-h1}
+                  power: running
+                ---
+                apiVersion: virtform.io/v1alpha1
+                kind: NetworkBinding
+                metadata: {name: web-1-public}
+                spec: {vm: appl/web-1, interface: public, address: 192.168.76.71, hostname: web-1}
+
+                """
+        }
+        try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+    }
+}
