@@ -2,173 +2,282 @@ import ArgumentParser
 import Foundation
 import VirtformLab
 
-/// `virtform lab`: real hypervisors on this machine, one libvirt session daemon per host.
+/// `virtform lab`: the whole lab on this machine — one libvirt session daemon per hypervisor,
+/// a btrfs pool served by a tgt iSCSI target, and a Kea DHCP server in a network namespace.
 struct LabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab",
-        abstract: "Bring up, inspect or remove a local lab of real libvirt hypervisors (needs root).",
+        abstract: "Bring up, inspect or remove the local lab: libvirt hypervisors, a btrfs pool with a tgt iSCSI target, a Kea DHCP server (needs root).",
         subcommands: [LabUp.self, LabDown.self, LabStatus.self]
     )
 }
 
-struct LabOptions: ParsableArguments {
-    @Option(help: "Where the lab keeps its daemons' runtime files.")
-    var root = "/var/lib/virtform-lab"
-
-    var lab: HypervisorLab { HypervisorLab(configuration: LabConfiguration(root: root)) }
-}
-
 struct LabUp: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "up", abstract: "Start the lab's hypervisors (idempotent).")
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Start the lab's hypervisors, storage pool, iSCSI target and DHCP server (idempotent: what runs is kept).")
 
     @OptionGroup var options: LabOptions
 
     @Option(help: "How many hypervisors.")
     var hosts = 3
 
+    func validate() throws {
+        guard hosts >= 1 else { throw ValidationError("--hosts must be at least 1, not \(hosts)") }
+    }
+
     func run() async throws {
-        if let missing = HypervisorLab.unmetRequirements() { throw ValidationError(missing) }
         let output = Output.current
-        let lab = options.lab
+        let withStorage = !options.noStorage
+        let withDHCP = !options.noDhcp
+        if let missing = LabRequirements.unmet(storage: withStorage, dhcp: withDHCP) {
+            output.errorLine("error: \(missing)")
+            throw ExitCode(1)
+        }
+        let lab: Lab
+        do {
+            let recorded = try LabSettings.recorded(at: options.root)
+            var settings = options.settings(over: recorded ?? LabSettings())
+            // Daemons of this lab may run with the recorded settings: changing them now would
+            // start a second set beside them, which `lab down` could not find.
+            settings.storage = withStorage
+            settings.dhcp = withDHCP
+            if let recorded {
+                var comparable = settings
+                comparable.storage = recorded.storage
+                comparable.dhcp = recorded.dhcp
+                let previous = Lab(root: options.root, settings: recorded, recorded: true)
+                if comparable != recorded, await previous.anythingRuns() {
+                    throw LabCommandError(
+                        "the lab under \(options.root) runs with other settings (\(Self.describe(recorded))); "
+                            + "take it down with `virtform lab down --root \(options.root)` first, or leave those options out")
+                }
+                if comparable == recorded {
+                    // Parts left out now but running from an earlier `lab up` stay part of the lab.
+                    settings.storage = withStorage || (recorded.storage && previous.storageMayRun)
+                    settings.dhcp = withDHCP || (recorded.dhcp && previous.dhcpMayRun)
+                }
+            }
+            let candidate = Lab(root: options.root, settings: settings, recorded: true)
+            if let problem = candidate.foreignDaemons(hosts: hosts) { throw LabCommandError(problem) }
+            if withDHCP, FileManager.default.fileExists(atPath: "/run/netns/\(settings.dhcpNamespace)"), !candidate.dhcpMayRun {
+                throw LabCommandError("network namespace \(settings.dhcpNamespace) exists but this lab (under \(options.root)) did not make it; "
+                                      + "another lab may use it: give this lab its own --dhcp-namespace")
+            }
+            // Recorded before anything starts, so `lab down` finds a half-made lab too.
+            try settings.record(at: options.root)
+            lab = candidate
+        } catch let error as LabCommandError {
+            output.errorLine("error: \(error)")
+            throw ExitCode(1)
+        }
+
+        var report = LabReport(output: output)
+        await upHosts(lab, &report)
+        if withStorage {
+            do {
+                let status = try await lab.storage.up()
+                Self.reportStorage(status, lab.storageConfiguration, &report)
+            } catch {
+                report.line(.failed, "pool and iSCSI target", "\(error)")
+            }
+        } else {
+            report.line(.skipped, "pool and iSCSI target", "left out (--no-storage)")
+        }
+        if withDHCP {
+            do {
+                let pid = try await lab.dhcp.up()
+                report.line(.up, "DHCP server", Self.describeDHCP(pid: pid, lab.dhcpConfiguration))
+            } catch {
+                report.line(.failed, "DHCP server", "\(error)")
+            }
+        } else {
+            report.line(.skipped, "DHCP server", "left out (--no-dhcp)")
+        }
+        if report.failures > 0 {
+            output.errorLine("lab up: \(report.failures) part(s) failed; `virtform lab status --root \(options.root)` shows what runs, `virtform lab down --root \(options.root)` removes it")
+            throw ExitCode(1)
+        }
+    }
+
+    private func upHosts(_ lab: Lab, _ report: inout LabReport) async {
         let started: [LabHost]
         do {
-            started = try await lab.up(hosts: hosts)
+            started = try await lab.hypervisors.up(hosts: hosts)
         } catch {
-            throw ValidationError("failed to bring up the lab: \(error)")
+            report.line(.failed, "hosts", "\(error)")
+            return
         }
         for host in started {
-            output.line("\(output.paint("up", .green)) \(host.name): pid \(host.pid), \(host.qemuURI)")
+            do {
+                // libvirt's test driver keeps its domains only while a connection is open; one keeper
+                // per host holds a connection for the lab's life so that separate commands see the same state.
+                try LabKeeper.ensure(for: host, root: options.root)
+                report.line(.up, "host \(host.name)", "libvirtd pid \(host.pid) as \(host.user), socket \(host.socketPath)")
+            } catch {
+                report.line(.failed, "host \(host.name)", "\(error)")
+            }
         }
-        // libvirt's test driver keeps its domains only while a connection is open; one keeper
-        // per host holds a connection for the lab's life so that separate commands see the same state.
-        for host in started { try LabKeeper.ensure(for: host, root: options.root) }
         let hostsFile = (options.root as NSString).appendingPathComponent("hosts.yaml")
-        try LabKeeper.hostEntries(started).write(toFile: hostsFile, atomically: true, encoding: .utf8)
-        output.line("Host entries for this lab: \(hostsFile) (manifests/hosts.yaml matches the default 3-host lab).")
+        do {
+            try LabKeeper.hostEntries(started).write(toFile: hostsFile, atomically: true, encoding: .utf8)
+            report.output.line("        Host entries for these hosts: \(hostsFile) (manifests/hosts.yaml matches the default 3-host lab).")
+        } catch {
+            report.line(.failed, "hosts", "failed to write \(hostsFile): \(error.localizedDescription)")
+        }
+    }
+
+    static func describe(_ settings: LabSettings) -> String {
+        "--user-prefix \(settings.userPrefix) --iscsi-port \(settings.iscsiPort) --tgt-control-port \(settings.tgtControlPort) "
+            + "--dhcp-namespace \(settings.dhcpNamespace)"
+    }
+
+    static func reportStorage(_ status: StorageLabStatus, _ configuration: StorageLabConfiguration, _ report: inout LabReport) {
+        if let device = status.poolDevice {
+            report.line(.up, "pool", "btrfs in \(configuration.poolImage) on \(device), mounted at \(configuration.mountPoint)")
+        } else {
+            report.line(.down, "pool", "not mounted at \(configuration.mountPoint)")
+        }
+        if let pid = status.tgtdPID {
+            report.line(.up, "iSCSI target", "tgtd pid \(pid), portal \(status.portal), control port \(status.controlPort)")
+        } else {
+            report.line(.down, "iSCSI target", "tgtd is not running (no live PID in \(configuration.pidFile))")
+        }
+    }
+
+    static func describeDHCP(pid: Int32, _ configuration: DHCPLabConfiguration) -> String {
+        "\(configuration.server == .kea ? "kea-dhcp4" : "dnsmasq") pid \(pid) in netns \(configuration.namespace), control socket \(configuration.controlSocket), "
+            + "subnets \(configuration.subnets.map(\.cidr).joined(separator: ", "))"
     }
 }
 
 struct LabDown: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "down", abstract: "Stop the lab and remove its runtime files (idempotent).")
+    static let configuration = CommandConfiguration(
+        commandName: "down",
+        abstract: "Stop every part of the lab and remove its runtime files (idempotent; the pool's file and the logs stay).")
 
     @OptionGroup var options: LabOptions
 
     func run() async throws {
-        LabKeeper.stopAll(root: options.root)
+        let output = Output.current
+        let lab: Lab
         do {
-            try await options.lab.down()
+            lab = try options.lab()
         } catch {
-            throw ValidationError("failed to take the lab down: \(error)")
+            output.errorLine("error: \(error)")
+            throw ExitCode(1)
         }
-        Output.current.line("lab down: daemons stopped and runtime files removed")
+        var report = LabReport(output: output)
+
+        // Hosts first: their guests use the iSCSI target's LUNs.
+        if let problem = lab.foreignDaemons(hosts: nil) {
+            report.line(.failed, "hosts", "left alone: \(problem)")
+        } else {
+            LabKeeper.stopAll(root: options.root)
+            do {
+                try await lab.hypervisors.down()
+                report.line(.down, "hosts", "libvirt daemons and guests stopped, runtime files removed (logs kept)")
+            } catch {
+                report.line(.failed, "hosts", "\(error)")
+            }
+        }
+
+        if options.noStorage {
+            report.line(.skipped, "pool and iSCSI target", "left alone (--no-storage)")
+        } else if !lab.storageMayRun {
+            report.line(.down, "pool and iSCSI target", "not started under \(options.root)")
+        } else if let problem = lab.foreignTgtd() {
+            report.line(.failed, "pool and iSCSI target", "left alone: \(problem)")
+        } else {
+            do {
+                try await lab.storage.down()
+                report.line(.down, "pool and iSCSI target",
+                            "tgtd stopped, pool unmounted from \(lab.storageConfiguration.mountPoint) (\(lab.storageConfiguration.poolImage) kept)")
+            } catch {
+                report.line(.failed, "pool and iSCSI target", "\(error)")
+            }
+        }
+
+        if options.noDhcp {
+            report.line(.skipped, "DHCP server", "left alone (--no-dhcp)")
+        } else if !lab.dhcpMayRun {
+            report.line(.down, "DHCP server", "not started under \(options.root)")
+        } else {
+            do {
+                try await lab.dhcp.down()
+                report.line(.down, "DHCP server",
+                            "\(lab.dhcpConfiguration.server == .kea ? "kea-dhcp4" : "dnsmasq") stopped, netns \(lab.dhcpConfiguration.namespace) and \(lab.dhcpConfiguration.directory) removed")
+            } catch {
+                report.line(.failed, "DHCP server", "\(error)")
+            }
+        }
+
+        if report.failures > 0 {
+            output.errorLine("lab down: \(report.failures) part(s) failed to go down; fix what is named above and run it again")
+            throw ExitCode(1)
+        }
     }
 }
 
 struct LabStatus: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show which lab hypervisors are up.")
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show whether each part of the lab is up: hosts, pool, iSCSI target, DHCP server. Exit 1 if any is not.")
 
     @OptionGroup var options: LabOptions
 
     func run() async throws {
-        let statuses = await options.lab.status()
         let output = Output.current
-        if statuses.isEmpty { output.line("no lab hosts under \(options.root)") }
+        let lab: Lab
+        do {
+            lab = try options.lab()
+        } catch {
+            output.errorLine("error: \(error)")
+            throw ExitCode(1)
+        }
+        var report = LabReport(output: output)
         var allUp = true
+
+        let statuses = await lab.hypervisors.status()
+        if statuses.isEmpty {
+            allUp = false
+            report.line(.down, "hosts", "no lab hosts under \(options.root)")
+        }
         for status in statuses {
             switch status.state {
-            case .up(let host): output.line("\(output.paint("up", .green)) \(status.name): pid \(host.pid), \(host.qemuURI)")
+            case .up(let host):
+                report.line(.up, "host \(status.name)", "libvirtd pid \(host.pid) as \(host.user), socket \(host.socketPath)")
             case .down(let reason):
                 allUp = false
-                output.line("\(output.paint("down", .red)) \(status.name): \(reason)")
+                report.line(.down, "host \(status.name)", reason)
             case .unknown(let reason):
                 allUp = false
-                output.line("\(output.paint("unknown", .yellow)) \(status.name): \(reason)")
+                report.line(.unknown, "host \(status.name)", reason)
+            }
+        }
+
+        // A lab brought up with --no-storage / --no-dhcp is not down for lacking those parts.
+        if options.noStorage || (lab.recorded && !lab.settings.storage) {
+            report.line(.skipped, "pool and iSCSI target", options.noStorage ? "not checked (--no-storage)" : "not part of this lab (started with --no-storage)")
+        } else {
+            let status = await lab.storage.status()
+            if !status.isUp { allUp = false }
+            LabUp.reportStorage(status, lab.storageConfiguration, &report)
+        }
+
+        if options.noDhcp || (lab.recorded && !lab.settings.dhcp) {
+            report.line(.skipped, "DHCP server", options.noDhcp ? "not checked (--no-dhcp)" : "not part of this lab (started with --no-dhcp)")
+        } else {
+            switch await lab.dhcp.status() {
+            case .up(let pid): report.line(.up, "DHCP server", LabUp.describeDHCP(pid: pid, lab.dhcpConfiguration))
+            case .down(let reason):
+                allUp = false
+                report.line(.down, "DHCP server", reason)
+            case .unknown(let reason):
+                allUp = false
+                report.line(.unknown, "DHCP server", reason)
             }
         }
         if !allUp { throw ExitCode(1) }
-    }
-}
-
-/// Keeps one connection to each lab host's test driver open (see `LabUp`).
-enum LabKeeper {
-    static func pidFile(_ root: String, _ host: String) -> String {
-        (root as NSString).appendingPathComponent("\(host)/keeper.pid")
-    }
-
-    static func ensure(for host: LabHost, root: String) throws {
-        let file = pidFile(root, host.name)
-        if let text = try? String(contentsOfFile: file, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-            kill(pid, 0) == 0 {
-            return
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/virsh")
-        process.arguments = ["-q", "-c", host.testURI, "event", "--all", "--loop"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        do {
-            try process.run()
-        } catch {
-            throw ValidationError("failed to start the test-driver keeper for \(host.name) (virsh): \(error.localizedDescription)")
-        }
-        try "\(process.processIdentifier)\n".write(toFile: file, atomically: true, encoding: .utf8)
-        // The test driver starts with a demo domain named `test` (8 GiB, running). It is the lab's
-        // own daemon, so the lab removes it; otherwise it would fill every lab host's capacity.
-        // Until the keeper's connection is open, a removal is forgotten when virsh disconnects,
-        // so retry until a fresh connection no longer sees it (bounded).
-        let deadline = Date().addingTimeInterval(10)
-        repeat {
-            _ = virsh(host, ["destroy", "test"])
-            _ = virsh(host, ["undefine", "test"])
-            if let names = virsh(host, ["list", "--all", "--name"]), !names.split(separator: "\n").contains("test") { return }
-            Thread.sleep(forTimeInterval: 0.1)
-        } while Date() < deadline
-        throw ValidationError("failed to prepare \(host.name)'s test driver: its built-in domain `test` keeps coming back")
-    }
-
-    /// Runs virsh against the host's test driver; its standard output, or nil when it failed.
-    private static func virsh(_ host: LabHost, _ arguments: [String]) -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/virsh")
-        process.arguments = ["-q", "-c", host.testURI] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return process.terminationStatus == 0 ? String(decoding: data, as: UTF8.self) : nil
-    }
-
-    static func stopAll(root: String) {
-        for host in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
-            let file = pidFile(root, host)
-            if let text = try? String(contentsOfFile: file, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
-                kill(pid, SIGTERM)
-            }
-            try? FileManager.default.removeItem(atPath: file)
-        }
-    }
-
-    /// Host manifests for the lab, pointing at the daemons just started.
-    static func hostEntries(_ hosts: [LabHost]) -> String {
-        hosts.map { host in
-            """
-            apiVersion: virtform.io/v1alpha1
-            kind: Host
-            metadata:
-              name: \(host.name)
-              labels:
-                segment: \(host.index % 2 == 1 ? "odd" : "even")
-            spec:
-              uri: \(host.testURI)
-              domainType: test
-              capacity: {memory: 1GiB, vcpus: 4, maxGuests: 4}
-              bridges: [fe0, be0]
-              migrationAddress: 127.0.0.1
-
-            """
-        }.joined(separator: "---\n")
     }
 }
