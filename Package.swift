@@ -20,10 +20,10 @@ let package = Package(
         .systemLibrary(name: "CISCSI", pkgConfig: "libiscsi", providers: [.apt(["libiscsi-dev"])]),
 
         // Safe Swift over libvirt's C API: owned pointers, Swift errors, blocking calls off the pool.
-        .target(name: "Libvirt", dependencies: ["CLibvirt"], exclude: ["README.md"]),
+        .target(name: "Libvirt", dependencies: ["CLibvirt", "VirtformSystem"], exclude: ["README.md"]),
 
         // Safe Swift over libiscsi: discovery, login, REPORT LUNS, READ CAPACITY(16); blocking calls off the pool.
-        .target(name: "ISCSI", dependencies: ["CISCSI"], exclude: ["README.md"]),
+        .target(name: "ISCSI", dependencies: ["CISCSI", "VirtformSystem"], exclude: ["README.md"]),
 
         // The pure model: objects, identities, quantities, semantic validation. No I/O.
         .target(name: "VirtformModel"),

@@ -1,5 +1,9 @@
 import CISCSI
 import Foundation
+import VirtformSystem
+
+/// The threads libiscsi's blocking calls run on.
+let iscsiThreads = BlockingThreadPool(threadCount: 4, name: "iscsi")
 
 /// A target a portal offers: its name and the portals (`address:port,tpgt`) it can be reached at.
 public struct DiscoveredTarget: Sendable, Hashable {
@@ -47,7 +51,7 @@ public struct Initiator: Sendable, Hashable {
     /// The targets `portal` (`host:port`) offers, through a discovery session (SendTargets).
     public func discoverTargets(portal: String) async throws -> [DiscoveredTarget] {
         let name = name, timeout = timeoutSeconds
-        return try await BlockingThreads.shared.run {
+        return try await iscsiThreads.run {
             let operation = "discover targets at \(portal)"
             let context = try Context(initiator: name, timeoutSeconds: timeout, operation: operation)
             try context.check(iscsi_set_session_type(context.pointer, ISCSI_SESSION_DISCOVERY), operation)
@@ -83,7 +87,7 @@ public struct Initiator: Sendable, Hashable {
     /// The session is closed when the returned value is released or `logout()` is called.
     public func login(portal: String, target: String, lun: Int = 0) async throws -> Session {
         let name = name, timeout = timeoutSeconds
-        return try await BlockingThreads.shared.run {
+        return try await iscsiThreads.run {
             let operation = "log in to \(target) at \(portal)"
             let context = try Context(initiator: name, timeoutSeconds: timeout, operation: operation)
             try context.check(iscsi_set_targetname(context.pointer, target), operation)
@@ -123,7 +127,7 @@ public final class Session: Sendable {
     /// The LUNs the target reports (REPORT LUNS, all LUNs), in the target's order.
     public func reportLUNs() async throws -> [Int] {
         let context = context, target = target
-        return try await BlockingThreads.shared.run {
+        return try await iscsiThreads.run {
             try context.locked {
                 let operation = "report the LUNs of \(target)"
                 let task = try context.command(iscsi_reportluns_sync(context.pointer, 0, 16384), operation)
@@ -143,7 +147,7 @@ public final class Session: Sendable {
     /// READ CAPACITY(16) of `lun`.
     public func readCapacity(lun: Int) async throws -> LUNCapacity {
         let context = context, target = target
-        return try await BlockingThreads.shared.run {
+        return try await iscsiThreads.run {
             try context.locked {
                 let operation = "read the capacity of LUN \(lun) of \(target)"
                 let task = try context.command(iscsi_readcapacity16_sync(context.pointer, Int32(lun)), operation)
@@ -161,7 +165,7 @@ public final class Session: Sendable {
     /// is destroyed either way.
     public func logout() async {
         let context = context
-        _ = try? await BlockingThreads.shared.run { context.close() }
+        _ = try? await iscsiThreads.run { context.close() }
     }
 }
 

@@ -1,5 +1,6 @@
 import CLibvirt
 import Foundation
+import VirtformSystem
 import Synchronization
 
 /// An open connection to one libvirt driver (`virConnectPtr`), read-write.
@@ -47,7 +48,7 @@ public final class Connection: Sendable {
         if let pointer = handle.withLock({ $0 }) {
             // The final close of a remote connection is an RPC; keep it off this thread.
             let hub = events
-            BlockingExecutor.shared.submit {
+            libvirtThreads.submit {
                 hub.unregisterCloseCallback(on: pointer.raw)
                 virConnectClose(pointer.raw)
             }
@@ -294,11 +295,14 @@ public final class Connection: Sendable {
 }
 
 /// Runs a throwing body on the libvirt thread pool, keeping the typed error.
+/// The threads every libvirt call of the process runs on.
+let libvirtThreads = BlockingThreadPool(threadCount: 16, name: "libvirt")
+
 func runBlocking<T: Sendable>(
     _ body: @escaping @Sendable () throws(LibvirtError) -> T
 ) async throws(LibvirtError) -> T {
     let result: Result<T, LibvirtError> = await withCheckedContinuation { continuation in
-        BlockingExecutor.shared.submit {
+        libvirtThreads.submit {
             continuation.resume(returning: Result { () throws(LibvirtError) -> T in try body() })
         }
     }

@@ -1,5 +1,6 @@
 import CLibvirt
 import Foundation
+import VirtformSystem
 import Synchronization
 
 /// A domain lifecycle event (`VIR_DOMAIN_EVENT_ID_LIFECYCLE`).
@@ -63,7 +64,7 @@ extension Connection {
         }
         continuation.onTermination = { [self] _ in
             // Deregistering is an RPC on remote connections: not on the caller's thread.
-            BlockingExecutor.shared.submit {
+            libvirtThreads.submit {
                 guard let pointer = try? self.retainedPointer("unsubscribe") else { return }
                 defer { virConnectClose(pointer.raw) }
                 hub.deregister(token: token, on: pointer.raw)

@@ -1,18 +1,14 @@
 import Foundation
 
-/// A fixed pool of dedicated threads for blocking libvirt calls.
+/// A fixed pool of dedicated threads for blocking C calls (libvirt's API, libiscsi's `*_sync`).
 ///
-/// libvirt's API is synchronous: a call on a remote connection blocks its thread for a full RPC
-/// round trip, and a migration blocks for seconds. Such calls must never occupy Swift's
-/// cooperative pool (which has one thread per core, two on the lab machine). Dispatch's
+/// Such calls block their thread for a network round trip (a libvirt RPC, an iSCSI login) or
+/// for seconds (a migration). They must never occupy Swift's cooperative pool (which has one thread per core, two on the lab machine). Dispatch's
 /// concurrent queues are no substitute on Linux: without kernel workqueues, libdispatch only
 /// slowly grows its pool past the core count when threads block, so eight calls "in flight"
 /// would in practice run two at a time. These threads are created once and live for the process.
-final class BlockingExecutor: @unchecked Sendable {
-    /// Shared by every connection in the process.
-    static let shared = BlockingExecutor(threadCount: 16, name: "libvirt")
-
-    typealias Job = @Sendable () -> Void
+public final class BlockingThreadPool: @unchecked Sendable {
+    public typealias Job = @Sendable () -> Void
 
     // Guarded by `condition`.
     private let condition = NSCondition()
@@ -22,7 +18,7 @@ final class BlockingExecutor: @unchecked Sendable {
     private var queue: [Job?] = []
     private var head = 0
 
-    init(threadCount: Int, name: String) {
+    public init(threadCount: Int, name: String) {
         precondition(threadCount > 0)
         for index in 0..<threadCount {
             let thread = Thread { self.workerLoop() }
@@ -31,8 +27,15 @@ final class BlockingExecutor: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` on one of the pool's threads and returns its result.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            submit { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
     /// Queues `job` to run on one of the pool's threads.
-    func submit(_ job: @escaping Job) {
+    public func submit(_ job: @escaping Job) {
         condition.lock()
         queue.append(job)
         condition.unlock()
