@@ -68,22 +68,8 @@ struct SiteGenerator {
                 spec:
                   driver: dir
                   path: \(lab.poolPath)
-                ---
-                \(header)kind: Network
-                metadata:
-                  name: public
-                spec:
-                  bridge: fe0
-                  subnet: 10.0.0.0/16
-                ---
-                \(header)kind: Network
-                metadata:
-                  name: backend
-                spec:
-                  bridge: be0
-                  subnet: 10.1.0.0/16
 
-                """
+                """ + networks(header: header, dhcpServer: nil)
         } else {
             text += remoteSharedObjects(header: header)
         }
@@ -178,23 +164,15 @@ struct SiteGenerator {
                   controlSocket: /run/kea/a.sock
                 - name: dhcp-b
                   controlSocket: /run/kea/b.sock
-            ---
-            \(header)kind: Network
-            metadata:
-              name: public
-            spec:
-              bridge: fe0
-              subnet: 10.0.0.0/16
-              dhcpServer: dhcp
-            ---
-            \(header)kind: Network
-            metadata:
-              name: backend
-            spec:
-              bridge: be0
-              subnet: 10.1.0.0/16
-              dhcpServer: dhcp
 
-            """
+            """ + networks(header: header, dhcpServer: "dhcp")
+    }
+
+    /// The public (fe0) and backend (be0) networks, served by `dhcpServer` when given.
+    private func networks(header: String, dhcpServer: String?) -> String {
+        [("public", "fe0", "10.0.0.0/16"), ("backend", "be0", "10.1.0.0/16")].map { name, bridge, subnet in
+            "---\n\(header)kind: Network\nmetadata:\n  name: \(name)\nspec:\n  bridge: \(bridge)\n  subnet: \(subnet)\n"
+                + (dhcpServer.map { "  dhcpServer: \($0)\n" } ?? "")
+        }.joined()
     }
 }
