@@ -46,7 +46,9 @@ public enum PlanRenderer {
             }
         }
         for host in plan.unreachableHosts {
-            lines.append(paint("Host \(host.host): unreachable (\(host.reason)); its guests are unknown and nothing is planned for them", "31"))
+            lines.append(paint(Plan.isSystem(host.host)
+                ? "\(host.host): could not be read (\(host.reason)); nothing is planned for what it holds"
+                : "Host \(host.host): unreachable (\(host.reason)); its guests are unknown and nothing is planned for them", "31"))
         }
         for vm in plan.unknown {
             lines.append("  \(paint("?", "33")) \(vm.resource)  unknown: \(vm.reason)")

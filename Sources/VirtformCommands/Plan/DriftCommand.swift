@@ -70,7 +70,9 @@ struct DriftReport {
     func text(output: Output) -> String {
         var lines = items.map { "\(output.paint($0.kind, .yellow)) \($0.resource) on \($0.host): \($0.detail)" }
         for host in plan.unreachableHosts {
-            lines.append(output.paint("error", .red) + ": host \(host.host) could not be read (\(host.reason)); its guests are unknown")
+            lines.append(output.paint("error", .red) + (Plan.isSystem(host.host)
+                ? ": \(host.host) could not be read (\(host.reason)); what it holds is unknown"
+                : ": host \(host.host) could not be read (\(host.reason)); its guests are unknown"))
         }
         for problem in plan.errors { lines.append(output.paint("error", .red) + ": \(problem.resource): \(problem.message)") }
         lines.append(items.isEmpty ? "No drift: the hypervisors, storage and DHCP servers match the manifests." : "Drift: \(items.count) difference\(items.count == 1 ? "" : "s").")
