@@ -54,8 +54,8 @@ struct LabUp: AsyncParsableCommand {
                 }
                 if comparable == recorded {
                     // Parts left out now but running from an earlier `lab up` stay part of the lab.
-                    settings.storage = withStorage || (recorded.storage && previous.storageMayRun)
-                    settings.dhcp = withDHCP || (recorded.dhcp && previous.dhcpMayRun)
+                    if !withStorage, recorded.storage, await previous.storageRuns() { settings.storage = true }
+                    if !withDHCP, recorded.dhcp, await previous.dhcpRuns() { settings.dhcp = true }
                 }
             }
             let candidate = Lab(root: options.root, settings: settings, recorded: true)

@@ -152,14 +152,22 @@ struct Lab {
             if case .down = status.state { continue }
             return true
         }
-        if storageMayRun {
-            let status = await storage.status()
-            if status.poolMounted || status.tgtdPID != nil { return true }
-        }
-        if dhcpMayRun {
-            if case .down = await dhcp.status() {} else { return true }
-        }
-        return false
+        if await storageRuns() { return true }
+        return await dhcpRuns()
+    }
+
+    /// Whether the pool is mounted or tgtd runs.
+    func storageRuns() async -> Bool {
+        guard storageMayRun else { return false }
+        let status = await storage.status()
+        return status.poolMounted || status.tgtdPID != nil
+    }
+
+    /// Whether the DHCP server is anything but down.
+    func dhcpRuns() async -> Bool {
+        guard dhcpMayRun else { return false }
+        if case .down = await dhcp.status() { return false }
+        return true
     }
 
     /// Why this lab must not start or stop its hosts: a libvirtd of one of its users that belongs
