@@ -54,7 +54,7 @@ let package = Package(
         // Every `virtform` subcommand, as a library so each one is testable.
         .target(name: "VirtformCommands", dependencies: [
             "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformExecution", "VirtformLab",
-            "VirtformStorage", "VirtformDHCP", "ISCSI",
+            "VirtformStorage", "VirtformDHCP", "ISCSI", "Libvirt",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

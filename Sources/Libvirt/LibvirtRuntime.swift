@@ -1,8 +1,20 @@
 import CLibvirt
 import Foundation
+import Synchronization
 
 /// Process-wide libvirt setup, done exactly once before the first connection opens.
-enum LibvirtRuntime {
+public enum LibvirtRuntime {
+    private static let wantsEventLoop = Mutex(true)
+
+    /// Whether the process runs libvirt's event loop (domain events, close callbacks,
+    /// keepalive). On by default. A program that needs none of these (a command that plans and
+    /// applies) turns it off before its first connection: every RPC then runs on the calling
+    /// thread alone, instead of also waking the event thread twice. No effect once a connection
+    /// has been opened.
+    public static func setEventLoopEnabled(_ enabled: Bool) {
+        wantsEventLoop.withLock { $0 = enabled }
+    }
+
     /// Initializes libvirt, silences its default stderr error printer and starts the default
     /// event loop on a dedicated thread. Swift runs a global's initializer exactly once and
     /// thread-safely, which is the "once" here. The value says whether the event loop runs.
@@ -12,6 +24,7 @@ enum LibvirtRuntime {
         // Without a handler libvirt prints every error to stderr by itself; errors here are
         // reported through LibvirtError instead.
         virSetErrorFunc(nil, { _, _ in })
+        guard wantsEventLoop.withLock({ $0 }) else { return false }
         // The event loop must be registered before connections open so that keepalive, close
         // callbacks and domain events work on them.
         guard virEventRegisterDefaultImpl() == 0 else {

@@ -1,7 +1,16 @@
 import ArgumentParser
+import Libvirt
 
 /// The `virtform` command: its subcommands live one per file, grouped by what they act on.
 public struct Virtform: AsyncParsableCommand {
+    /// Process-wide setup for the `virtform` executable, before any command runs: no command
+    /// needs libvirt's event loop (domain events, keepalive), and without it every RPC runs on
+    /// its calling thread alone. Tests that run commands in-process keep the loop for the suites
+    /// that watch events.
+    public static func prepareProcess() {
+        LibvirtRuntime.setEventLoopEnabled(false)
+    }
+
     public static let configuration = CommandConfiguration(
         commandName: "virtform",
         abstract: "Keep libvirt hypervisors, shared iSCSI storage and DHCP in the state your manifests describe.",

@@ -22,7 +22,11 @@ func planApplyBenchmark() async throws {
     let hostCount = option("hosts", default: 10)
     let perHost = option("vms-per-host", default: 1000)
     let runs = option("runs", default: 3)
+    let parallelism = option("parallelism", default: 16)
+    let perHostLimit = option("per-host", default: 4)
     let vms = hostCount * perHost
+    // As the virtform executable does: no libvirt event loop (see Virtform.prepareProcess).
+    LibvirtRuntime.setEventLoopEnabled(false)
     if let problem = HypervisorLab.unmetRequirements() { throw BenchmarkError(problem) }
     let virtform = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("virtform").path
     guard FileManager.default.isExecutableFile(atPath: virtform) else {
@@ -71,10 +75,12 @@ func planApplyBenchmark() async throws {
         let serial = try Measured.run([virtform, "apply", "--auto-approve", "--parallelism", "1", "--per-host", "1", directory])
         guard serial.status == 0, try await count() == vms else { throw BenchmarkError("serial apply failed (exit \(serial.status))") }
         try await wipe()
-        let parallel = try Measured.run([virtform, "apply", "--auto-approve", directory])
+        let parallel = try Measured.run([virtform, "apply", "--auto-approve", "--parallelism", "\(parallelism)",
+                                         "--per-host", "\(perHostLimit)", directory])
         guard parallel.status == 0, try await count() == vms else { throw BenchmarkError("parallel apply failed (exit \(parallel.status))") }
-        print(String(format: "apply from scratch (define + start %d domains): one at a time %.2f s (virtform's own CPU %.2f s), parallel (16 in flight, 4 per host) %.2f s (CPU %.2f s): %.1fx",
-                     vms, serial.seconds, serial.cpuSeconds, parallel.seconds, parallel.cpuSeconds, serial.seconds / parallel.seconds))
+        print(String(format: "apply from scratch (define + start %d domains): one at a time %.2f s (virtform's own CPU %.2f s), parallel (%d in flight, %d per host) %.2f s (CPU %.2f s): %.1fx",
+                     vms, serial.seconds, serial.cpuSeconds, parallelism, perHostLimit, parallel.seconds, parallel.cpuSeconds,
+                     serial.seconds / parallel.seconds))
 
         // 2. No-change plan against the raw loop, in this process.
         let loaded = ManifestLoader.load(paths: [directory])

@@ -2,7 +2,7 @@
 // docs/performance.md.
 //
 //     swift run -c release virtform-bench load-validate [--vms 10000] [--hosts 500] [--runs 5]
-//     swift build -c release && .build/release/virtform-bench plan-apply [--hosts 10] [--vms-per-host 1000] [--runs 3]
+//     swift build -c release && .build/release/virtform-bench plan-apply [--hosts 10] [--vms-per-host 1000] [--runs 3] [--parallelism 16] [--per-host 4]
 //     swift run -c release virtform-bench dhcp-reservations [--reservations 5000] [--runs 3]   (root, kea-dhcp4)
 //     swift run -c release virtform-bench storage-clone [--runs 7] [--luns 200]   (root, btrfs-progs, tgt)
 import Foundation

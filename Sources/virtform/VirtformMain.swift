@@ -4,6 +4,7 @@ import VirtformCommands
 @main
 enum VirtformMain {
     static func main() async {
+        Virtform.prepareProcess()
         await Virtform.main(nil)
     }
 }
