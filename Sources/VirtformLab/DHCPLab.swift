@@ -326,7 +326,7 @@ public actor DHCPLab {
     // MARK: Clients
 
     /// Runs a DHCP client in a new namespace joined to subnet `subnetIndex`'s bridge, its
-    /// interface's MAC set to `mac`: `busybox udhcpc -i vfc0 -n -q -t 3` with a script that
+    /// interface's MAC set to `mac`: `busybox udhcpc -i vfc0 -n -q -t 6` with a script that
     /// prints the lease's `$ip` and `$hostname`. The namespace is deleted afterwards, also on
     /// failure. Throws when no lease was obtained.
     public func requestLease(mac: String, subnet subnetIndex: Int = 0, timeout: Duration = .seconds(30)) async throws -> DHCPLease {
@@ -344,7 +344,7 @@ public actor DHCPLab {
             try await ip(["-n", ns, "link", "set", "vfc0", "up"])
             let arguments = [
                 try program("ip"), "netns", "exec", ns, try program("busybox"), "udhcpc", "-f", "-i", "vfc0", "-n", "-q",
-                "-t", "3", "-T", "2", "-O", "hostname", "-s", c.clientScript,
+                "-t", "6", "-T", "2", "-O", "hostname", "-s", c.clientScript,
             ]
             let result = try await Command.run(arguments, timeout: timeout)
             let output = result.standardOutput + result.standardError
