@@ -59,6 +59,32 @@ struct StackTests {
             (output, code) = await site.run(["drift"])
             #expect(code == 0, "\(output)")
 
+            // The LUN deleted behind virtform's back: cloned again and exported again (tgt still
+            // serves the deleted file it holds open).
+            try FileManager.default.removeItem(atPath: site.mountPoint + "/appl/web-1.img")
+            (output, code) = await site.run(["drift"])
+            #expect(code == 2, "\(output)")
+            #expect(output.contains("missing StorageVolume/appl/web-1"), "\(output)")
+            #expect(output.contains("changed ISCSITarget/appl/web-1"), "\(output)")
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            #expect(code == 0, "\(output)")
+
+            // A LUN grown behind virtform's back is a difference virtform will not undo.
+            let grown = try FileHandle(forWritingTo: URL(fileURLWithPath: site.mountPoint + "/appl/web-1.img"))
+            try grown.truncate(atOffset: 128 << 20)
+            try grown.close()
+            (output, code) = await site.run(["drift"])
+            #expect(code == 1, "\(output)")
+            #expect(output.contains("never shrinks a LUN"), "\(output)")
+            try site.write(withWeb: true, diskSize: "128MiB")
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+            #expect(output.contains("served size"), "the grown LUN is exported again:\n\(output)")
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            #expect(code == 0, "\(output)")
+
             // The VM leaves the manifests: its domain, target, LUN and reservation go only with
             // --allow-destroy, the domain first.
             try site.write(withWeb: false)
@@ -130,7 +156,7 @@ struct StackSite: Sendable {
         await runVirtform(arguments + [directory])
     }
 
-    func write(withWeb: Bool) throws {
+    func write(withWeb: Bool, diskSize: String? = nil) throws {
         var text = """
             apiVersion: virtform.io/v1alpha1
             kind: Host
@@ -188,7 +214,7 @@ struct StackSite: Sendable {
                   type: hvm
                   memory: 64MiB
                   vcpus: 1
-                  disk: {from: masters/base@v1}
+                  disk: {from: masters/base@v1\(diskSize.map { ", size: \($0)" } ?? "")}
                   interfaces: [{network: public, mac: "\(Self.webMAC)"}]
                   placement: {host: stack-h1}
                   power: running

@@ -340,8 +340,13 @@ private struct PoolPlanner {
         // What the portal serves must be the LUN, whole: the check a hypervisor would otherwise make at boot.
         let volumeSize = observation.volume(project: vm.project, name: vm.name)?.size
         var fields: [FieldChange] = []
-        if let lun = target.luns.first(where: { $0.lun == 1 }), lun.backingPath != backing {
-            fields.append(FieldChange(field: "backing", before: lun.backingPath, after: backing, live: false))
+        if let lun = target.luns.first(where: { $0.lun == 1 }) {
+            if lun.backingPath != backing {
+                fields.append(FieldChange(field: "backing", before: lun.backingPath, after: backing, live: false))
+            } else if !lun.backingExists {
+                // tgt still serves the deleted file it holds open, not the LUN that replaces it.
+                fields.append(FieldChange(field: "backing", before: "\(backing) (deleted)", after: backing, live: false))
+            }
         }
         let resizing = steps[volumeResource] != nil
         switch served[iqn] {
