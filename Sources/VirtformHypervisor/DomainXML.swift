@@ -67,7 +67,7 @@ public enum DomainXML {
 
     /// The managed fields of a domain and its ownership mark (nil when virtform does not own it).
     public static func parse(_ xml: String) throws -> (spec: DomainSpec, ownership: Ownership?) {
-        let root = try XMLTree.parse(xml)
+        let root = try XMLTree.parse(xml, keep: managedElements)
         guard root.name == "domain" else {
             throw ParseError(description: "domain XML has no <domain> root")
         }
@@ -114,6 +114,23 @@ public enum DomainXML {
         let spec = DomainSpec(name: name, domainType: root.attribute("type") ?? "", osType: osType, memoryKiB: memory,
                               vcpus: vcpus, interfaces: interfaces, disks: disks)
         return (spec, ownership(in: root))
+    }
+
+    /// The elements `parse` reads; the scanner skips everything else unbuilt.
+    private static func managedElements(_ ancestors: [String], _ name: String) -> Bool {
+        switch ancestors.count {
+        case 1: return ["name", "memory", "vcpu", "os", "metadata", "devices"].contains(name)
+        case 2:
+            switch ancestors[1] {
+            case "os": return name == "type"
+            case "metadata": return name == "owner"
+            case "devices": return name == "interface" || name == "disk"
+            default: return false
+            }
+        case 3: return ancestors[1] == "devices" && (name == "mac" || name == "source")
+        case 4: return ancestors[3] == "source" && name == "host"
+        default: return false
+        }
     }
 
     private static func ownership(in root: XMLTree) -> Ownership? {
@@ -176,7 +193,14 @@ final class XMLTree {
     func attribute(_ name: String) -> String? { attributes[name] }
     var stringValue: String? { text }
 
-    static func parse(_ xml: String) throws -> XMLTree {
+    /// Reads `xml` with the fast scanner, or with Foundation's parser when the scanner meets
+    /// something it does not handle (and for the error message of a document that is not XML).
+    static func parse(_ xml: String, keep: @escaping XMLScanner.Filter = { _, _ in true }) throws -> XMLTree {
+        if let tree = XMLScanner.scan(xml, keep: keep) { return tree }
+        return try parseWithFoundation(xml)
+    }
+
+    static func parseWithFoundation(_ xml: String) throws -> XMLTree {
         let parser = XMLParser(data: Data(xml.utf8))
         parser.shouldProcessNamespaces = true
         let builder = Builder()
@@ -205,6 +229,10 @@ final class XMLTree {
 
         func parser(_ parser: XMLParser, foundCharacters string: String) {
             stack.last?.text += string
+        }
+
+        func parser(_ parser: XMLParser, foundCDATA CDATABlock: Data) {
+            stack.last?.text += String(decoding: CDATABlock, as: UTF8.self)
         }
     }
 }

@@ -199,3 +199,16 @@ struct Measured {
         return Measured(status: exitStatus, seconds: elapsed, maxResidentKiB: usage.ru_maxrss, cpuSeconds: cpu)
     }
 }
+
+/// `xml-parse FILE`: how long reading one domain definition back into a `DomainSpec` takes.
+func xmlParseBenchmark() throws {
+    guard arguments.count > 1, let xml = try? String(contentsOfFile: arguments[1], encoding: .utf8) else {
+        throw BenchmarkError("usage: virtform-bench xml-parse FILE (a domain's XML, e.g. from virsh dumpxml --inactive)")
+    }
+    let count = option("count", default: 10_000)
+    let start = ContinuousClock.now
+    for _ in 0..<count { _ = try DomainXML.parse(xml) }
+    let elapsed = inSeconds(start.duration(to: .now))
+    print(String(format: "parsed %d domain definitions (%d bytes each) in %.3f s: %.1f µs each", count, xml.utf8.count, elapsed,
+                 elapsed / Double(count) * 1e6))
+}

@@ -49,6 +49,8 @@ func dispatch() async throws {
         try loadValidate()
     case "plan-apply":
         try await planApplyBenchmark()
+    case "xml-parse":
+        try xmlParseBenchmark()
     case "storage-clone":
         try await StorageBenchmark.run(runs: option("runs", default: 7), luns: option("luns", default: 200))
     case "dhcp-reservations":
