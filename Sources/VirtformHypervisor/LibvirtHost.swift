@@ -1,5 +1,6 @@
 import Foundation
 import Libvirt
+import Synchronization
 import VirtformModel
 
 /// One hypervisor reached through libvirt: what it runs, and the operations apply needs.
@@ -9,6 +10,8 @@ import VirtformModel
 public final class LibvirtHost: Sendable {
     public let name: String
     let connection: Connection
+    /// Domains this session defined, so that starting one right after costs no lookup.
+    private let defined = Mutex<[String: Domain]>([:])
 
     init(name: String, connection: Connection) {
         self.name = name
@@ -76,7 +79,8 @@ public final class LibvirtHost: Sendable {
             }
             uuid = existing.uuid.uuidString.lowercased()
         }
-        _ = try await connection.define(xml: DomainXML.render(spec, ownership: ownership, uuid: uuid))
+        let domain = try await connection.define(xml: DomainXML.render(spec, ownership: ownership, uuid: uuid))
+        defined.withLock { $0[spec.name] = domain }
     }
 
     public func start(_ domainName: String) async throws {
@@ -108,6 +112,7 @@ public final class LibvirtHost: Sendable {
 
     /// Stops a guest if it runs and removes its definition.
     public func delete(_ domainName: String) async throws {
+        defined.withLock { _ = $0.removeValue(forKey: domainName) }
         guard let domain = try await connection.domain(named: domainName) else { return }
         if try await domain.state.isActive { try await domain.destroy() }
         try await domain.undefine(flags: [.managedSave, .snapshotsMetadata])
@@ -121,6 +126,7 @@ public final class LibvirtHost: Sendable {
     }
 
     private func require(_ domainName: String) async throws -> Domain {
+        if let known = defined.withLock({ $0[domainName] }) { return known }
         guard let domain = try await connection.domain(named: domainName) else {
             throw HypervisorError("domain \(domainName) is not defined on host \(name)")
         }

@@ -190,6 +190,13 @@ public actor DHCPLab {
             try await ip(["-n", ns, "link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
             try await ip(["-n", ns, "address", "add", "\(subnet.serverAddress)/\(subnet.prefixLength)", "dev", bridge])
             try await ip(["-n", ns, "link", "set", bridge, "up"])
+            // A bridge without a running port has no carrier, and Kea gives up on an interface
+            // that is "not running" when it (re)opens its sockets at config-set. A spare port
+            // keeps the bridge up between clients (a veth pair: this kernel has no dummy devices).
+            let anchor = "vfanchor\(i)"
+            try await ip(["-n", ns, "link", "add", anchor, "type", "veth", "peer", "name", "\(anchor)p"])
+            try await ip(["-n", ns, "link", "set", "\(anchor)p", "up"])
+            try await ip(["-n", ns, "link", "set", anchor, "master", bridge, "up"])
         }
     }
 

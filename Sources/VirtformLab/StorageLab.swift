@@ -261,6 +261,9 @@ public actor StorageLab {
         // Fallback, by PID: SIGTERM, then SIGKILL.
         let left = await Processes.terminate(pids, grace: .seconds(2))
         guard left.isEmpty else { throw LabError("failed to stop tgtd: PIDs \(left) are still running") }
+        // tgtd's helper process can hold the control socket a moment longer; a tgtd started
+        // next on the same port must not find it answering.
+        _ = await poll(within: c.daemonTimeout) { UnixSocket.probe(c.controlSocket) != nil }
         try? FileSystem.remove(c.pidFile)
     }
 
