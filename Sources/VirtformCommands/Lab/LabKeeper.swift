@@ -75,11 +75,12 @@ enum LabKeeper {
               labels:
                 segment: \(host.index % 2 == 1 ? "odd" : "even")
             spec:
-              uri: \(host.testURI)
-              domainType: test
+              uri: \(host.qemuURI)
               capacity: {memory: 1GiB, vcpus: 4, maxGuests: 4}
               bridges: [fe0, be0]
               migrationAddress: 127.0.0.1
+              domainType: qemu
+              guestNetworking: user-mode
 
             """
         }.joined(separator: "---\n")
