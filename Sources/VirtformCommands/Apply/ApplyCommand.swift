@@ -95,7 +95,8 @@ struct ApplyCommand: AsyncParsableCommand {
         let blocked = plan.changes.count - runnable.count
         output.line("Apply: \(summary.succeeded) done, \(summary.failed) failed, \(summary.skipped) skipped"
             + (summary.notStarted > 0 ? ", \(summary.notStarted) not started" : "")
-            + (blocked > 0 ? "; \(blocked) shown but not applied" : "") + ".")
+            + (blocked > 0 ? "; \(blocked) shown but not applied" : "") + "."
+            + (summary.order.count != runnable.count ? " (\(runnable.count) changes in \(summary.order.count) actions: each DHCP server's reservations are written at once)" : ""))
         if !summary.isSuccess || !plan.unreachableHosts.isEmpty { throw ExitCode(1) }
     }
 
