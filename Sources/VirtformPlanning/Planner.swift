@@ -47,10 +47,16 @@ public struct Planner {
         }
 
         var load = HostLoad(observed: observed, index: index)
+        // Thousands of VMs share a handful of placements: work out each one's hosts once.
+        var placements: [VirtualMachine.Placement: (hosts: [Host], names: Set<String>)] = [:]
         for vm in site.virtualMachines.sorted(by: { $0.id < $1.id }) {
             let resource = "VirtualMachine/\(vm.id)"
-            let candidates = index.candidateHosts(for: vm)
-            let candidateNames = Set(candidates.map(\.name))
+            let placement = placements[vm.placement] ?? {
+                let hosts = index.candidateHosts(for: vm)
+                return (hosts, Set(hosts.map(\.name)))
+            }()
+            placements[vm.placement] = placement
+            let (candidates, candidateNames) = placement
             let found = owned[vm.id] ?? []
 
             if found.count > 1 {
@@ -59,10 +65,10 @@ public struct Planner {
                 continue
             }
             if let domain = found.first {
-                plan.observed[resource] = domain.fingerprint
                 guard let host = index.hosts[domain.host] else { continue }
                 if !candidateNames.contains(domain.host) {
                     let destination = load.choose(for: vm, among: candidates.filter { !$0.maintenance && isReachable($0.name) })
+                    plan.observed[resource] = domain.fingerprint
                     plan.changes.append(Change(
                         action: .migrate, resource: resource, host: domain.host, destination: destination?.name,
                         before: domain.spec, after: destination.map { DomainSpec.desired(for: vm, on: $0, index: index) },
@@ -79,6 +85,11 @@ public struct Planner {
                                                reason: fields.isEmpty ? "refresh virtform's mark on the domain" : "differs from the manifest"))
                 }
                 let running = domain.state == .running || domain.state == .paused
+                defer {
+                    // Saved plans check what their changes were made against; a resource
+                    // without changes that moves on shows up as a new change instead.
+                    if plan.changes.last?.resource == resource { plan.observed[resource] = domain.fingerprint }
+                }
                 if vm.power == .running && !running {
                     plan.changes.append(Change(action: .start, resource: resource, host: domain.host, reason: "power: running, but it is \(domain.state.rawValue)"))
                 } else if vm.power == .stopped && running {
