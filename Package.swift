@@ -81,8 +81,9 @@ let package = Package(
         .testTarget(name: "VirtformStorageTests", dependencies: [
             "VirtformStorage", "VirtformModel", "VirtformSystem", "VirtformLab", "ISCSI",
         ]),
+        // Depends on the executable too, so that `swift test` builds it (the killed-apply test runs it).
         .testTarget(name: "VirtformCommandsTests", dependencies: [
-            "VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt", "VirtformDHCP", "VirtformModel",
+            "virtform", "VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt", "VirtformDHCP", "VirtformModel",
         ]),
     ],
     swiftLanguageModes: [.v6]
