@@ -85,6 +85,18 @@ struct StackTests {
             (output, code) = await site.run(["plan", "--detailed-exitcode"])
             #expect(code == 0, "\(output)")
 
+            // While its domain is protected, the LUN it uses stays, even with --allow-destroy.
+            try site.write(withWeb: true, diskSize: "128MiB", protected: true)
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+            try site.write(withWeb: false)
+            (output, code) = await site.run(["plan", "--allow-destroy"])
+            #expect(output.contains("a defined domain still uses it"), "\(output)")
+            #expect(output.contains("deletion protection"), "\(output)")
+            try site.write(withWeb: true, diskSize: "128MiB", protected: false)
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+
             // The VM leaves the manifests: its domain, target, LUN and reservation go only with
             // --allow-destroy, the domain first.
             try site.write(withWeb: false)
@@ -156,7 +168,7 @@ struct StackSite: Sendable {
         await runVirtform(arguments + [directory])
     }
 
-    func write(withWeb: Bool, diskSize: String? = nil) throws {
+    func write(withWeb: Bool, diskSize: String? = nil, protected: Bool = false) throws {
         var text = """
             apiVersion: virtform.io/v1alpha1
             kind: Host
@@ -218,6 +230,7 @@ struct StackSite: Sendable {
                   interfaces: [{network: public, mac: "\(Self.webMAC)"}]
                   placement: {host: stack-h1}
                   power: running
+                  deletionProtection: \(protected)
                 ---
                 apiVersion: virtform.io/v1alpha1
                 kind: NetworkBinding
