@@ -80,6 +80,35 @@ struct EndToEndTests {
         }
     }
 
+    @Test func aSavedPlanIsAppliedOnlyWhileItStillHolds() async throws {
+        try await E2ESite.with(hosts: 2) { site in
+            let planFile = site.lab.configuration.root + "/plan.json"
+            var (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
+            try #require(code == 0, "\(output)")
+            (output, code) = await runVirtform(["apply", "--auto-approve", planFile])
+            #expect(code == 0, "\(output)")
+            #expect(try await site.domains(on: 0) == ["appl:db-1": false, "appl:web-1": true])
+
+            // A plan made, then the world moves on before it is applied.
+            try site.write(webMemory: "96MiB")
+            (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
+            try #require(code == 0, "\(output)")
+            try await site.virsh(0, "destroy", "appl:web-1")
+            (output, code) = await runVirtform(["apply", "--auto-approve", planFile])
+            #expect(code == 1, "\(output)")
+            #expect(output.contains("the saved plan is out of date"), "\(output)")
+            #expect(output.contains("VirtualMachine/appl/web-1"), "\(output)")
+            #expect(try await site.domains(on: 0)["appl:web-1"] == false, "nothing was applied")
+
+            // Planned again, it goes through.
+            (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
+            (output, code) = await runVirtform(["apply", "--auto-approve", planFile])
+            #expect(code == 0, "\(output)")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 0, "\(output)")
+        }
+    }
+
     @Test func unmanagedDomainsAreLeftAlone() async throws {
         try await E2ESite.with(hosts: 2) { site in
             let handmade = """

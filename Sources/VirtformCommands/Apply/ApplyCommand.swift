@@ -44,7 +44,7 @@ struct ApplyCommand: AsyncParsableCommand {
         let manifestPaths: [String]
         if let savedPlan {
             guard let sources = savedPlan.sources, !sources.isEmpty else {
-                throw ValidationError("\(paths[0]) does not name the manifests it was made from; make it again with `virtform plan --out FILE`")
+                throw CommandFailure("\(paths[0]) does not name the manifests it was made from; make it again with `virtform plan --out FILE`")
             }
             manifestPaths = sources
         } else {
@@ -60,7 +60,7 @@ struct ApplyCommand: AsyncParsableCommand {
                 ? try await RunLock.lock(at: lockPath, command: "virtform apply", timeout: .milliseconds(Int(lockTimeout * 1000)))
                 : try RunLock.tryLock(at: lockPath, command: "virtform apply")
         } catch {
-            throw ValidationError("another apply is running for this site: \(error)\nWait for it, or pass --lock-timeout SECONDS.")
+            throw CommandFailure("another apply is running for this site: \(error)\nWait for it, or pass --lock-timeout SECONDS.")
         }
         defer { lock.unlock() }
 
@@ -72,7 +72,7 @@ struct ApplyCommand: AsyncParsableCommand {
             // be the plan that was saved, resource for resource.
             let moved = Self.movedOn(savedPlan, now: plan)
             if !moved.isEmpty {
-                throw ValidationError("the saved plan is out of date; these resources changed since it was made:\n"
+                throw CommandFailure("the saved plan is out of date; these resources changed since it was made:\n"
                     + moved.map { "  \($0)" }.joined(separator: "\n") + "\nRun `virtform plan --out FILE` again.")
             }
             plan = savedPlan
@@ -108,19 +108,19 @@ struct ApplyCommand: AsyncParsableCommand {
         do {
             let plan = try PlanRenderer.decode(data)
             guard plan.formatVersion == Plan.formatVersion else {
-                throw ValidationError("\(paths[0]) is a plan of format \(plan.formatVersion); this virtform reads \(Plan.formatVersion)")
+                throw CommandFailure("\(paths[0]) is a plan of format \(plan.formatVersion); this virtform reads \(Plan.formatVersion)")
             }
             return plan
-        } catch let error as ValidationError {
+        } catch let error as CommandFailure {
             throw error
         } catch {
-            throw ValidationError("\(paths[0]) is not a saved plan: \(error)")
+            throw CommandFailure("\(paths[0]) is not a saved plan: \(error)")
         }
     }
 
     private func confirm(count: Int) throws {
         guard isatty(STDIN_FILENO) == 1 else {
-            throw ValidationError("refusing to apply \(count) change(s) without confirmation: standard input is not a terminal. Pass --auto-approve.")
+            throw CommandFailure("refusing to apply \(count) change(s) without confirmation: standard input is not a terminal. Pass --auto-approve.")
         }
         Output.current.write("Apply these \(count) change(s)? Only 'yes' is accepted: ")
         guard readLine()?.trimmingCharacters(in: .whitespaces) == "yes" else {

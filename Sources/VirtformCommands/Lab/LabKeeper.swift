@@ -23,7 +23,7 @@ enum LabKeeper {
         do {
             try process.run()
         } catch {
-            throw ValidationError("failed to start the test-driver keeper for \(host.name) (virsh): \(error.localizedDescription)")
+            throw CommandFailure("failed to start the test-driver keeper for \(host.name) (virsh): \(error.localizedDescription)")
         }
         try "\(process.processIdentifier)\n".write(toFile: file, atomically: true, encoding: .utf8)
         // The test driver starts with a demo domain named `test` (8 GiB, running). It is the lab's
@@ -37,7 +37,7 @@ enum LabKeeper {
             if let names = virsh(host, ["list", "--all", "--name"]), !names.split(separator: "\n").contains("test") { return }
             Thread.sleep(forTimeInterval: 0.1)
         } while Date() < deadline
-        throw ValidationError("failed to prepare \(host.name)'s test driver: its built-in domain `test` keeps coming back")
+        throw CommandFailure("failed to prepare \(host.name)'s test driver: its built-in domain `test` keeps coming back")
     }
 
     /// Runs virsh against the host's test driver; its standard output, or nil when it failed.

@@ -48,7 +48,7 @@ struct PlanCommand: AsyncParsableCommand {
             do {
                 try PlanRenderer.json(saved).write(toFile: out, atomically: true, encoding: .utf8)
             } catch {
-                throw ValidationError("failed to save the plan to \(out): \(error.localizedDescription)")
+                throw CommandFailure("failed to save the plan to \(out): \(error.localizedDescription)")
             }
             if format == .text { output.line("Saved the plan to \(out); apply it with `virtform apply \(out)`.") }
         }

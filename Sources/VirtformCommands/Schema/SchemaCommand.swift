@@ -18,7 +18,7 @@ struct SchemaCommand: AsyncParsableCommand {
             do {
                 try schema.write(toFile: out, atomically: true, encoding: .utf8)
             } catch {
-                throw ValidationError("failed to write the schema to \(out): \(error.localizedDescription)")
+                throw CommandFailure("failed to write the schema to \(out): \(error.localizedDescription)")
             }
         } else {
             Output.current.write(schema)
