@@ -118,18 +118,14 @@ public enum DomainXML {
 
     /// The elements `parse` reads; the scanner skips everything else unbuilt.
     private static func managedElements(_ ancestors: [String], _ name: String) -> Bool {
-        switch ancestors.count {
-        case 1: return ["name", "memory", "vcpu", "os", "metadata", "devices"].contains(name)
-        case 2:
-            switch ancestors[1] {
-            case "os": return name == "type"
-            case "metadata": return name == "owner"
-            case "devices": return name == "interface" || name == "disk"
-            default: return false
-            }
-        case 3: return ancestors[1] == "devices" && (name == "mac" || name == "source")
-        case 4: return ancestors[3] == "source" && name == "host"
-        default: return false
+        switch (ancestors.count, ancestors.last ?? "", name) {
+        case (1, _, "name"), (1, _, "memory"), (1, _, "vcpu"), (1, _, "os"), (1, _, "metadata"), (1, _, "devices"),
+             (2, "os", "type"), (2, "metadata", "owner"), (2, "devices", "interface"), (2, "devices", "disk"),
+             (3, "interface", "mac"), (3, "interface", "source"), (3, "disk", "source"),
+             (4, "source", "host"):
+            return true
+        default:
+            return false
         }
     }
 

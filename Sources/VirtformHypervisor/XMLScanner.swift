@@ -51,12 +51,14 @@ enum XMLScanner {
                 }
                 let start = i
                 while i < bytes.count && bytes[i] != UInt8(ascii: "<") { i += 1 }
+                let blank = (start..<i).allSatisfy { Self.isSpace(bytes[$0]) }
                 if let top = stack.last {
-                    if let element = top.element {
+                    // Whitespace between elements is layout, not content: not kept.
+                    if let element = top.element, !blank {
                         guard let text = decode(start, i) else { return nil }
                         element.text += text
                     }
-                } else if !(start..<i).allSatisfy({ Self.isSpace(bytes[$0]) }) {
+                } else if !blank {
                     return nil  // text outside the root element
                 }
             }
@@ -133,8 +135,16 @@ enum XMLScanner {
             let nameEnd = i
             // Kept when its parent is (or it is the root) and the filter wants it.
             let parentKept = stack.last.map { $0.element != nil } ?? true
-            let qualified = parentKept ? text(nameStart, nameEnd) : ""
-            let (prefix, local) = split(qualified)
+            var prefix: String?
+            var local = ""
+            if parentKept {
+                if let colon = (nameStart..<nameEnd).first(where: { bytes[$0] == UInt8(ascii: ":") }) {
+                    prefix = text(nameStart, colon)
+                    local = text(colon + 1, nameEnd)
+                } else {
+                    local = text(nameStart, nameEnd)
+                }
+            }
             let kept = parentKept && (stack.isEmpty || keep(path, local))
             var attributes: [String: String] = [:]
             var namespaces = kept ? (stack.last?.namespaces ?? [:]) : [:]
@@ -208,11 +218,6 @@ enum XMLScanner {
             } else {
                 root = element
             }
-        }
-
-        private func split(_ qualified: String) -> (String?, String) {
-            guard let colon = qualified.firstIndex(of: ":") else { return (nil, qualified) }
-            return (String(qualified[..<colon]), String(qualified[qualified.index(after: colon)...]))
         }
 
         private mutating func skipSpace() {
