@@ -87,11 +87,17 @@ public struct MACAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
     public static func < (a: MACAddress, b: MACAddress) -> Bool { a.value < b.value }
 
     public var description: String {
-        (0..<6).reversed().map { shift in
-            let byte = UInt8((value >> (UInt64(shift) * 8)) & 0xff)
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined(separator: ":")
+        // Written byte by byte: a plan formats tens of thousands of these.
+        let digits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        text.reserveCapacity(17)
+        for shift in stride(from: 40, through: 0, by: -8) {
+            let byte = Int((value >> UInt64(shift)) & 0xff)
+            if shift != 40 { text.append(UInt8(ascii: ":")) }
+            text.append(digits[byte >> 4])
+            text.append(digits[byte & 0xf])
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 }
 

@@ -212,3 +212,40 @@ func xmlParseBenchmark() throws {
     print(String(format: "parsed %d domain definitions (%d bytes each) in %.3f s: %.1f µs each", count, xml.utf8.count, elapsed,
                  elapsed / Double(count) * 1e6))
 }
+
+/// `planner`: the diff alone, for a generated lab site of `--hosts` × `--vms-per-host` whose
+/// every VM is observed exactly as desired (a no-change plan), `--runs` times.
+func plannerBenchmark() throws {
+    let hostCount = option("hosts", default: 10)
+    let perHost = option("vms-per-host", default: 1000)
+    let runs = option("runs", default: 9)
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("virtform-bench-planner-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    _ = try SiteGenerator(vms: hostCount * perHost, hosts: hostCount, hostsPerCluster: hostCount,
+                          lab: ((0..<hostCount).map { "test:///host-\($0)" }, directory.path + "/pool"))
+        .write(to: directory)
+    let loaded = ManifestLoader.load(paths: [directory.path])
+    guard loaded.isValid else { throw BenchmarkError("the generated site is not valid: \(loaded.diagnostics.prefix(3))") }
+    // Observed = what a first plan would create, as if applied.
+    let first = Planner(site: loaded.site, observed: ObservedSite(hosts: Dictionary(uniqueKeysWithValues:
+        loaded.site.hosts.map { ($0.name, HostObservation.reachable([])) }))).plan()
+    var domains: [String: [ObservedDomain]] = [:]
+    for change in first.changes where change.action == .create {
+        guard let spec = change.after, let ownership = change.ownership else { continue }
+        domains[change.host, default: []].append(ObservedDomain(
+            host: change.host, name: spec.name, uuid: UUID().uuidString.lowercased(), state: .running, persistent: true,
+            spec: spec, ownership: ownership))
+    }
+    let observed = ObservedSite(hosts: Dictionary(uniqueKeysWithValues: loaded.site.hosts.map {
+        ($0.name, HostObservation.reachable(domains[$0.name] ?? []))
+    }))
+    var times: [Double] = []
+    for _ in 0..<runs {
+        let start = ContinuousClock.now
+        let plan = Planner(site: loaded.site, observed: observed).plan()
+        times.append(inSeconds(start.duration(to: .now)))
+        guard plan.isEmpty else { throw BenchmarkError("expected no changes, got \(plan.changes.count)") }
+    }
+    print(String(format: "no-change diff of %d VMs on %d hosts: median %.3f s, best %.3f s over %d runs",
+                 hostCount * perHost, hostCount, median(times), times.min() ?? 0, runs))
+}

@@ -51,6 +51,8 @@ func dispatch() async throws {
         try await planApplyBenchmark()
     case "xml-parse":
         try xmlParseBenchmark()
+    case "planner":
+        try plannerBenchmark()
     case "storage-clone":
         try await StorageBenchmark.run(runs: option("runs", default: 7), luns: option("luns", default: 200))
     case "dhcp-reservations":
