@@ -174,11 +174,8 @@ struct LabDown: AsyncParsableCommand {
             report.line(.failed, "hosts", "left alone: \(problem)")
         } else {
             LabKeeper.stopAll(root: options.root)
-            do {
+            await report.attempt("hosts", .down, "libvirt daemons and guests stopped, runtime files removed (logs kept)") {
                 try await lab.hypervisors.down()
-                report.line(.down, "hosts", "libvirt daemons and guests stopped, runtime files removed (logs kept)")
-            } catch {
-                report.line(.failed, "hosts", "\(error)")
             }
         }
 
@@ -189,12 +186,10 @@ struct LabDown: AsyncParsableCommand {
         } else if let problem = lab.foreignTgtd() {
             report.line(.failed, "pool and iSCSI target", "left alone: \(problem)")
         } else {
-            do {
+            let storage = lab.storageConfiguration
+            await report.attempt("pool and iSCSI target", .down,
+                                 "tgtd stopped, pool unmounted from \(storage.mountPoint) (\(storage.poolImage) kept)") {
                 try await lab.storage.down()
-                report.line(.down, "pool and iSCSI target",
-                            "tgtd stopped, pool unmounted from \(lab.storageConfiguration.mountPoint) (\(lab.storageConfiguration.poolImage) kept)")
-            } catch {
-                report.line(.failed, "pool and iSCSI target", "\(error)")
             }
         }
 
@@ -203,12 +198,10 @@ struct LabDown: AsyncParsableCommand {
         } else if !lab.dhcpMayRun {
             report.line(.down, "DHCP server", "not started under \(options.root)")
         } else {
-            do {
+            let dhcp = lab.dhcpConfiguration
+            await report.attempt("DHCP server", .down,
+                                 "\(dhcp.server == .kea ? "kea-dhcp4" : "dnsmasq") stopped, netns \(dhcp.namespace) and \(dhcp.directory) removed") {
                 try await lab.dhcp.down()
-                report.line(.down, "DHCP server",
-                            "\(lab.dhcpConfiguration.server == .kea ? "kea-dhcp4" : "dnsmasq") stopped, netns \(lab.dhcpConfiguration.namespace) and \(lab.dhcpConfiguration.directory) removed")
-            } catch {
-                report.line(.failed, "DHCP server", "\(error)")
             }
         }
 

@@ -296,4 +296,14 @@ struct LabReport {
             output.line(text)
         }
     }
+
+    /// Runs `body` for `part`: `done` as the line when it succeeds, its error when it fails.
+    mutating func attempt(_ part: String, _ state: State, _ done: String, _ body: () async throws -> Void) async {
+        do {
+            try await body()
+            line(state, part, done)
+        } catch {
+            line(.failed, part, "\(error)")
+        }
+    }
 }
