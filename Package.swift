@@ -74,7 +74,7 @@ let package = Package(
                     exclude: ["Golden"]),
         .testTarget(name: "VirtformHypervisorTests", dependencies: ["VirtformHypervisor", "VirtformModel"], exclude: ["Fixtures"]),
         .testTarget(name: "VirtformExecutionTests", dependencies: ["VirtformExecution"]),
-        .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
+        .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "VirtformSystem"]),
         .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt", "VirtformModel", "VirtformSystem"]),
         .testTarget(name: "VirtformDHCPTests", dependencies: ["VirtformDHCP", "VirtformLab", "VirtformModel", "VirtformSystem"]),
         .testTarget(name: "ISCSITests", dependencies: ["ISCSI", "VirtformLab", "VirtformSystem"]),

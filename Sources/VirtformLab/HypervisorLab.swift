@@ -486,19 +486,3 @@ public actor HypervisorLab {
         command.hasPrefix("qemu-system") || ["libvirtd", "virtlogd", "virtlockd", "virtqemud"].contains(command)
     }
 }
-
-/// Runs `body`, throwing `LabError` after `limit`. The body is cancelled, but a blocking libvirt
-/// call inside it finishes on its own thread later.
-func withDeadline<T: Sendable>(
-    _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
-) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            throw LabError("\(what) did not finish within \(limit)")
-        }
-        defer { group.cancelAll() }
-        return try await group.next()!
-    }
-}

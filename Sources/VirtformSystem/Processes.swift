@@ -79,3 +79,20 @@ public func poll(
         try? await Task.sleep(for: interval)
     }
 }
+
+/// Runs `body`, throwing a `SystemError` that names `what` once `limit` has passed. The body is
+/// cancelled; a blocking C call inside it finishes on its own thread later.
+public func withDeadline<T: Sendable>(
+    _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            throw SystemError("\(what) did not finish within \(limit)")
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next() else { throw SystemError("\(what) did not run") }
+        return first
+    }
+}

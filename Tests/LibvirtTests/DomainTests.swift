@@ -1,6 +1,7 @@
 import Foundation
 import Libvirt
 import Testing
+import VirtformSystem
 
 @Suite("Domain against test:///default")
 struct DomainTests {
@@ -150,7 +151,7 @@ struct DomainTests {
         try await domain.destroy()
         try await domain.undefine()
 
-        let kinds = try await withDeadline(10, "lifecycle events of \(name)") {
+        let kinds = try await withDeadline(.seconds(10), "lifecycle events of \(name)") {
             var kinds: [DomainLifecycleEvent.Kind] = []
             for await event in events where event.domainName == name {
                 #expect(event.domainUUID == domain.uuid)
@@ -167,7 +168,7 @@ struct DomainTests {
         let events = try await connection.domainLifecycleEvents()
         await connection.close()
         // Events of other tests may still be buffered; what matters is that the stream ends.
-        try await withDeadline(5, "event stream to finish") {
+        try await withDeadline(.seconds(5), "event stream to finish") {
             for await _ in events {}
         }
     }

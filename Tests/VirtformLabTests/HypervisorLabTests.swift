@@ -1,6 +1,7 @@
 import Foundation
 import Libvirt
 import Testing
+import VirtformSystem
 import VirtformLab
 
 // One suite, serialized: every lab of the tests uses the same users (vfltesthN), and a lab's
@@ -113,7 +114,7 @@ struct HypervisorLabTests {
 
             // The lost connection ends the event stream and makes lookups fail; a domain is
             // never reported absent because its host cannot be asked.
-            try await withDeadline(15, "event stream of a stopped host to finish") {
+            try await withDeadline(.seconds(15), "event stream of a stopped host to finish") {
                 for await _ in events {}
             }
             #expect(!early.isAlive)
@@ -130,7 +131,7 @@ struct HypervisorLabTests {
 
             // Opening fails with libvirt's own error, quickly: not a crash, not a hang.
             let uri = hosts[1].qemuURI
-            let outcome = try await withDeadline(15, "open of a stopped host") {
+            let outcome = try await withDeadline(.seconds(15), "open of a stopped host") {
                 await Result { try await Connection.open(uri: uri) }
             }
             switch outcome {

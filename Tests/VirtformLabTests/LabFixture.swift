@@ -1,4 +1,5 @@
 import Foundation
+import VirtformSystem
 import Libvirt
 import Testing
 import VirtformLab
@@ -35,24 +36,4 @@ func guestXML(name: String) -> String {
       <devices><memballoon model='none'/></devices>
     </domain>
     """
-}
-
-struct TimedOut: Error, CustomStringConvertible {
-    let what: String
-    var description: String { "timed out: \(what)" }
-}
-
-/// Runs `body`, failing with `TimedOut` after `seconds`.
-func withDeadline<T: Sendable>(
-    _ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T
-) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: .seconds(seconds))
-            throw TimedOut(what: what)
-        }
-        defer { group.cancelAll() }
-        return try await group.next()!
-    }
 }

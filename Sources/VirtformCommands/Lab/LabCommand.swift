@@ -160,13 +160,7 @@ struct LabDown: AsyncParsableCommand {
 
     func run() async throws {
         let output = Output.current
-        let lab: Lab
-        do {
-            lab = try options.lab()
-        } catch {
-            output.errorLine("error: \(error)")
-            throw ExitCode(1)
-        }
+        let lab = try options.openLab()
         var report = LabReport(output: output)
 
         // Hosts first: their guests use the iSCSI target's LUNs.
@@ -221,13 +215,7 @@ struct LabStatus: AsyncParsableCommand {
 
     func run() async throws {
         let output = Output.current
-        let lab: Lab
-        do {
-            lab = try options.lab()
-        } catch {
-            output.errorLine("error: \(error)")
-            throw ExitCode(1)
-        }
+        let lab = try options.openLab()
         var report = LabReport(output: output)
         var allUp = true
 

@@ -108,6 +108,16 @@ struct LabOptions: ParsableArguments {
         let recorded = try LabSettings.recorded(at: root)
         return Lab(root: root, settings: settings(over: recorded ?? LabSettings()), recorded: recorded != nil)
     }
+
+    /// The lab, or exit 1 saying why its record cannot be read.
+    func openLab() throws -> Lab {
+        do {
+            return try lab()
+        } catch {
+            Output.current.errorLine("error: \(error)")
+            throw ExitCode(1)
+        }
+    }
 }
 
 /// The whole lab under one root: hypervisors, storage (pool and iSCSI target) and DHCP server.
