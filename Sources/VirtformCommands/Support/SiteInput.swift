@@ -32,11 +32,12 @@ struct Reconciliation {
 
     static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10)) async -> Reconciliation {
         async let hosts = SiteObserver.observe(site.hosts.map { ($0.name, $0.uri) }, timeout: timeout)
+        async let pools = StorageSide.read(site: site)
         async let dhcp = DHCPSide.plan(site: site, options: options)
         let observation = await hosts
-        async let storage = StorageSide.plan(site: site, domains: observation.observed, options: options)
+        let storage = StorageSide.plan(await pools, site: site, domains: observation.observed, options: options)
         var plan = Planner(site: site, observed: observation.observed, options: options).plan()
-        let sides = [await storage, await dhcp]
+        let sides = [storage, await dhcp]
         for side in sides {
             plan.changes += side.changes
             plan.errors += side.problems

@@ -10,14 +10,25 @@ import VirtformStorage
 /// snapshot → clone → export → domain definition; and domain deletion → unexport → LUN
 /// deletion → project deletion.
 enum StorageSide {
-    static func plan(site: Site, domains: ObservedSite, options: Planner.Options) async -> SidePlan {
+    /// What the pools the site uses hold, read at the same time as the hypervisors.
+    struct Reading: Sendable {
+        fileprivate var pools: [PoolReading]
+    }
+
+    static func read(site: Site) async -> Reading {
         let used = Set(site.projects.map(\.pool))
-        let readings = await withTaskGroup(of: PoolReading.self) { group in
+        let pools = await withTaskGroup(of: PoolReading.self) { group in
             for pool in site.pools where used.contains(pool.name) {
                 group.addTask { await PoolReading.read(pool) }
             }
             return await group.reduce(into: []) { $0.append($1) }.sorted { $0.pool.name < $1.pool.name }
         }
+        return Reading(pools: pools)
+    }
+
+    /// The storage changes, given what the pools hold and which domains use their LUNs.
+    static func plan(_ reading: Reading, site: Site, domains: ObservedSite, options: Planner.Options) -> SidePlan {
+        let readings = reading.pools
         var result = SidePlan()
         var planners: [PoolPlanner] = []
         for reading in readings {
