@@ -32,46 +32,62 @@ public struct Planner {
         plan.unreachableHosts = observed.unreachableHosts.map { Plan.UnreachableHost(host: $0.host, reason: $0.reason) }
         let anyUnreachable = !plan.unreachableHosts.isEmpty
 
-        // Owned domains by the VM they belong to; a VM found on two hosts is a problem to report, not to fix.
-        var owned: [VMID: [ObservedDomain]] = [:]
+        // Owned domains by the VM they belong to (further copies aside: a VM found on two hosts
+        // is a problem to report, not to fix). Matched entries are taken out as the VMs are
+        // walked; what is left belongs to VMs that left the manifests.
+        var owned: [VMID: ObservedDomain] = [:]
+        var copies: [VMID: [ObservedDomain]] = [:]
         var unmanagedByName: [String: ObservedDomain] = [:]
-        let domains = observed.domains  // sorted by host and name: built once
-        for domain in domains {
-            if let owner = domain.ownership {
-                owned[owner.vm, default: []].append(domain)
-            } else {
-                unmanagedByName[domain.name] = domain
-                if options.showUnmanaged {
-                    plan.unmanaged.append(Plan.UnmanagedDomain(host: domain.host, name: domain.name, state: domain.state.rawValue))
+        for hostName in observed.hosts.keys.sorted() {
+            guard case .reachable(let domains) = observed.hosts[hostName] else { continue }
+            for domain in domains {
+                if let owner = domain.ownership {
+                    if owned[owner.vm] == nil { owned[owner.vm] = domain } else { copies[owner.vm, default: []].append(domain) }
+                } else {
+                    unmanagedByName[domain.name] = domain
+                    if options.showUnmanaged {
+                        plan.unmanaged.append(Plan.UnmanagedDomain(host: domain.host, name: domain.name, state: domain.state.rawValue))
+                    }
                 }
             }
         }
+        if options.showUnmanaged { plan.unmanaged.sort { ($0.host, $0.name) < ($1.host, $1.name) } }
 
-        var load = HostLoad(domains: domains, index: index)
+        // What each host runs, counted only when a VM has to be placed (a plan without creates or
+        // migrations never needs it).
+        var countedLoad: HostLoad?
+        func withLoad<T>(_ body: (inout HostLoad) -> T) -> T {
+            if countedLoad == nil { countedLoad = HostLoad(observed: observed, index: index) }
+            return body(&countedLoad!)
+        }
         // Thousands of VMs share a handful of placements: work out each one's hosts once.
         var placements: [VirtualMachine.Placement: (hosts: [Host], names: Set<String>)] = [:]
         // In VM order, without copying ten thousand VMs into a sorted array first.
         let order = site.virtualMachines.indices.sorted { site.virtualMachines[$0].id < site.virtualMachines[$1].id }
         for position in order {
             let vm = site.virtualMachines[position]
-            let resource = "VirtualMachine/\(vm.id)"
-            let placement = placements[vm.placement] ?? {
+            var resource: String { "VirtualMachine/\(vm.id)" }
+            let placement: (hosts: [Host], names: Set<String>)
+            if let known = placements[vm.placement] {
+                placement = known
+            } else {
                 let hosts = index.candidateHosts(for: vm)
-                return (hosts, Set(hosts.map(\.name)))
-            }()
-            placements[vm.placement] = placement
+                placement = (hosts, Set(hosts.map(\.name)))
+                placements[vm.placement] = placement
+            }
             let (candidates, candidateNames) = placement
-            let found = owned[vm.id] ?? []
+            let first = owned.removeValue(forKey: vm.id)
+            let extra = copies.removeValue(forKey: vm.id) ?? []
 
-            if found.count > 1 {
+            if let first, !extra.isEmpty {
                 plan.errors.append(.init(resource: resource,
-                    message: "defined on several hosts (\(found.map(\.host).sorted().joined(separator: ", "))); undefine the stale copy, then plan again"))
+                    message: "defined on several hosts (\(([first] + extra).map(\.host).sorted().joined(separator: ", "))); undefine the stale copy, then plan again"))
                 continue
             }
-            if let domain = found.first {
+            if let domain = first {
                 guard let host = index.hosts[domain.host] else { continue }
                 if !candidateNames.contains(domain.host) {
-                    let destination = load.choose(for: vm, among: candidates.filter { !$0.maintenance && isReachable($0.name) })
+                    let destination = withLoad { $0.choose(for: vm, among: candidates.filter { !$0.maintenance && isReachable($0.name) }) }
                     plan.observed[resource] = domain.fingerprint
                     plan.changes.append(Change(
                         action: .migrate, resource: resource, host: domain.host, destination: destination?.name,
@@ -117,8 +133,8 @@ public struct Planner {
                     reason: "not found, but host \(plan.unreachableHosts.map(\.host).joined(separator: ", ")) could not be read and may hold it"))
                 continue
             }
-            guard let host = load.choose(for: vm, among: candidates.filter { !$0.maintenance }) else {
-                plan.errors.append(.init(resource: resource, message: "fits on no host: \(load.explainNoFit(for: vm, among: candidates))"))
+            guard let host = withLoad({ $0.choose(for: vm, among: candidates.filter { !$0.maintenance }) }) else {
+                plan.errors.append(.init(resource: resource, message: "fits on no host: \(withLoad { $0.explainNoFit(for: vm, among: candidates) })"))
                 continue
             }
             if let clash = unmanagedByName[vm.id.domainName] {
@@ -126,7 +142,7 @@ public struct Planner {
                     message: "a domain named \(clash.name) that virtform does not own exists on host \(clash.host); rename or remove it"))
                 continue
             }
-            load.place(vm, on: host.name)
+            withLoad { $0.place(vm, on: host.name) }
             let desired = DomainSpec.desired(for: vm, on: host, index: index)
             plan.observed[resource] = Plan.absent
             plan.changes.append(Change(action: .create, resource: resource, host: host.name, after: desired,
@@ -137,8 +153,9 @@ public struct Planner {
         }
 
         // Managed domains whose VM left the manifests.
-        let desiredIDs = Set(site.virtualMachines.map(\.id))
-        for (id, domains) in owned.sorted(by: { $0.key < $1.key }) where !desiredIDs.contains(id) {
+        var leftovers: [VMID: [ObservedDomain]] = copies
+        for (id, domain) in owned { leftovers[id, default: []].insert(domain, at: 0) }
+        for (id, domains) in leftovers.sorted(by: { $0.key < $1.key }) {
             for domain in domains {
                 let resource = "VirtualMachine/\(id)"
                 plan.observed[resource] = domain.fingerprint
@@ -175,12 +192,14 @@ struct HostLoad {
     private var guests: [String: Int] = [:]
     private let index: SiteIndex
 
-    init(domains: [ObservedDomain], index: SiteIndex) {
+    init(observed: ObservedSite, index: SiteIndex) {
         self.index = index
-        for domain in domains where domain.state == .running || domain.state == .paused || domain.ownership != nil {
+        for case .reachable(let domains) in observed.hosts.values {
+            for domain in domains where domain.state == .running || domain.state == .paused || domain.ownership != nil {
             memory[domain.host, default: 0] += domain.spec.memoryKiB << 10
             vcpus[domain.host, default: 0] += domain.spec.vcpus
             guests[domain.host, default: 0] += 1
+            }
         }
     }
 

@@ -127,6 +127,34 @@ struct PlannerTests {
         #expect(allowed.changes.first { $0.action == .delete }?.blocked == nil)
     }
 
+    @Test func aVMFoundOnTwoHostsIsAnErrorAndBothCopiesOfADepartedVMAreDeleted() throws {
+        let observed = applied(Planner(site: referenceSite, observed: emptyLab()).plan(), to: referenceSite, on: emptyLab())
+        // Copy two managed domains onto another host, as a stale copy left by hand would be.
+        var hosts = observed.hosts
+        var copies: [String] = []
+        for name in ["appl-2/spare-1", "appl-2/db-1"] {
+            let original = try #require(observed.domains.first { $0.ownership?.vm.description == name })
+            let other = try #require(labHosts.first { $0 != original.host })
+            guard case .reachable(var list) = hosts[other] else { Issue.record("\(other) unreadable"); return }
+            var copy = original
+            copy.host = other
+            list.append(copy)
+            hosts[other] = .reachable(list)
+            copies.append([original.host, other].sorted().joined(separator: ", "))
+        }
+        var site = referenceSite
+        site.virtualMachines.removeAll { $0.name == "spare-1" }
+        let plan = Planner(site: site, observed: ObservedSite(hosts: hosts), options: .init(allowDestroy: true)).plan()
+        let error = try #require(plan.errors.first)
+        #expect(plan.errors.count == 1)
+        #expect(error.resource == "VirtualMachine/appl-2/db-1")
+        #expect(error.message.contains("defined on several hosts (\(copies[1]))"))
+        let deletes = plan.changes.filter { $0.action == .delete }
+        #expect(deletes.map(\.resource) == ["VirtualMachine/appl-2/spare-1", "VirtualMachine/appl-2/spare-1"])
+        #expect(deletes.map(\.host).sorted().joined(separator: ", ") == copies[0])
+        #expect(!plan.changes.contains { $0.resource == "VirtualMachine/appl-2/db-1" })
+    }
+
     @Test func protectedDomainsAreNotDeletedEvenWhenAllowed() throws {
         var site = referenceSite
         let i = try #require(site.virtualMachines.firstIndex { $0.name == "spare-1" })
