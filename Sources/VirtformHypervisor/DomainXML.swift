@@ -75,15 +75,15 @@ public enum DomainXML {
             throw ParseError(description: "domain XML has no <name>")
         }
         let memory = root.child("memory").map { kibibytes($0) } ?? 0
-        let vcpus = Int(root.child("vcpu")?.stringValue?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
-        let osType = root.child("os")?.child("type")?.stringValue?.trimmingCharacters(in: .whitespaces) ?? ""
+        let vcpus = Int(trimmed(root.child("vcpu")?.stringValue)) ?? 0
+        let osType = trimmed(root.child("os")?.child("type")?.stringValue)
 
         var interfaces: [DomainSpec.InterfaceSpec] = []
         var disks: [DomainSpec.DiskSpec] = []
         for device in root.child("devices")?.children ?? [] {
             switch device.name {
             case "interface":
-                let mac = device.child("mac")?.attribute("address")?.lowercased() ?? ""
+                let mac = asciiLowercased(device.child("mac")?.attribute("address") ?? "")
                 let source = device.child("source")
                 let attachment: String
                 switch device.attribute("type") {
@@ -140,7 +140,7 @@ public enum DomainXML {
     }
 
     private static func kibibytes(_ element: XMLTree) -> UInt64 {
-        let value = UInt64(element.stringValue?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+        let value = UInt64(trimmed(element.stringValue)) ?? 0
         switch element.attribute("unit") ?? "KiB" {
         case "b", "bytes": return value >> 10
         case "KB": return value * 1000 >> 10
@@ -151,6 +151,23 @@ public enum DomainXML {
         case "G", "GiB": return value << 20
         default: return value
         }
+    }
+
+    /// `text` without leading and trailing XML whitespace (Foundation's trimming costs more than
+    /// the rest of reading a domain).
+    private static func trimmed(_ text: String?) -> String {
+        guard let text else { return "" }
+        let utf8 = text.utf8
+        let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+        guard let first = utf8.firstIndex(where: { !isSpace($0) }), let last = utf8.lastIndex(where: { !isSpace($0) }) else { return "" }
+        if first == utf8.startIndex && last == utf8.index(before: utf8.endIndex) { return text }
+        return String(text[first...last])
+    }
+
+    /// MACs compare in lower case; only ASCII letters occur in one.
+    private static func asciiLowercased(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) else { return text }
+        return String(decoding: text.utf8.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 + 32 : $0 }, as: UTF8.self)
     }
 
     static func escape(_ text: String) -> String {
@@ -173,20 +190,23 @@ public enum DomainXML {
 /// text, nothing else. Foundation's `XMLDocument` costs several times the time and memory, which
 /// matters when a plan reads ten thousand domains.
 final class XMLTree {
+    typealias Attribute = (name: String, value: String)
     let name: String
     let namespace: String?
-    let attributes: [String: String]
+    /// In document order. A handful per element: a list is cheaper to build and search than a
+    /// dictionary.
+    let attributes: [Attribute]
     var children: [XMLTree] = []
     var text = ""
 
-    init(name: String, namespace: String?, attributes: [String: String]) {
+    init(name: String, namespace: String?, attributes: [Attribute]) {
         self.name = name
         self.namespace = namespace
         self.attributes = attributes
     }
 
     func child(_ name: String) -> XMLTree? { children.first { $0.name == name } }
-    func attribute(_ name: String) -> String? { attributes[name] }
+    func attribute(_ name: String) -> String? { attributes.first { $0.name == name }?.value }
     var stringValue: String? { text }
 
     /// Reads `xml` with the fast scanner, or with Foundation's parser when the scanner meets
@@ -215,7 +235,7 @@ final class XMLTree {
         func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
                     qualifiedName: String?, attributes: [String: String] = [:]) {
             stack.append(XMLTree(name: elementName, namespace: namespaceURI.flatMap { $0.isEmpty ? nil : $0 },
-                                 attributes: attributes))
+                                 attributes: attributes.sorted { $0.key < $1.key }.map { (name: $0.key, value: $0.value) }))
         }
 
         func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {

@@ -26,7 +26,8 @@ enum XMLScanner {
         var element: XMLTree?
         var nameStart: Int
         var nameEnd: Int
-        var namespaces: [String: String]
+        /// Prefix ("" for the default) → namespace name, innermost declaration last.
+        var namespaces: [(prefix: String, uri: String)]
     }
 
     private struct Scanner {
@@ -146,8 +147,8 @@ enum XMLScanner {
                 }
             }
             let kept = parentKept && (stack.isEmpty || keep(path, local))
-            var attributes: [String: String] = [:]
-            var namespaces = kept ? (stack.last?.namespaces ?? [:]) : [:]
+            var attributes: [XMLTree.Attribute] = []
+            var namespaces = kept ? (stack.last?.namespaces ?? []) : []
             var empty = false
             while true {
                 skipSpace()
@@ -184,23 +185,25 @@ enum XMLScanner {
                 guard let value = decode(valueStart, valueEnd) else { return false }
                 let key = text(keyStart, keyEnd)
                 if key == "xmlns" {
-                    namespaces[""] = value
+                    namespaces.append(("", value))
                 } else if key.hasPrefix("xmlns:") {
-                    namespaces[String(key.dropFirst(6))] = value
-                } else if attributes.updateValue(value, forKey: key) != nil {
+                    namespaces.append((String(key.dropFirst(6)), value))
+                } else if attributes.contains(where: { $0.name == key }) {
                     return false  // a duplicate attribute
+                } else {
+                    attributes.append((key, value))
                 }
             }
             guard kept else {
-                if !empty { stack.append(Open(element: nil, nameStart: nameStart, nameEnd: nameEnd, namespaces: [:])) }
+                if !empty { stack.append(Open(element: nil, nameStart: nameStart, nameEnd: nameEnd, namespaces: [])) }
                 return true
             }
             let namespace: String?
             if let prefix {
-                guard let declared = namespaces[prefix] else { return false }  // an undeclared prefix
-                namespace = declared
+                guard let declared = namespaces.last(where: { $0.prefix == prefix }) else { return false }  // an undeclared prefix
+                namespace = declared.uri
             } else {
-                namespace = namespaces[""]
+                namespace = namespaces.last { $0.prefix == "" }?.uri
             }
             let element = XMLTree(name: local, namespace: namespace?.isEmpty == true ? nil : namespace, attributes: attributes)
             if empty {

@@ -21,6 +21,8 @@ struct XMLScannerTests {
         </domain>
         """,
         "<a><b/><b></b><c>text</c></a>",
+        // A prefix redeclared inside: the innermost declaration wins, and only inside.
+        "<r xmlns:p='urn:1' xmlns='urn:d'><p:a xmlns:p='urn:2'><p:in/></p:a><p:b/><c xmlns=''/></r>",
     ]
 
     @Test("reads what Foundation reads", arguments: documents.indices)
@@ -50,7 +52,7 @@ struct XMLScannerTests {
 
     private func describe(_ tree: XMLTree, indent: String = "") -> String {
         var line = indent + "\(tree.namespace.map { "{\($0)}" } ?? "")\(tree.name)"
-        line += " " + tree.attributes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        line += " " + tree.attributes.sorted { $0.name < $1.name }.map { "\($0.name)=\($0.value)" }.joined(separator: ",")
         line += " text=\(tree.text.trimmingCharacters(in: .whitespacesAndNewlines))\n"
         return line + tree.children.map { describe($0, indent: indent + "  ") }.joined()
     }
