@@ -64,7 +64,6 @@ public struct SiteIndex: Sendable {
     public let images: [String: Image]
     public let networks: [String: Network]
     public let dhcpServers: [String: DHCPServer]
-    public let virtualMachines: [VMID: VirtualMachine]
 
     public init(_ site: Site) {
         hosts = Self.index(site.hosts)
@@ -74,7 +73,6 @@ public struct SiteIndex: Sendable {
         images = Self.index(site.images)
         networks = Self.index(site.networks)
         dhcpServers = Self.index(site.dhcpServers)
-        virtualMachines = Dictionary(site.virtualMachines.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     private static func index<T: SiteObject>(_ objects: [T]) -> [String: T] {
@@ -107,5 +105,13 @@ extension Dictionary where Key == String, Value == String {
     /// Whether every key/value of `selector` is present here.
     public func matches(_ selector: [String: String]) -> Bool {
         selector.allSatisfy { self[$0.key] == $0.value }
+    }
+}
+
+extension Site {
+    /// The VMs by ID (the first of duplicates). Not part of `SiteIndex`: with ten thousand VMs
+    /// it costs more than the rest of the index, and only binding checks need it.
+    public var virtualMachinesByID: [VMID: VirtualMachine] {
+        Dictionary(virtualMachines.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
     }
 }

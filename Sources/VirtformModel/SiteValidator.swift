@@ -331,10 +331,11 @@ public struct SiteValidator {
         var boundInterface: [String: NetworkBinding] = [:]
         var addressOwner: [String: NetworkBinding] = [:]
         var hostnameOwner: [String: NetworkBinding] = [:]
+        let virtualMachines = site.virtualMachinesByID
         for binding in site.bindings {
-            guard let vm = index.virtualMachines[binding.vm] else {
+            guard let vm = virtualMachines[binding.vm] else {
                 reference(binding, "spec.vm", .virtualMachine, binding.vm.description, exists: false,
-                          known: index.virtualMachines.keys.map(\.description))
+                          known: virtualMachines.keys.map(\.description))
                 continue
             }
             guard let interface = vm.interfaces.first(where: { $0.name == binding.interface }) else {

@@ -10,6 +10,7 @@ import VirtformPlanning
 enum DHCPSide {
     static func plan(site: Site, options: Planner.Options) async -> SidePlan {
         let index = SiteIndex(site)
+        let virtualMachines = site.virtualMachinesByID
         var result = SidePlan()
         var subnets: [String: [IPv4Subnet]] = [:]
         for network in site.networks {
@@ -17,7 +18,7 @@ enum DHCPSide {
         }
         var desired: [String: [Reservation]] = [:]
         for binding in site.bindings {
-            guard let vm = index.virtualMachines[binding.vm],
+            guard let vm = virtualMachines[binding.vm],
                 let interface = vm.interfaces.first(where: { $0.name == binding.interface }),
                 let network = index.networks[interface.network], let server = network.dhcpServer
             else { continue }
