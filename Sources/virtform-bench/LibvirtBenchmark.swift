@@ -226,15 +226,17 @@ func plannerBenchmark() throws {
         .write(to: directory)
     let loaded = ManifestLoader.load(paths: [directory.path])
     guard loaded.isValid else { throw BenchmarkError("the generated site is not valid: \(loaded.diagnostics.prefix(3))") }
-    // Observed = what a first plan would create, as if applied.
+    // Observed = what a first plan would create, as if applied, read back from its XML as
+    // observation reads it (so that no string is shared with the desired side).
     let first = Planner(site: loaded.site, observed: ObservedSite(hosts: Dictionary(uniqueKeysWithValues:
         loaded.site.hosts.map { ($0.name, HostObservation.reachable([])) }))).plan()
     var domains: [String: [ObservedDomain]] = [:]
     for change in first.changes where change.action == .create {
         guard let spec = change.after, let ownership = change.ownership else { continue }
+        let read = try DomainXML.parse(DomainXML.render(spec, ownership: ownership))
         domains[change.host, default: []].append(ObservedDomain(
-            host: change.host, name: spec.name, uuid: UUID().uuidString.lowercased(), state: .running, persistent: true,
-            spec: spec, ownership: ownership))
+            host: change.host, name: read.spec.name, uuid: UUID().uuidString.lowercased(), state: .running, persistent: true,
+            spec: read.spec, ownership: read.ownership))
     }
     let observed = ObservedSite(hosts: Dictionary(uniqueKeysWithValues: loaded.site.hosts.map {
         ($0.name, HostObservation.reachable(domains[$0.name] ?? []))
