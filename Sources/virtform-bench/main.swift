@@ -3,6 +3,7 @@
 //
 //     swift run -c release virtform-bench load-validate [--vms 10000] [--hosts 500] [--runs 5]
 //     swift build -c release && .build/release/virtform-bench plan-apply [--hosts 10] [--vms-per-host 1000] [--runs 3] [--parallelism 16] [--per-host 4]
+//     swift build -c release && .build/release/virtform-bench raw-apply [--hosts 10] [--vms-per-host 1000] [--per-host 4]   (root)
 //     swift run -c release virtform-bench dhcp-reservations [--reservations 5000] [--runs 3]   (root, kea-dhcp4)
 //     swift run -c release virtform-bench storage-clone [--runs 7] [--luns 200]   (root, btrfs-progs, tgt)
 import Foundation
@@ -49,6 +50,8 @@ func dispatch() async throws {
         try loadValidate()
     case "plan-apply":
         try await planApplyBenchmark()
+    case "raw-apply":
+        try await rawApplyBenchmark()
     case "xml-parse":
         try xmlParseBenchmark()
     case "planner":
@@ -61,6 +64,7 @@ func dispatch() async throws {
         print("""
             usage: virtform-bench load-validate [--vms N] [--hosts N] [--runs N]
                    virtform-bench plan-apply [--hosts N] [--vms-per-host N] [--runs N]   (root; a temporary lab)
+                   virtform-bench raw-apply [--hosts N] [--vms-per-host N] [--per-host N] (root; a temporary lab)
                    virtform-bench storage-clone [--runs N] [--luns N]                    (root; btrfs-progs, tgt)
                    virtform-bench dhcp-reservations [--reservations N] [--runs N]      (root; kea-dhcp4)
             """)
