@@ -15,6 +15,28 @@ public enum LibvirtRuntime {
         wantsEventLoop.withLock { $0 = enabled }
     }
 
+    /// Turns the event loop back on when any of `uris` reaches a daemon over the network: the
+    /// remote driver then runs libvirt's keepalive on those connections (a probe every 5 s,
+    /// the connection closed after 5 unanswered), so a host that dies mid-apply fails its calls
+    /// within about 30 s instead of waiting on TCP. Local sockets need no keepalive.
+    public static func enableEventLoopIfAnyRemote(_ uris: [String]) {
+        if uris.contains(where: isRemote) { setEventLoopEnabled(true) }
+    }
+
+    /// Whether a libvirt URI names another machine or a network transport (`qemu+ssh://h/system`,
+    /// `qemu://h/system`, `test+tcp://h/default`); `qemu:///system` and `qemu+unix:///session?socket=…`
+    /// are local.
+    public static func isRemote(_ uri: String) -> Bool {
+        guard let separator = uri.range(of: "://") else { return false }
+        let scheme = uri[..<separator.lowerBound]
+        let rest = uri[separator.upperBound...]
+        let authority = rest.prefix { $0 != "/" && $0 != "?" }
+        let host = authority.split(separator: "@", maxSplits: 1).last ?? ""
+        if !host.isEmpty { return true }
+        guard let plus = scheme.firstIndex(of: "+") else { return false }
+        return ["ssh", "libssh", "libssh2", "tcp", "tls"].contains(scheme[scheme.index(after: plus)...].lowercased())
+    }
+
     /// Initializes libvirt, silences its default stderr error printer and starts the default
     /// event loop on a dedicated thread. Swift runs a global's initializer exactly once and
     /// thread-safely, which is the "once" here. The value says whether the event loop runs.

@@ -4,8 +4,9 @@ import Libvirt
 /// The `virtform` command: its subcommands live one per file, grouped by what they act on.
 public struct Virtform: AsyncParsableCommand {
     /// Process-wide setup for the `virtform` executable, before any command runs: no command
-    /// needs libvirt's event loop (domain events, keepalive), and without it every RPC runs on
-    /// its calling thread alone. Tests that run commands in-process keep the loop for the suites
+    /// needs libvirt's domain events, and without the event loop every RPC runs on its calling
+    /// thread alone. A site with remote hosts turns it back on for their keepalive
+    /// (`Reconciliation.make`). Tests that run commands in-process keep the loop for the suites
     /// that watch events.
     public static func prepareProcess() {
         LibvirtRuntime.setEventLoopEnabled(false)

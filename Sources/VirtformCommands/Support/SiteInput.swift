@@ -1,4 +1,5 @@
 import ArgumentParser
+import Libvirt
 import VirtformHypervisor
 import VirtformManifests
 import VirtformModel
@@ -31,6 +32,7 @@ struct Reconciliation {
     var sides: [SidePlan]
 
     static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10)) async -> Reconciliation {
+        LibvirtRuntime.enableEventLoopIfAnyRemote(site.hosts.map(\.uri))
         async let hosts = SiteObserver.observe(site.hosts.map { ($0.name, $0.uri) }, timeout: timeout)
         async let pools = StorageSide.read(site: site)
         async let dhcp = DHCPSide.plan(site: site, options: options)
