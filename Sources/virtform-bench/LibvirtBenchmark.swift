@@ -33,17 +33,7 @@ func planApplyBenchmark() async throws {
         throw BenchmarkError("build the virtform executable first: swift build -c release --product virtform")
     }
 
-    try await HypervisorLab.withTemporaryLab(hosts: hostCount, userPrefix: "vfbench") { lab, hosts in
-        // The test driver forgets everything when its last connection closes: hold one per host.
-        var keepers: [Connection] = []
-        for host in hosts {
-            let keeper = try await Connection.open(uri: host.testURI)
-            if let builtIn = try await keeper.domain(named: "test") {
-                try await builtIn.destroy()
-                try await builtIn.undefine()
-            }
-            keepers.append(keeper)
-        }
+    try await withTestDriverLab(hosts: hostCount) { lab, hosts, keepers in
         let root = lab.configuration.root
         let directory = root + "/manifests"
         try FileManager.default.createDirectory(atPath: root + "/pool", withIntermediateDirectories: true)
@@ -57,24 +47,11 @@ func planApplyBenchmark() async throws {
             for keeper in keepers { total += try await keeper.listAllDomains().count }
             return total
         }
-        func wipe() async throws {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for keeper in keepers {
-                    group.addTask {
-                        for summary in try await keeper.listAllDomains() {
-                            if summary.state == .running { try await summary.domain.destroy() }
-                            try await summary.domain.undefine()
-                        }
-                    }
-                }
-                try await group.waitForAll()
-            }
-        }
 
         // 1. Apply from scratch: serial, then parallel.
         let serial = try Measured.run([virtform, "apply", "--auto-approve", "--parallelism", "1", "--per-host", "1", directory])
         guard serial.status == 0, try await count() == vms else { throw BenchmarkError("serial apply failed (exit \(serial.status))") }
-        try await wipe()
+        try await wipe(keepers)
         let parallel = try Measured.run([virtform, "apply", "--auto-approve", "--parallelism", "\(parallelism)",
                                          "--per-host", "\(perHostLimit)", directory])
         guard parallel.status == 0, try await count() == vms else { throw BenchmarkError("parallel apply failed (exit \(parallel.status))") }
@@ -117,8 +94,46 @@ func planApplyBenchmark() async throws {
         print(String(format: "`virtform plan` process (load + validate + observe + diff + render): %.3f s, peak resident %.0f MB (target < 300 MB)",
                      command.seconds, Double(command.maxResidentKiB) / 1024))
 
-        try await wipe()
+        try await wipe(keepers)
+    }
+}
+
+/// A temporary lab of `hosts` daemons for the test driver, with one connection held per host
+/// (the test driver forgets everything when its last connection closes) and its built-in
+/// `test` domain removed; the connections are closed afterwards.
+func withTestDriverLab(hosts count: Int, _ body: @Sendable (HypervisorLab, [LabHost], [Connection]) async throws -> Void) async throws {
+    try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfbench") { lab, hosts in
+        var keepers: [Connection] = []
+        for host in hosts {
+            let keeper = try await Connection.open(uri: host.testURI)
+            if let builtIn = try await keeper.domain(named: "test") {
+                try await builtIn.destroy()
+                try await builtIn.undefine()
+            }
+            keepers.append(keeper)
+        }
+        do {
+            try await body(lab, hosts, keepers)
+        } catch {
+            for keeper in keepers { await keeper.close() }
+            throw error
+        }
         for keeper in keepers { await keeper.close() }
+    }
+}
+
+/// Destroys and undefines every domain the lab's hosts hold.
+func wipe(_ keepers: [Connection]) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for keeper in keepers {
+            group.addTask {
+                for summary in try await keeper.listAllDomains() {
+                    if summary.state == .running { try await summary.domain.destroy() }
+                    try await summary.domain.undefine()
+                }
+            }
+        }
+        try await group.waitForAll()
     }
 }
 

@@ -21,16 +21,7 @@ func rawApplyBenchmark() async throws {
     let slots = option("per-host", default: 4)
     LibvirtRuntime.setEventLoopEnabled(false)
     if let problem = HypervisorLab.unmetRequirements() { throw BenchmarkError(problem) }
-    try await HypervisorLab.withTemporaryLab(hosts: hostCount, userPrefix: "vfbench") { lab, hosts in
-        var keepers: [Connection] = []
-        for host in hosts {
-            let keeper = try await Connection.open(uri: host.testURI)
-            if let builtIn = try await keeper.domain(named: "test") {
-                try await builtIn.destroy()
-                try await builtIn.undefine()
-            }
-            keepers.append(keeper)
-        }
+    try await withTestDriverLab(hosts: hostCount) { lab, hosts, keepers in
         let directory = lab.configuration.root + "/manifests"
         _ = try SiteGenerator(vms: hostCount * perHost, hosts: hostCount, hostsPerCluster: hostCount,
                               lab: (hosts.map(\.testURI), lab.configuration.root + "/pool"))
@@ -44,19 +35,6 @@ func rawApplyBenchmark() async throws {
             xmls[change.host, default: []].append(DomainXML.render(spec, ownership: ownership, uuid: UUID().uuidString.lowercased()))
         }
         let uris = Dictionary(uniqueKeysWithValues: loaded.site.hosts.map { ($0.name, $0.uri) })
-        func wipe() async throws {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for keeper in keepers {
-                    group.addTask {
-                        for summary in try await keeper.listAllDomains() {
-                            if summary.state == .running { try await summary.domain.destroy() }
-                            try await summary.domain.undefine()
-                        }
-                    }
-                }
-                try await group.waitForAll()
-            }
-        }
         enum Way: String, CaseIterable { case serial, shared, pooled, transient }
         var serialSeconds = 0.0
         print("site: \(hostCount * perHost) VMs on \(hostCount) lab hosts (test driver); \(slots) calls in flight per host")
@@ -110,8 +88,7 @@ func rawApplyBenchmark() async throws {
             guard total == hostCount * perHost else { throw BenchmarkError("\(way.rawValue): \(total) domains, not \(hostCount * perHost)") }
             if way == .serial { serialSeconds = seconds }
             print(String(format: "define + start, %@: %.2f s (%.1fx one at a time)", way.rawValue, seconds, serialSeconds / seconds))
-            try await wipe()
+            try await wipe(keepers)
         }
-        for keeper in keepers { await keeper.close() }
     }
 }
