@@ -179,6 +179,30 @@ struct EndToEndTests {
             #expect(againCode == 0, "\(again)")
         }
     }
+
+    /// The test driver adds almost nothing to a definition; QEMU adds a versioned machine type,
+    /// controllers, PCI addresses, an emulator, a console, … All of it must be normalised away.
+    @Test func realQEMUGuestsShowNoDifferencesOnceApplied() async throws {
+        try await E2ESite.with(hosts: 2, driver: .qemu) { site in
+            var (output, code) = await site.apply()
+            #expect(code == 0, "\(output)")
+            #expect(output.contains("Apply: 6 done, 0 failed, 0 skipped"), "\(output)")
+            #expect(try await site.domains(on: 0) == ["appl:db-1": false, "appl:web-1": true])
+            #expect(try await site.domains(on: 1) == ["appl:web-2": true])
+
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 0, "a freshly applied QEMU site must show no differences:\n\(output)")
+            (output, code) = await runVirtform(["drift", site.directory])
+            #expect(code == 0, "\(output)")
+
+            // What QEMU added is really there, so the normalisation was put to work.
+            let xml = try await site.virsh(0, "dumpxml", "--inactive", "appl:web-1")
+            #expect(xml.contains("machine='pc-i440fx-"), "\(xml)")
+            #expect(xml.contains("<controller type='pci'"), "\(xml)")
+            #expect(xml.contains("<address type='pci'"), "\(xml)")
+            #expect(xml.contains("<emulator>"), "\(xml)")
+        }
+    }
 }
 
 /// The `virtform` executable built beside the test bundle.
@@ -192,21 +216,32 @@ func virtformExecutable() -> String? {
 /// (stopped) pinned to the first host, web-2 (running) to the second, plus `extraVMs` small
 /// running guests spread over both.
 struct E2ESite: Sendable {
+    /// Which libvirt driver of the lab's daemons the site's hosts use.
+    enum Driver: Sendable {
+        /// libvirt's test driver: no guest processes, fast; most tests.
+        case test
+        /// QEMU (TCG) guests that really start, with user-mode networking (the daemons are
+        /// unprivileged, like the reference lab's).
+        case qemu
+    }
+
     let lab: HypervisorLab
     let hosts: [LabHost]
     let directory: String
     let extraVMs: Int
+    let driver: Driver
 
-    static func with(hosts count: Int, extraVMs: Int = 0, _ body: @Sendable (E2ESite) async throws -> Void) async throws {
+    static func with(hosts count: Int, extraVMs: Int = 0, driver: Driver = .test,
+                     _ body: @Sendable (E2ESite) async throws -> Void) async throws {
         try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfetesth") { lab, hosts in
             let directory = lab.configuration.root + "/manifests"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: lab.configuration.root + "/pool", withIntermediateDirectories: true)
-            let site = E2ESite(lab: lab, hosts: hosts, directory: directory, extraVMs: extraVMs)
+            let site = E2ESite(lab: lab, hosts: hosts, directory: directory, extraVMs: extraVMs, driver: driver)
             try site.write(webMemory: "64MiB")
             // The test driver forgets everything when its last connection closes: hold one.
             var keepers: [Connection] = []
-            for host in hosts {
+            for host in hosts where driver == .test {
                 let keeper = try await Connection.open(uri: host.testURI)
                 keepers.append(keeper)
                 // The test driver starts with a running domain of its own called `test`.
@@ -232,9 +267,14 @@ struct E2ESite: Sendable {
         try await lab.stopHost(hosts[index].index)
     }
 
+    /// The URI of host `index` for this site's driver.
+    func uri(_ index: Int) -> String {
+        driver == .test ? hosts[index].testURI : hosts[index].qemuURI
+    }
+
     /// Domain name → whether it runs, on host `index`.
     func domains(on index: Int) async throws -> [String: Bool] {
-        let connection = try await Connection.open(uri: hosts[index].testURI)
+        let connection = try await Connection.open(uri: uri(index))
         do {
             let list = try await connection.listAllDomains()
             await connection.close()
@@ -248,7 +288,7 @@ struct E2ESite: Sendable {
     @discardableResult
     func virsh(_ index: Int, _ arguments: String...) async throws -> String {
         let virsh = try #require(Executables.find("virsh"), "virsh (libvirt-clients) is installed")
-        let command = [virsh, "-c", hosts[index].testURI] + arguments
+        let command = [virsh, "-c", uri(index)] + arguments
         return try await Command.run(command).checked(command).standardOutput
     }
 
@@ -277,17 +317,17 @@ struct E2ESite: Sendable {
             spec: {pool: e2e-pool}
 
             """
-        for (offset, host) in hosts.enumerated() {
+        for offset in hosts.indices {
             text += """
                 ---
                 apiVersion: virtform.io/v1alpha1
                 kind: Host
                 metadata: {name: e2e-h\(offset + 1)}
                 spec:
-                  uri: "\(host.testURI)"
+                  uri: "\(uri(offset))"
                   capacity: {memory: 64GiB, vcpus: 512, maxGuests: 500}
                   bridges: [fe0]
-                  domainType: test
+                  \(driver == .test ? "domainType: test" : "domainType: qemu\n  guestNetworking: user-mode")
 
                 """
         }
