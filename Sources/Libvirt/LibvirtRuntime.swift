@@ -15,26 +15,26 @@ public enum LibvirtRuntime {
         wantsEventLoop.withLock { $0 = enabled }
     }
 
-    /// Turns the event loop back on when any of `uris` reaches a daemon over the network: the
-    /// remote driver then runs libvirt's keepalive on those connections (a probe every 5 s,
-    /// the connection closed after 5 unanswered), so a host that dies mid-apply fails its calls
-    /// within about 30 s instead of waiting on TCP. Local sockets need no keepalive.
+    /// Turns the event loop back on when any of `uris` reaches a daemon over the network, so
+    /// that `Connection.open` can start libvirt's keepalive on them (a probe after 5 s of
+    /// silence, the connection closed when 3 in a row go unanswered: about 20 s) and a host that
+    /// dies mid-apply fails its calls instead of waiting on TCP. Local sockets need none. The
+    /// loop is process-wide, so every connection of such a site pays its two wakeups per RPC.
     public static func enableEventLoopIfAnyRemote(_ uris: [String]) {
         if uris.contains(where: isRemote) { setEventLoopEnabled(true) }
     }
 
-    /// Whether a libvirt URI names another machine or a network transport (`qemu+ssh://h/system`,
-    /// `qemu://h/system`, `test+tcp://h/default`); `qemu:///system` and `qemu+unix:///session?socket=…`
-    /// are local.
+    /// Whether a libvirt URI names another machine or a transport that leaves it
+    /// (`qemu+ssh://h/system`, `qemu://h/system`, `test+tcp://h/default`, `qemu+ext:///system`
+    /// whose command usually does); `qemu:///system` and `qemu+unix:///session?socket=…` are local.
     public static func isRemote(_ uri: String) -> Bool {
         guard let separator = uri.range(of: "://") else { return false }
         let scheme = uri[..<separator.lowerBound]
-        let rest = uri[separator.upperBound...]
-        let authority = rest.prefix { $0 != "/" && $0 != "?" }
-        let host = authority.split(separator: "@", maxSplits: 1).last ?? ""
+        let authority = uri[separator.upperBound...].prefix { $0 != "/" && $0 != "?" }
+        let host = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
         if !host.isEmpty { return true }
         guard let plus = scheme.firstIndex(of: "+") else { return false }
-        return ["ssh", "libssh", "libssh2", "tcp", "tls"].contains(scheme[scheme.index(after: plus)...].lowercased())
+        return ["ssh", "libssh", "libssh2", "tcp", "tls", "ext"].contains(scheme[scheme.index(after: plus)...].lowercased())
     }
 
     /// Initializes libvirt, silences its default stderr error printer and starts the default

@@ -193,8 +193,8 @@ final class XMLTree {
     typealias Attribute = (name: String, value: String)
     let name: String
     let namespace: String?
-    /// In document order. A handful per element: a list is cheaper to build and search than a
-    /// dictionary.
+    /// In document order (by name when Foundation's parser read them). A handful per element:
+    /// a list is cheaper to build and search than a dictionary.
     let attributes: [Attribute]
     var children: [XMLTree] = []
     var text = ""

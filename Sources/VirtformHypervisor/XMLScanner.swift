@@ -149,6 +149,7 @@ enum XMLScanner {
             let kept = parentKept && (stack.isEmpty || keep(path, local))
             var attributes: [XMLTree.Attribute] = []
             var namespaces = kept ? (stack.last?.namespaces ?? []) : []
+            let inherited = namespaces.count
             var empty = false
             while true {
                 skipSpace()
@@ -184,10 +185,11 @@ enum XMLScanner {
                 guard kept else { continue }
                 guard let value = decode(valueStart, valueEnd) else { return false }
                 let key = text(keyStart, keyEnd)
-                if key == "xmlns" {
-                    namespaces.append(("", value))
-                } else if key.hasPrefix("xmlns:") {
-                    namespaces.append((String(key.dropFirst(6)), value))
+                if key == "xmlns" || key.hasPrefix("xmlns:") {
+                    let prefix = key == "xmlns" ? "" : String(key.dropFirst(6))
+                    // Declared twice on one element: not well-formed.
+                    if namespaces.dropFirst(inherited).contains(where: { $0.prefix == prefix }) { return false }
+                    namespaces.append((prefix, value))
                 } else if attributes.contains(where: { $0.name == key }) {
                     return false  // a duplicate attribute
                 } else {

@@ -27,6 +27,7 @@ func rawApplyBenchmark() async throws {
                               lab: (hosts.map(\.testURI), lab.configuration.root + "/pool"))
             .write(to: URL(fileURLWithPath: directory))
         let loaded = ManifestLoader.load(paths: [directory])
+        guard loaded.isValid else { throw BenchmarkError("the generated site is not valid: \(loaded.diagnostics.prefix(3))") }
         let plan = Planner(site: loaded.site, observed: ObservedSite(hosts: Dictionary(uniqueKeysWithValues:
             loaded.site.hosts.map { ($0.name, HostObservation.reachable([])) }))).plan()
         var xmls: [String: [String]] = [:]

@@ -36,6 +36,7 @@ struct XMLScannerTests {
     @Test("gives up on what it does not handle or what is not XML", arguments: [
         "", "<a>", "<a></b>", "<a b='1' b='2'/>", "<a/><b/>", "text<a/>", "<a>&nbsp;</a>", "<p:a/>",
         "<!DOCTYPE a [<!ENTITY x 'y'>]><a/>", "<a b=1/>",
+        "<a xmlns:p='urn:1' xmlns:p='urn:2'/>", "<a xmlns='urn:1' xmlns='urn:2'/>",
     ])
     func givesUp(xml: String) {
         #expect(XMLScanner.scan(xml) == nil)
