@@ -6,8 +6,8 @@ public struct Virtform: AsyncParsableCommand {
     /// Process-wide setup for the `virtform` executable, before any command runs: no command
     /// needs libvirt's domain events, and without the event loop every RPC runs on its calling
     /// thread alone. A site with remote hosts turns it back on for their keepalive
-    /// (`Reconciliation.make`); the benchmarks in docs/performance.md are all local, without it. Tests that run commands in-process keep the loop for the suites
-    /// that watch events.
+    /// (`Reconciliation.make`); the benchmarks in docs/performance.md are all local, without it.
+    /// Tests that run commands in-process keep the loop for the suites that watch events.
     public static func prepareProcess() {
         LibvirtRuntime.setEventLoopEnabled(false)
     }

@@ -196,9 +196,9 @@ struct HostLoad {
         self.index = index
         for case .reachable(let domains) in observed.hosts.values {
             for domain in domains where domain.state == .running || domain.state == .paused || domain.ownership != nil {
-            memory[domain.host, default: 0] += domain.spec.memoryKiB << 10
-            vcpus[domain.host, default: 0] += domain.spec.vcpus
-            guests[domain.host, default: 0] += 1
+                memory[domain.host, default: 0] += domain.spec.memoryKiB << 10
+                vcpus[domain.host, default: 0] += domain.spec.vcpus
+                guests[domain.host, default: 0] += 1
             }
         }
     }
