@@ -1,4 +1,5 @@
 import Foundation
+import VirtformModel
 import VirtformSystem
 
 #if canImport(Glibc)

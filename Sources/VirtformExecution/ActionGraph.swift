@@ -7,9 +7,11 @@ public struct ActionGraph<ID: Hashable & Sendable>: Sendable {
     /// One action: what it is called, where it runs, what it waits for and what it does.
     public struct Node: Sendable {
         public let id: ID
-        /// The per-group limit applies to nodes sharing a group (e.g. a host name);
-        /// `nil` means the node is bound only by the global limit.
-        public let group: String?
+        /// The resources the node counts against (a source host, a destination host, an
+        /// export server); each key has a limit of its own. No keys: only the global limit binds.
+        public let keys: [String]
+        /// The first key: the node's place in progress output.
+        public var group: String? { keys.first }
         /// A human label for progress output, e.g. "create domain web-1 on hv1".
         public let label: String
         /// Ids that must all succeed before this node starts.
@@ -20,8 +22,15 @@ public struct ActionGraph<ID: Hashable & Sendable>: Sendable {
             id: ID, group: String? = nil, label: String, dependencies: [ID] = [],
             body: @escaping @Sendable () async throws -> Void
         ) {
+            self.init(id: id, keys: group.map { [$0] } ?? [], label: label, dependencies: dependencies, body: body)
+        }
+
+        public init(
+            id: ID, keys: [String], label: String, dependencies: [ID] = [],
+            body: @escaping @Sendable () async throws -> Void
+        ) {
             self.id = id
-            self.group = group
+            self.keys = keys
             self.label = label
             self.dependencies = dependencies
             self.body = body
@@ -39,6 +48,14 @@ public struct ActionGraph<ID: Hashable & Sendable>: Sendable {
             body: @escaping @Sendable () async throws -> Void
         ) {
             nodes.append(Node(id: id, group: group, label: label, dependencies: dependencies, body: body))
+        }
+
+        /// A node that counts against every one of `keys`.
+        public mutating func add(
+            _ id: ID, keys: [String], label: String, dependsOn dependencies: [ID] = [],
+            body: @escaping @Sendable () async throws -> Void
+        ) {
+            nodes.append(Node(id: id, keys: keys, label: label, dependencies: dependencies, body: body))
         }
 
         public func build() throws(ExecutionError) -> ActionGraph {

@@ -1,7 +1,9 @@
 /// Runs an `ActionGraph` (after Terraform's `dag/walk.go`).
 ///
-/// - A node starts once every dependency has succeeded, at most `limits.global` at a time and at
-///   most `limits.perGroup` per group. Among ready nodes, the earliest-inserted starts first.
+/// - A node starts once every dependency has succeeded, at most `limits.global` at a time and,
+///   for every resource key it counts against, at most that key's limit (`limits.perKey`, or
+///   the key's own entry in `limits.keyLimits`). Among ready nodes, the earliest-inserted
+///   starts first.
 /// - A failed node's dependents, transitively, are skipped: never run, reported once each as
 ///   skipped because of that node, not as errors of their own. Independent nodes keep running.
 /// - When the surrounding task is cancelled, no new node starts; running nodes are awaited
@@ -52,36 +54,61 @@ public enum Executor {
         }
     }
 
-    /// Runs `graph` to the end (or until cancelled) and returns what happened to each node.
-    /// Limits below 1 are treated as 1. Never throws: failures are outcomes.
+    /// How many nodes may run at once: in all, and per resource key.
+    public struct Limits: Sendable {
+        public var global: Int
+        /// For every key without an entry in `keyLimits`.
+        public var perKey: Int
+        public var keyLimits: [String: Int]
+
+        public init(global: Int, perKey: Int, keyLimits: [String: Int] = [:]) {
+            self.global = global
+            self.perKey = perKey
+            self.keyLimits = keyLimits
+        }
+    }
+
+    /// Runs `graph` with one limit for every key (a node's keys are its groups).
     public static func run<ID: Hashable & Sendable>(
         _ graph: ActionGraph<ID>,
         limits: (global: Int, perGroup: Int),
         progress: @Sendable (Event<ID>) -> Void = { _ in }
     ) async -> Summary<ID> {
+        await run(graph, limits: Limits(global: limits.global, perKey: limits.perGroup), progress: progress)
+    }
+
+    /// Runs `graph` to the end (or until cancelled) and returns what happened to each node.
+    /// Limits below 1 are treated as 1. Never throws: failures are outcomes.
+    public static func run<ID: Hashable & Sendable>(
+        _ graph: ActionGraph<ID>,
+        limits: Limits,
+        progress: @Sendable (Event<ID>) -> Void = { _ in }
+    ) async -> Summary<ID> {
         let clock = ContinuousClock()
         let startedAt = clock.now
         let globalLimit = max(1, limits.global)
-        let perGroupLimit = max(1, limits.perGroup)
         let nodes = graph.nodes
 
-        // Groups become small integers; -1 is "no group".
-        var groupIndexByName: [String: Int] = [:]
-        let groupOf: [Int] = nodes.map { node in
-            guard let name = node.group else { return -1 }
-            if let index = groupIndexByName[name] { return index }
-            let index = groupIndexByName.count
-            groupIndexByName[name] = index
-            return index
+        // Keys become small integers.
+        var keyIndexByName: [String: Int] = [:]
+        var keyLimit: [Int] = []
+        let keysOf: [[Int]] = nodes.map { node in
+            node.keys.map { name in
+                if let index = keyIndexByName[name] { return index }
+                let index = keyIndexByName.count
+                keyIndexByName[name] = index
+                keyLimit.append(max(1, limits.keyLimits[name] ?? limits.perKey))
+                return index
+            }
         }
 
         var state = Array(repeating: NodeState.pending, count: nodes.count)
         var waitingOn = graph.dependencyIndices.map(\.count)
         var ready = MinHeap()
-        // Ready nodes whose group was full when they came up; one moves back to `ready`
-        // each time a node of that group finishes.
-        var parked = Array(repeating: MinHeap(), count: groupIndexByName.count)
-        var runningInGroup = Array(repeating: 0, count: groupIndexByName.count)
+        // Ready nodes that found a key full when they came up, parked on that key; one moves
+        // back to `ready` each time a node counting against the key finishes.
+        var parked = Array(repeating: MinHeap(), count: keyIndexByName.count)
+        var runningWithKey = Array(repeating: 0, count: keyIndexByName.count)
         var running = 0
         var cancelled = false
         for index in nodes.indices where waitingOn[index] == 0 { ready.insert(index) }
@@ -91,14 +118,13 @@ public enum Executor {
                 if !cancelled, Task.isCancelled { cancelled = true }
                 if !cancelled {
                     while running < globalLimit, let index = ready.popMin() {
-                        let group = groupOf[index]
-                        if group >= 0, runningInGroup[group] >= perGroupLimit {
-                            parked[group].insert(index)
+                        if let full = keysOf[index].first(where: { runningWithKey[$0] >= keyLimit[$0] }) {
+                            parked[full].insert(index)
                             continue
                         }
                         state[index] = .running
                         running += 1
-                        if group >= 0 { runningInGroup[group] += 1 }
+                        for key in keysOf[index] { runningWithKey[key] += 1 }
                         progress(.started(id: nodes[index].id, label: nodes[index].label))
                         let body = nodes[index].body
                         tasks.addTask {
@@ -116,10 +142,9 @@ public enum Executor {
 
                 let index = completion.index
                 running -= 1
-                let group = groupOf[index]
-                if group >= 0 {
-                    runningInGroup[group] -= 1
-                    if let next = parked[group].popMin() { ready.insert(next) }
+                for key in keysOf[index] {
+                    runningWithKey[key] -= 1
+                    if let next = parked[key].popMin() { ready.insert(next) }
                 }
 
                 if let error = completion.error {

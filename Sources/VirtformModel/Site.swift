@@ -1,5 +1,11 @@
 /// Everything the manifests declare: the desired state of one site.
 public struct Site: Sendable {
+    /// The name a site goes by when no `Site` document names it.
+    public static let defaultName = "default"
+
+    /// The site's name: every ownership mark carries it, and a site changes only what carries
+    /// its own name.
+    public var name = Site.defaultName
     public var hosts: [Host] = []
     public var clusters: [Cluster] = []
     public var pools: [StoragePool] = []

@@ -11,6 +11,16 @@ public struct StableHash: Sendable {
         mix(0xff)
     }
 
+    /// Adds raw bytes, without a separator.
+    public mutating func feed(bytes: [UInt8]) {
+        var value = value
+        for byte in bytes {
+            value ^= UInt64(byte)
+            value &*= 0x0000_0100_0000_01b3
+        }
+        self.value = value
+    }
+
     private mutating func mix(_ byte: UInt8) {
         value ^= UInt64(byte)
         value &*= 0x0000_0100_0000_01b3

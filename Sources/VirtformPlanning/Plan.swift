@@ -1,40 +1,101 @@
 import VirtformModel
 
 /// What virtform would do, as data: rendered as text for people and as JSON for CI, saved to
-/// a file by `plan --out` and carried out by `apply`.
+/// a file by `plan --out` and carried out by `apply`, operation for operation. Format 2 is
+/// described in `docs/plan-format.md`.
 public struct Plan: Codable, Sendable {
-    public static let formatVersion = "1"
+    public static let formatVersion = 2
 
     public var formatVersion = Plan.formatVersion
+    /// The site the plan is for; only objects marked with it are ever changed.
+    public var site = Site.defaultName
+    /// Counts of the changes by action, and of the blocked, erroneous and unknown.
+    public var summary = Summary()
     public var changes: [Change] = []
     /// Problems that stop the plan from being applied (a VM that fits nowhere, a name taken).
     public var errors: [Problem] = []
-    public var unreachableHosts: [UnreachableHost] = []
-    /// VMs whose state cannot be told because a host they may be on could not be read.
+    /// Systems that could not be read: nothing they hold is taken to be absent.
+    public var unreachable: [UnreachableSystem] = []
+    /// VMs whose state cannot be told because a system they depend on could not be read.
     public var unknown: [UnknownVM] = []
     /// Domains virtform does not own; listed only when asked for.
     public var unmanaged: [UnmanagedDomain] = []
     /// Resource → fingerprint of what it was observed as (`absent` for what is to be created),
     /// for apply to check that a saved plan still matches what is there.
-    public var observed: [String: String] = [:]
+    public var fingerprints: [String: String] = [:]
     /// Host name → libvirt URI.
     public var hosts: [String: String] = [:]
-    /// For a saved plan: the manifest paths (absolute) it was made from, and whether deletions
-    /// were allowed. `apply PLAN` plans again from them and carries the plan out only if the
-    /// result is the same.
-    public var sources: [String]?
+    /// For a saved plan: every manifest file it was made from, with a digest of its bytes, and
+    /// the paths given on the command line. `apply PLAN` refuses when a file changed.
+    public var sources: Sources?
+    /// Whether deletions, and clones of lost disks, were allowed when it was made.
     public var allowDestroy: Bool?
+    public var recreateLostDisks: Bool?
 
     public static let absent = "absent"
 
     public init() {}
 
+    /// No changes at all (blocked ones included).
     public var isEmpty: Bool { changes.isEmpty }
 
-    /// Whether `host` of a change names a system other than a hypervisor.
-    public static func isSystem(_ host: String) -> Bool { host.contains("/") }
+    /// Nothing to do and nothing in doubt: no changes, errors, unknowns or unreadable systems.
+    public var isClean: Bool { changes.isEmpty && errors.isEmpty && unknown.isEmpty && unreachable.isEmpty }
+
+    public var blocked: [Change] { changes.filter { $0.blocked != nil } }
+    public var runnable: [Change] { changes.filter { $0.blocked == nil } }
 
     public func count(_ action: Change.Action) -> Int { changes.filter { $0.action == action }.count }
+
+    public func change(_ id: String) -> Change? { changes.first { $0.id == id } }
+
+    public struct Summary: Codable, Sendable, Hashable {
+        public var create = 0, update = 0, delete = 0, start = 0, stop = 0, restart = 0, migrate = 0
+        public var blocked = 0, errors = 0, unknown = 0, unreachable = 0
+        public init() {}
+    }
+
+    /// Recounts `summary` from the sections.
+    public mutating func summarize() {
+        var summary = Summary()
+        for change in changes {
+            switch change.action {
+            case .create: summary.create += 1
+            case .update: summary.update += 1
+            case .delete: summary.delete += 1
+            case .start: summary.start += 1
+            case .stop: summary.stop += 1
+            case .restart: summary.restart += 1
+            case .migrate: summary.migrate += 1
+            }
+            if change.blocked != nil { summary.blocked += 1 }
+        }
+        summary.errors = errors.count
+        summary.unknown = unknown.count
+        summary.unreachable = unreachable.count
+        self.summary = summary
+    }
+
+    public struct Sources: Codable, Sendable, Hashable {
+        /// The paths given to `plan`, made absolute.
+        public var paths: [String]
+        /// Every manifest file read, in load order.
+        public var files: [SourceFile]
+        public init(paths: [String], files: [SourceFile]) {
+            self.paths = paths
+            self.files = files
+        }
+    }
+
+    public struct SourceFile: Codable, Sendable, Hashable {
+        public var path: String
+        /// `StableHash` of the bytes and their count: tells an edited file, not a forged one.
+        public var digest: String
+        public init(path: String, digest: String) {
+            self.path = path
+            self.digest = digest
+        }
+    }
 
     public struct Problem: Codable, Sendable, Hashable {
         public var resource: String
@@ -42,10 +103,16 @@ public struct Plan: Codable, Sendable {
         public init(resource: String, message: String) { self.resource = resource; self.message = message }
     }
 
-    public struct UnreachableHost: Codable, Sendable, Hashable {
-        public var host: String
+    public struct UnreachableSystem: Codable, Sendable, Hashable {
+        public var system: SystemAddress
+        /// For an HA pair, the endpoint that could not be read.
+        public var endpoint: String?
         public var reason: String
-        public init(host: String, reason: String) { self.host = host; self.reason = reason }
+        public init(system: SystemAddress, endpoint: String? = nil, reason: String) {
+            self.system = system
+            self.endpoint = endpoint
+            self.reason = reason
+        }
     }
 
     public struct UnknownVM: Codable, Sendable, Hashable {
@@ -62,100 +129,280 @@ public struct Plan: Codable, Sendable {
     }
 }
 
-/// One change to one resource.
-public struct Change: Codable, Sendable, Hashable {
-    public enum Action: String, Codable, Sendable, CaseIterable {
-        case create, update, start, stop, delete, migrate
+/// Where a change happens: one of the systems virtform drives.
+public struct SystemAddress: Codable, Sendable, Hashable, Comparable, CustomStringConvertible {
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        /// A hypervisor (`Host`).
+        case host
+        /// A storage pool: projects, images, snapshots, LUNs.
+        case storagePool
+        /// The iSCSI target server of a pool.
+        case exportServer
+        /// A `DHCPServer` (one endpoint or an HA pair).
+        case dhcpServer
     }
 
+    public var kind: Kind
+    /// The manifest name: the host, the pool (for its export server too), the DHCP server.
+    public var name: String
+
+    public init(_ kind: Kind, _ name: String) {
+        self.kind = kind
+        self.name = name
+    }
+
+    public static func host(_ name: String) -> SystemAddress { SystemAddress(.host, name) }
+    public static func pool(_ name: String) -> SystemAddress { SystemAddress(.storagePool, name) }
+    public static func exportServer(_ pool: String) -> SystemAddress { SystemAddress(.exportServer, pool) }
+    public static func dhcpServer(_ name: String) -> SystemAddress { SystemAddress(.dhcpServer, name) }
+
+    /// `appl-1` for a host; `StoragePool/lab-pool`, `ExportServer/lab-pool`, `DHCPServer/lab-dhcp`.
+    public var description: String {
+        switch kind {
+        case .host: name
+        case .storagePool: "StoragePool/\(name)"
+        case .exportServer: "ExportServer/\(name)"
+        case .dhcpServer: "DHCPServer/\(name)"
+        }
+    }
+
+    public static func < (a: SystemAddress, b: SystemAddress) -> Bool {
+        (a.kind != .host ? 1 : 0, a.description) < (b.kind != .host ? 1 : 0, b.description)
+    }
+}
+
+/// One change to one resource: what it is, where, the operation apply runs for it, and what it
+/// waits for.
+public struct Change: Codable, Sendable, Hashable {
+    public enum Action: String, Codable, Sendable, CaseIterable {
+        case create, update, start, stop, restart, delete, migrate
+    }
+
+    /// Unique in the plan: `create StorageVolume/appl-1/vm-1` (`… on HOST` for a second copy).
+    public var id: String
     public var action: Action
     /// `VirtualMachine/appl-1/vm-1`, `StorageVolume/appl-1/vm-1`, `NetworkBinding/vm-1-public`.
     public var resource: String
-    /// Where the change happens: a hypervisor's name, or the system that holds the resource
-    /// (`StoragePool/lab-pool`, `DHCPServer/lab-dhcp`; always with a slash).
-    public var host: String
-    /// For resources other than domains: what is created or removed, in one line.
-    public var summary: String?
-    /// For a migration: where the guest goes.
-    public var destination: String?
-    public var before: DomainSpec?
-    public var after: DomainSpec?
-    /// The mark a create or update writes on the domain.
-    public var ownership: Ownership?
-    /// For updates: each field that differs and whether it can change on a running guest.
+    public var system: SystemAddress
+    /// Exactly what apply does for this change.
+    public var operation: Operation
+    /// The resource as observed (nil for a create) and as it will be (nil for a delete).
+    public var before: ResourceState?
+    public var after: ResourceState?
+    /// For updates: each field that differs and how it takes effect.
     public var fields: [FieldChange] = []
+    /// Ids of the changes that must succeed before this one runs.
+    public var dependsOn: [String] = []
     /// Why, for people.
     public var reason: String
     /// Set when apply will not carry the change out as things stand, and why.
     public var blocked: String?
+    /// For resources other than domains: what is created or removed, in one line.
+    public var summary: String?
+    /// For a migration: where the guest goes.
+    public var destination: String?
 
-    public init(action: Action, resource: String, host: String, destination: String? = nil, before: DomainSpec? = nil,
-                after: DomainSpec? = nil, ownership: Ownership? = nil, fields: [FieldChange] = [], reason: String,
-                blocked: String? = nil, summary: String? = nil) {
-        self.summary = summary
-        self.ownership = ownership
+    public init(action: Action, resource: String, system: SystemAddress, operation: Operation, before: ResourceState? = nil,
+                after: ResourceState? = nil, fields: [FieldChange] = [], reason: String, blocked: String? = nil,
+                summary: String? = nil, destination: String? = nil) {
+        self.id = "\(action.rawValue) \(resource)"
         self.action = action
         self.resource = resource
-        self.host = host
-        self.destination = destination
+        self.system = system
+        self.operation = operation
         self.before = before
         self.after = after
         self.fields = fields
         self.reason = reason
         self.blocked = blocked
+        self.summary = summary
+        self.destination = destination
+    }
+
+    /// The system as text, for grouping and messages (`appl-1`, `StoragePool/lab-pool`).
+    public var host: String { system.description }
+
+    /// The VM a `VirtualMachine/…` change is about.
+    public var vm: VMID? { VMID(resource: resource) }
+
+    /// For a domain create or update: the definition and the mark it writes.
+    public var definition: (spec: DomainSpec, ownership: Ownership)? {
+        if case .defineDomain(let spec, let ownership, _, _) = operation { return (spec, ownership) }
+        return nil
+    }
+
+    /// The VM the change serves: its domain, its LUN and target (named after it), its reservations.
+    public var subjectVM: VMID? {
+        if let vm { return vm }
+        if let owner = (after?.reservation ?? before?.reservation)?.owner { return owner.vm }
+        let parts = resource.split(separator: "/", maxSplits: 1)
+        guard parts.count == 2, parts[0] == "StorageVolume" || parts[0] == "ISCSITarget" else { return nil }
+        return VMID(parsing: parts[1])
+    }
+
+    /// Blocks the change (keeping the first reason given).
+    public mutating func block(_ reason: String) {
+        if blocked == nil { blocked = reason }
+    }
+}
+
+extension VMID {
+    /// The VM a `VirtualMachine/…` resource names.
+    public init?(resource: String) {
+        guard resource.hasPrefix("VirtualMachine/") else { return nil }
+        self.init(parsing: resource.dropFirst("VirtualMachine/".count))
+    }
+}
+
+/// What apply runs for a change, on the change's system. Encoded in JSON as an object with one
+/// key, the operation's name, holding its arguments.
+public enum Operation: Codable, Sendable, Hashable {
+    // Hypervisors.
+    /// Defines (or redefines in place) the domain with virtform's mark; on a running guest,
+    /// `live` names what is also changed on the running guest.
+    case defineDomain(spec: DomainSpec, ownership: Ownership, replacing: Bool, live: LiveUpdate?)
+    case startDomain(name: String)
+    /// A graceful shutdown, forced after apply's shutdown timeout.
+    case stopDomain(name: String)
+    /// Shut down, then start again, so that the definition takes effect.
+    case restartDomain(name: String)
+    case deleteDomain(name: String)
+    case migrateDomain(name: String, destination: String)
+
+    // Storage pools.
+    case createProject(name: String)
+    case deleteProject(name: String)
+    /// A blank image of `size` bytes, or one imported from `source` (grown to `size` if given).
+    case createImage(project: String, name: String, size: UInt64?, source: String?)
+    case createSnapshot(reference: SnapshotReference)
+    case deleteSnapshot(reference: SnapshotReference)
+    case cloneVolume(source: SnapshotReference, project: String, name: String, size: UInt64?)
+    case growVolume(project: String, name: String, size: UInt64)
+    /// An image or a LUN.
+    case deleteVolume(project: String, name: String)
+
+    // Export servers.
+    case exportVolume(request: ExportRequest)
+    /// Removes the target and makes it again (the served LUN changed under it).
+    case reexportVolume(iqn: String, request: ExportRequest)
+    case unexportVolume(iqn: String)
+
+    // DHCP servers: written in one go per server.
+    case reservation(change: ReservationChange)
+
+    /// Nothing apply can do; the change is always blocked and says why.
+    case manual
+}
+
+/// What a define also changes on the running guest.
+public struct LiveUpdate: Codable, Sendable, Hashable {
+    /// The balloon's target, in KiB (at most the maximum memory).
+    public var memoryKiB: UInt64?
+    /// vCPUs online (at most the maximum).
+    public var vcpus: Int?
+    public init(memoryKiB: UInt64? = nil, vcpus: Int? = nil) {
+        self.memoryKiB = memoryKiB
+        self.vcpus = vcpus
+    }
+}
+
+/// A resource as observed or as it will be, typed by its kind: exactly one member is set.
+public struct ResourceState: Codable, Sendable, Hashable {
+    public var domain: DomainSpec?
+    public var project: ProjectState?
+    public var volume: VolumeState?
+    public var snapshot: SnapshotState?
+    public var target: TargetState?
+    public var reservation: Reservation?
+
+    public init(domain: DomainSpec? = nil, project: ProjectState? = nil, volume: VolumeState? = nil, snapshot: SnapshotState? = nil,
+                target: TargetState? = nil, reservation: Reservation? = nil) {
+        self.domain = domain
+        self.project = project
+        self.volume = volume
+        self.snapshot = snapshot
+        self.target = target
+        self.reservation = reservation
+    }
+
+    public static func domain(_ spec: DomainSpec) -> ResourceState { ResourceState(domain: spec) }
+
+    public struct ProjectState: Codable, Sendable, Hashable {
+        public var name: String
+        public init(name: String) { self.name = name }
+    }
+
+    /// An image or a LUN.
+    public struct VolumeState: Codable, Sendable, Hashable {
+        public var project: String
+        public var name: String
+        /// Bytes; nil for an image whose size is its source's.
+        public var size: UInt64?
+        /// For a LUN: the snapshot it is cloned from.
+        public var origin: SnapshotReference?
+        /// For an imported image: the file it is read from.
+        public var source: String?
+        public init(project: String, name: String, size: UInt64?, origin: SnapshotReference? = nil, source: String? = nil) {
+            self.project = project
+            self.name = name
+            self.size = size
+            self.origin = origin
+            self.source = source
+        }
+    }
+
+    public struct SnapshotState: Codable, Sendable, Hashable {
+        public var reference: SnapshotReference
+        public var size: UInt64?
+        public init(reference: SnapshotReference, size: UInt64?) {
+            self.reference = reference
+            self.size = size
+        }
+    }
+
+    public struct TargetState: Codable, Sendable, Hashable {
+        public var iqn: String
+        /// tgt's target id, when observed.
+        public var tid: Int?
+        /// What LUN 1 serves.
+        public var backingPath: String?
+        public init(iqn: String, tid: Int? = nil, backingPath: String?) {
+            self.iqn = iqn
+            self.tid = tid
+            self.backingPath = backingPath
+        }
     }
 }
 
 public struct FieldChange: Codable, Sendable, Hashable {
+    /// How a field's change takes effect.
+    public enum Effect: String, Codable, Sendable {
+        /// Changed on the running guest (and in its definition) by this apply.
+        case live
+        /// Changed in the definition; the running guest keeps the old value until it restarts.
+        case restart
+        /// Not a running guest (or not a domain): takes effect when applied.
+        case applied
+    }
+
     public var field: String
     public var before: String
     public var after: String
-    /// True when it applies to the running guest; false when it takes effect at the next start.
-    public var live: Bool
+    public var effect: Effect
 
-    public init(field: String, before: String, after: String, live: Bool) {
+    public init(field: String, before: String, after: String, effect: Effect) {
         self.field = field
         self.before = before
         self.after = after
-        self.live = live
-    }
-}
-
-extension DomainSpec {
-    /// The fields that differ from `other` (the desired spec), each marked live or needs-restart.
-    public func changes(to desired: DomainSpec) -> [FieldChange] {
-        var result: [FieldChange] = []
-        if domainType != desired.domainType {
-            result.append(FieldChange(field: "domainType", before: domainType, after: desired.domainType, live: false))
-        }
-        if osType != desired.osType {
-            result.append(FieldChange(field: "type", before: osType, after: desired.osType, live: false))
-        }
-        if memoryKiB != desired.memoryKiB {
-            // Lowering works through the balloon; raising needs a larger maximum, set at the next start.
-            result.append(FieldChange(field: "memory", before: ByteSize(bytes: memoryKiB << 10).description,
-                                      after: ByteSize(bytes: desired.memoryKiB << 10).description,
-                                      live: desired.memoryKiB < memoryKiB))
-        }
-        if vcpus != desired.vcpus {
-            result.append(FieldChange(field: "vcpus", before: String(vcpus), after: String(desired.vcpus), live: false))
-        }
-        if interfaces != desired.interfaces {
-            // Added and removed interfaces are hot-plugged; a changed MAC on the same bridge is too.
-            result.append(FieldChange(field: "interfaces", before: Self.describe(interfaces), after: Self.describe(desired.interfaces),
-                                      live: true))
-        }
-        if disks != desired.disks {
-            result.append(FieldChange(field: "disks", before: Self.describe(disks), after: Self.describe(desired.disks), live: false))
-        }
-        return result
+        self.effect = effect
     }
 
-    public static func describe(_ interfaces: [InterfaceSpec]) -> String {
-        interfaces.isEmpty ? "none" : interfaces.map { "\($0.bridge)/\($0.mac)" }.joined(separator: ", ")
-    }
-
-    public static func describe(_ disks: [DiskSpec]) -> String {
-        disks.isEmpty ? "none" : disks.map { "\($0.target)/\($0.lun)@\($0.portalHost):\($0.portalPort)" }.joined(separator: ", ")
+    /// Shown after the values: `(live)`, `(needs restart)`; nothing for a plain change.
+    public var label: String? {
+        switch effect {
+        case .live: "live"
+        case .restart: "needs restart"
+        case .applied: nil
+        }
     }
 }

@@ -10,45 +10,54 @@ public enum PlanRenderer {
         return String(decoding: try! encoder.encode(plan), as: UTF8.self) + "\n"
     }
 
-    public static func decode(_ data: Data) throws -> Plan {
+    public static var decoder: JSONDecoder {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return try decoder.decode(Plan.self, from: data)
+        return decoder
+    }
+
+    public static func decode(_ data: Data) throws -> Plan {
+        try decoder.decode(Plan.self, from: data)
     }
 
     /// `color` wraps symbols in ANSI colours; callers decide (terminal, NO_COLOR).
     public static func text(_ plan: Plan, color: Bool = false) -> String {
         func paint(_ text: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
         var lines: [String] = []
-        let hosts = Set(plan.changes.map(\.host)).union(plan.unmanaged.map(\.host)).sorted()
-        for host in hosts {
-            lines.append(paint(Plan.isSystem(host) ? host : "Host \(host)", "1"))
-            for change in plan.changes where change.host == host {
+        let systems = Set(plan.changes.map(\.system)).union(plan.unmanaged.map { SystemAddress.host($0.host) }).sorted()
+        for system in systems {
+            lines.append(paint(system.kind == .host ? "Host \(system.name)" : system.description, "1"))
+            for change in plan.changes where change.system == system {
                 let (symbol, code) = symbolAndColor(change.action)
                 var headline = "  \(paint(symbol, code)) \(change.resource)  \(change.action.rawValue)"
                 if let destination = change.destination { headline += " → \(destination)" }
                 if change.action == .migrate && change.destination == nil { headline += " (no host fits)" }
                 lines.append(headline)
-                if change.action == .create, let after = change.after {
+                if change.action == .create, let after = change.after?.domain {
                     lines.append("      \(summary(after))")
                 }
                 if let summary = change.summary { lines.append("      \(summary)") }
                 for field in change.fields {
-                    lines.append("      \(field.field): \(field.before) → \(field.after) \(field.live ? "(live)" : "(needs restart)")")
+                    lines.append("      \(field.field): \(field.before) → \(field.after)\(field.label.map { " (\($0))" } ?? "")")
                 }
                 lines.append("      " + paint("because \(change.reason)", "2"))
                 if let blocked = change.blocked {
                     lines.append("      " + paint("not applied: \(blocked)", "33"))
                 }
             }
-            for domain in plan.unmanaged where domain.host == host {
+            for domain in plan.unmanaged where domain.host == system.name && system.kind == .host {
                 lines.append("  \(paint("?", "2")) \(domain.name)  unmanaged (\(domain.state)); left alone")
             }
         }
-        for host in plan.unreachableHosts {
-            lines.append(paint(Plan.isSystem(host.host)
-                ? "\(host.host): could not be read (\(host.reason)); nothing is planned for what it holds"
-                : "Host \(host.host): unreachable (\(host.reason)); its guests are unknown and nothing is planned for them", "31"))
+        for system in plan.unreachable {
+            let name = system.system.kind == .host ? "Host \(system.system.name)" : system.system.description
+            if let endpoint = system.endpoint {
+                lines.append(paint("\(name) (\(endpoint)): could not be read (\(system.reason)); nothing is removed from it", "31"))
+            } else if system.system.kind == .host {
+                lines.append(paint("\(name): unreachable (\(system.reason)); its guests are unknown and nothing is planned for them", "31"))
+            } else {
+                lines.append(paint("\(name): could not be read (\(system.reason)); nothing is planned for what it holds", "31"))
+            }
         }
         for vm in plan.unknown {
             lines.append("  \(paint("?", "33")) \(vm.resource)  unknown: \(vm.reason)")
@@ -57,15 +66,26 @@ public enum PlanRenderer {
             lines.append(paint("error: \(problem.resource): \(problem.message)", "31"))
         }
         if !lines.isEmpty { lines.append("") }
-        if plan.isEmpty {
-            lines.append("No changes: the hypervisors, storage and DHCP servers match the manifests.")
-        } else {
-            let counts = Change.Action.allCases.map { "\(plan.count($0)) to \($0.rawValue)" }
-            lines.append("Plan: " + counts.joined(separator: ", ") + ".")
-            let blocked = plan.changes.filter { $0.blocked != nil }.count
-            if blocked > 0 { lines.append("\(blocked) change\(blocked == 1 ? " is" : "s are") shown but will not be applied (see \"not applied\").") }
-        }
+        lines.append(headline(plan))
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The last line: "No changes" only when nothing is planned and nothing is in doubt.
+    public static func headline(_ plan: Plan) -> String {
+        let s = plan.summary
+        var doubts: [String] = []
+        if s.errors > 0 { doubts.append("\(s.errors) error\(s.errors == 1 ? "" : "s")") }
+        if s.unreachable > 0 { doubts.append("\(s.unreachable) system\(s.unreachable == 1 ? "" : "s") not read") }
+        if s.unknown > 0 { doubts.append("\(s.unknown) VM\(s.unknown == 1 ? "" : "s") unknown") }
+        if plan.isEmpty {
+            return doubts.isEmpty ? "No changes: the hypervisors, storage and DHCP servers match the manifests."
+                : "No changes planned, but the plan is incomplete: \(doubts.joined(separator: ", "))."
+        }
+        var text = "Plan: \(s.create) to create, \(s.update) to update, \(s.delete) to delete, \(s.start) to start, \(s.stop) to stop, "
+            + "\(s.restart) to restart, \(s.migrate) to migrate."
+        if s.blocked > 0 { text += "\n\(s.blocked) change\(s.blocked == 1 ? " is" : "s are") shown but will not be applied (see \"not applied\")." }
+        if !doubts.isEmpty { text += "\nIncomplete: \(doubts.joined(separator: ", "))." }
+        return text
     }
 
     private static func symbolAndColor(_ action: Change.Action) -> (String, String) {
@@ -76,6 +96,7 @@ public enum PlanRenderer {
         case .migrate: return ("⇄", "36")
         case .start: return ("▶", "32")
         case .stop: return ("■", "33")
+        case .restart: return ("↻", "33")
         }
     }
 

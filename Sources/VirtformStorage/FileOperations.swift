@@ -1,4 +1,5 @@
 import Foundation
+import VirtformModel
 
 #if canImport(Glibc)
     import Glibc

@@ -127,7 +127,7 @@ public final class FileTreeDriver: StorageDriver {
             let file = "\(folder)/\(entry)"
             guard Names.isName(name), let info = FileOperations.info(file), info.isRegular else { continue }
             volumes.append(ObservedVolume(project: project, name: name, size: info.size, exclusiveBytes: exclusive[file],
-                                          ownership: Ownership(try OwnershipMark.read(path: file)), backingPath: file))
+                                          ownership: StorageOwnership(try OwnershipMark.read(path: file)), backingPath: file))
         }
         var snapshots: [ObservedSnapshot] = []
         let snapshotFolder = snapshotsPath(project)
@@ -138,10 +138,10 @@ public final class FileTreeDriver: StorageDriver {
                     let info = FileOperations.info(file), info.isRegular
                 else { continue }
                 snapshots.append(ObservedSnapshot(reference: reference, size: info.size,
-                                                  ownership: Ownership(try OwnershipMark.read(path: file))))
+                                                  ownership: StorageOwnership(try OwnershipMark.read(path: file))))
             }
         }
-        return ObservedProject(name: project, ownership: Ownership(try OwnershipMark.read(path: folder)),
+        return ObservedProject(name: project, ownership: StorageOwnership(try OwnershipMark.read(path: folder)),
                                volumes: volumes, snapshots: snapshots)
     }
 

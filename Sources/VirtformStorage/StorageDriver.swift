@@ -2,15 +2,6 @@ import Foundation
 import VirtformModel
 import VirtformSystem
 
-/// How a pool makes a clone from a snapshot.
-public enum CloneMethod: String, Sendable, Hashable {
-    /// Shares every block with the snapshot (FICLONE, `cp --reflink=always`): constant time, no space.
-    case reflink
-    /// Copies the data, skipping holes: time and space grow with the written data.
-    case sparseCopy = "sparse-copy"
-    /// `zfs clone`: constant time, no space.
-    case zfsClone = "zfs-clone"
-}
 
 /// What a driver can do, as data (so plans can say it before anything runs).
 public struct StorageCapabilities: Sendable, Hashable {
@@ -28,84 +19,6 @@ public struct StorageCapabilities: Sendable, Hashable {
     }
 }
 
-/// A block volume in a project: a master image or a LUN cloned from a snapshot.
-public struct ObservedVolume: Sendable, Hashable {
-    public var project: String
-    public var name: String
-    /// Apparent size in bytes (what an initiator sees).
-    public var size: UInt64
-    /// Bytes only this volume holds (not shared with a snapshot or another clone); nil when the
-    /// pool cannot tell cheaply (`dir`).
-    public var exclusiveBytes: UInt64?
-    /// The mark, with the kind (`image` or `lun`) and the snapshot a LUN was cloned from.
-    public var ownership: Ownership
-    /// The file or device an export serves.
-    public var backingPath: String
-
-    public init(project: String, name: String, size: UInt64, exclusiveBytes: UInt64?, ownership: Ownership, backingPath: String) {
-        self.project = project
-        self.name = name
-        self.size = size
-        self.exclusiveBytes = exclusiveBytes
-        self.ownership = ownership
-        self.backingPath = backingPath
-    }
-
-    /// The snapshot this volume was cloned from, per its mark.
-    public var origin: SnapshotReference? { ownership.mark?.origin }
-}
-
-/// A read-only snapshot of an image.
-public struct ObservedSnapshot: Sendable, Hashable {
-    public var reference: SnapshotReference
-    public var size: UInt64
-    public var ownership: Ownership
-
-    public init(reference: SnapshotReference, size: UInt64, ownership: Ownership) {
-        self.reference = reference
-        self.size = size
-        self.ownership = ownership
-    }
-}
-
-public struct ObservedProject: Sendable, Hashable {
-    public var name: String
-    public var ownership: Ownership
-    /// Sorted by name.
-    public var volumes: [ObservedVolume]
-    /// Sorted by image, then snapshot name.
-    public var snapshots: [ObservedSnapshot]
-
-    public init(name: String, ownership: Ownership, volumes: [ObservedVolume], snapshots: [ObservedSnapshot]) {
-        self.name = name
-        self.ownership = ownership
-        self.volumes = volumes
-        self.snapshots = snapshots
-    }
-
-    public func volume(_ name: String) -> ObservedVolume? { volumes.first { $0.name == name } }
-}
-
-/// Everything a pool holds, as observed now. A pool that cannot be read throws instead: it is
-/// never reported as empty.
-public struct PoolObservation: Sendable, Hashable {
-    public var pool: String
-    /// Sorted by name.
-    public var projects: [ObservedProject]
-    public var cloneMethod: CloneMethod?
-
-    public init(pool: String, projects: [ObservedProject], cloneMethod: CloneMethod?) {
-        self.pool = pool
-        self.projects = projects
-        self.cloneMethod = cloneMethod
-    }
-
-    public func project(_ name: String) -> ObservedProject? { projects.first { $0.name == name } }
-    public func volume(project: String, name: String) -> ObservedVolume? { self.project(project)?.volume(name) }
-    public func snapshot(_ reference: SnapshotReference) -> ObservedSnapshot? {
-        project(reference.project)?.snapshots.first { $0.reference == reference }
-    }
-}
 
 /// A storage pool's driver: projects (folders of volumes), master images, read-only snapshots,
 /// clones. Every object it creates carries an `OwnershipMark`; objects without one are reported

@@ -71,7 +71,7 @@ public struct ZFSDriver: StorageDriver {
         for row in rows where row.name.hasPrefix(prefix) && row.type == "filesystem" {
             let name = String(row.name.dropFirst(prefix.count))
             guard Names.isName(name) else { continue }
-            projects[name] = ObservedProject(name: name, ownership: Ownership(row.mark), volumes: [], snapshots: [])
+            projects[name] = ObservedProject(name: name, ownership: StorageOwnership(row.mark), volumes: [], snapshots: [])
         }
         for row in rows where row.name.hasPrefix(prefix) {
             let relative = row.name.dropFirst(prefix.count)
@@ -81,12 +81,12 @@ public struct ZFSDriver: StorageDriver {
                 let project = String(parts[0]), name = String(parts[1])
                 projects[project]!.volumes.append(ObservedVolume(
                     project: project, name: name, size: row.volsize ?? 0, exclusiveBytes: row.used,
-                    ownership: Ownership(row.mark), backingPath: backingPath(project: project, volume: name)))
+                    ownership: StorageOwnership(row.mark), backingPath: backingPath(project: project, volume: name)))
             } else if row.type == "snapshot", let reference = SnapshotReference(parsing: relative),
                 projects[reference.project] != nil
             {
                 projects[reference.project]!.snapshots.append(ObservedSnapshot(
-                    reference: reference, size: row.volsize ?? 0, ownership: Ownership(row.mark)))
+                    reference: reference, size: row.volsize ?? 0, ownership: StorageOwnership(row.mark)))
             }
         }
         let sorted = projects.values.sorted { $0.name < $1.name }.map { project in

@@ -79,8 +79,8 @@ func planApplyBenchmark() async throws {
             let plan = Planner(site: site, observed: observation.observed).plan()
             diffTimes.append(inSeconds(diffStart.duration(to: .now)))
             planTimes.append(inSeconds(planStart.duration(to: .now)))
-            guard plan.isEmpty, plan.unreachableHosts.isEmpty else {
-                throw BenchmarkError("expected no changes, got \(plan.changes.count) (unreachable: \(plan.unreachableHosts.count))")
+            guard plan.isEmpty, plan.unreachable.isEmpty else {
+                throw BenchmarkError("expected no changes, got \(plan.changes.count) (unreachable: \(plan.unreachable.count))")
             }
         }
         let planMedian = median(planTimes)
@@ -247,7 +247,7 @@ func plannerBenchmark() throws {
         loaded.site.hosts.map { ($0.name, HostObservation.reachable([])) }))).plan()
     var domains: [String: [ObservedDomain]] = [:]
     for change in first.changes where change.action == .create {
-        guard let spec = change.after, let ownership = change.ownership else { continue }
+        guard let (spec, ownership) = change.definition else { continue }
         let read = try DomainXML.parse(DomainXML.render(spec, ownership: ownership))
         domains[change.host, default: []].append(ObservedDomain(
             host: change.host, name: read.spec.name, uuid: UUID().uuidString.lowercased(), state: .running, persistent: true,

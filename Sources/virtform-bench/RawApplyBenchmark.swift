@@ -32,7 +32,7 @@ func rawApplyBenchmark() async throws {
             loaded.site.hosts.map { ($0.name, HostObservation.reachable([])) }))).plan()
         var xmls: [String: [String]] = [:]
         for change in plan.changes where change.action == .create {
-            guard let spec = change.after, let ownership = change.ownership else { continue }
+            guard let (spec, ownership) = change.definition else { continue }
             xmls[change.host, default: []].append(DomainXML.render(spec, ownership: ownership, uuid: UUID().uuidString.lowercased()))
         }
         let uris = Dictionary(uniqueKeysWithValues: loaded.site.hosts.map { ($0.name, $0.uri) })

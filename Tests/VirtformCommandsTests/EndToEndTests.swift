@@ -17,7 +17,7 @@ struct EndToEndTests {
         try await E2ESite.with(hosts: 2) { site in
             var (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
             try #require(code == 2, "\(output)")
-            #expect(output.contains("Plan: 4 to create, 0 to update, 2 to start"), "\(output)")
+            #expect(output.contains("Plan: 4 to create, 0 to update, 0 to delete, 2 to start"), "\(output)")
             #expect(output.contains("+ StorageProject/appl  create"), "\(output)")
 
             (output, code) = await site.apply()
@@ -85,16 +85,27 @@ struct EndToEndTests {
             let planFile = site.lab.configuration.root + "/plan.json"
             var (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
             try #require(code == 0, "\(output)")
-            (output, code) = await runVirtform(["apply", "--auto-approve", planFile])
+            (output, code) = await runVirtform(["apply", "--auto-approve", "--plan", planFile])
             #expect(code == 0, "\(output)")
             #expect(try await site.domains(on: 0) == ["appl:db-1": false, "appl:web-1": true])
+
+            // A plan made, then a manifest edited: the saved plan names the file and is refused.
+            try site.write(webMemory: "80MiB")
+            (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
+            try #require(code == 0, "\(output)")
+            try site.write(webMemory: "72MiB")
+            (output, code) = await runVirtform(["apply", "--auto-approve", "--plan", planFile])
+            #expect(code == 1, "\(output)")
+            #expect(output.contains("the manifests changed since the plan was made"), "\(output)")
+            #expect(output.contains(": edited"), "\(output)")
+            #expect(try await site.domains(on: 0) == ["appl:db-1": false, "appl:web-1": true], "nothing was applied")
 
             // A plan made, then the world moves on before it is applied.
             try site.write(webMemory: "96MiB")
             (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
             try #require(code == 0, "\(output)")
             try await site.virsh(0, "destroy", "appl:web-1")
-            (output, code) = await runVirtform(["apply", "--auto-approve", planFile])
+            (output, code) = await runVirtform(["apply", "--auto-approve", "--plan", planFile])
             #expect(code == 1, "\(output)")
             #expect(output.contains("the saved plan is out of date"), "\(output)")
             #expect(output.contains("VirtualMachine/appl/web-1"), "\(output)")
@@ -102,7 +113,7 @@ struct EndToEndTests {
 
             // Planned again, it goes through.
             (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
-            (output, code) = await runVirtform(["apply", "--auto-approve", planFile])
+            (output, code) = await runVirtform(["apply", "--auto-approve", "--plan", planFile])
             #expect(code == 0, "\(output)")
             (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
             #expect(code == 0, "\(output)")

@@ -59,14 +59,19 @@ struct StackTests {
             (output, code) = await site.run(["drift"])
             #expect(code == 0, "\(output)")
 
-            // The LUN deleted behind virtform's back: cloned again and exported again (tgt still
-            // serves the deleted file it holds open).
+            // The LUN of the defined domain deleted behind virtform's back: its data is gone, so
+            // cloning it again from the master is shown as such and waits for the operator's
+            // consent; then it is cloned and exported again (tgt still serves the deleted file).
             try FileManager.default.removeItem(atPath: site.mountPoint + "/appl/web-1.img")
             (output, code) = await site.run(["drift"])
             #expect(code == 2, "\(output)")
             #expect(output.contains("missing StorageVolume/appl/web-1"), "\(output)")
             #expect(output.contains("changed ISCSITarget/appl/web-1"), "\(output)")
             (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 3, "blocked changes have an exit status of their own:\n\(output)")
+            #expect(output.contains("recreate disk from master: its data is lost"), "\(output)")
+            #expect(output.contains("stayed blocked"), "\(output)")
+            (output, code) = await site.run(["apply", "--auto-approve", "--recreate-lost-disks"])
             #expect(code == 0, "\(output)")
             (output, code) = await site.run(["plan", "--detailed-exitcode"])
             #expect(code == 0, "\(output)")
@@ -91,8 +96,8 @@ struct StackTests {
             #expect(code == 0, "\(output)")
             try site.write(withWeb: false)
             (output, code) = await site.run(["plan", "--allow-destroy"])
-            #expect(output.contains("a defined domain still uses it"), "\(output)")
-            #expect(output.contains("deletion protection"), "\(output)")
+            #expect(output.contains("VirtualMachine/appl/web-1 has deletion protection on; nothing it uses is deleted"), "\(output)")
+            #expect(!output.contains("  - StorageVolume/appl/web-1  delete\n      64MiB") || output.contains("not applied"), "\(output)")
             try site.write(withWeb: true, diskSize: "128MiB", protected: false)
             (output, code) = await site.run(["apply", "--auto-approve"])
             #expect(code == 0, "\(output)")

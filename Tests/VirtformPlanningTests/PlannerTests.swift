@@ -27,8 +27,8 @@ func applied(_ plan: Plan, to site: Site, on observed: ObservedSite) -> Observed
     var domains: [String: [ObservedDomain]] = [:]
     for domain in observed.domains { domains[domain.host, default: []].append(domain) }
     let protection = Dictionary(uniqueKeysWithValues: site.virtualMachines.map { ($0.id.domainName, $0.deletionProtection) })
-    for change in plan.changes where change.action == .create {
-        let spec = change.after!
+    for change in plan.changes where change.action == .create && change.system.kind == .host {
+        let spec = change.after!.domain!
         let started = plan.changes.contains { $0.action == .start && $0.resource == change.resource }
         domains[change.host, default: []].append(ObservedDomain(
             host: change.host, name: spec.name, uuid: "uuid-\(spec.name)", state: started ? .running : .shutoff, persistent: true,
@@ -72,7 +72,7 @@ struct PlannerTests {
         #expect(plan.changes.count == 1)
         let change = try #require(plan.changes.first)
         #expect(change.action == .update)
-        #expect(change.fields == [FieldChange(field: "memory", before: "64MiB", after: "128MiB", live: false)])
+        #expect(change.fields == [FieldChange(field: "memory", before: "64MiB", after: "128MiB", effect: .restart)])
     }
 
     @Test func unreachableHostMakesItsGuestsUnknownNotAbsent() {
@@ -80,7 +80,7 @@ struct PlannerTests {
         var observed = applied(first, to: referenceSite, on: emptyLab())
         observed.hosts["lab-h3"] = .unreachable(reason: "connection refused")
         let plan = Planner(site: referenceSite, observed: observed).plan()
-        #expect(plan.unreachableHosts == [Plan.UnreachableHost(host: "lab-h3", reason: "connection refused")])
+        #expect(plan.unreachable == [Plan.UnreachableSystem(system: .host("lab-h3"), reason: "connection refused")])
         #expect(!plan.changes.contains { $0.host == "lab-h3" })
         #expect(!plan.changes.contains { $0.action == .create }, "nothing may be recreated elsewhere: \(plan.changes)")
         #expect(plan.unknown.map(\.resource).contains("VirtualMachine/appl-2/db-1"))
@@ -207,19 +207,22 @@ struct PlannerTests {
 
 @Suite("Plan rendering")
 struct PlanRenderingTests {
+    /// Every kind of change: an update, deletions of a VM with its LUN, target and
+    /// reservations, a lost LUN, an unreachable host with its unknown guests, an unused image.
     static func mixedPlan() -> Plan {
-        let first = Planner(site: referenceSite, observed: emptyLab()).plan()
-        var observed = applied(first, to: referenceSite, on: emptyLab())
-        observed.hosts["lab-h3"] = .unreachable(reason: "connection refused")
-        var site = referenceSite
+        var world = World.applied()
+        world.hosts.hosts["lab-h3"] = .unreachable(reason: "connection refused")
+        world.projects["appl-2"]?.volumes.removeAll { $0.name == "spare-1" }
+        world.apply(Change(action: .create, resource: "Image/masters/old", system: .pool(World.pool),
+                           operation: .createImage(project: "masters", name: "old", size: 1 << 20, source: nil), reason: "test"))
+        var site = SitePlannerTests.without("appl-1/vm-2")
         site.virtualMachines[0].memory = .mebibytes(32)
-        site.virtualMachines.removeAll { $0.name == "vm-2" }
-        return Planner(site: site, observed: observed).plan()
+        return world.plan(site, .init(allowDestroy: true))
     }
 
     @Test("golden files", arguments: [("from-scratch", false), ("mixed", true)])
     func golden(name: String, mixed: Bool) throws {
-        let plan = mixed ? Self.mixedPlan() : Planner(site: referenceSite, observed: emptyLab()).plan()
+        let plan = mixed ? Self.mixedPlan() : World().plan()
         try expectGolden(PlanRenderer.text(plan), "\(name).txt")
         try expectGolden(PlanRenderer.json(plan), "\(name).json")
     }

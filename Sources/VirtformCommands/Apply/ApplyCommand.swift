@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import VirtformExecution
-import VirtformHypervisor
+import VirtformManifests
 import VirtformModel
 import VirtformPlanning
 
@@ -17,14 +17,20 @@ struct ApplyCommand: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: "Manifest files or directories, or one saved plan file. Default: manifests")
+    @Argument(help: "Manifest files or directories. Default: manifests")
     var paths: [String] = []
+
+    @Option(name: .customLong("plan"), help: "Carry out this saved plan (from `plan --out`) instead of planning afresh.")
+    var planFile: String?
 
     @Flag(help: "Apply without asking for confirmation (needed when not on a terminal).")
     var autoApprove = false
 
-    @Flag(help: "Carry out deletions of managed VMs that left the manifests.")
+    @Flag(help: "Carry out deletions of managed objects that left the manifests.")
     var allowDestroy = false
+
+    @Flag(help: "Clone a missing LUN of a defined VM again from its master snapshot (what the VM wrote is gone).")
+    var recreateLostDisks = false
 
     @Option(help: "Seconds to wait for another apply of the same site to finish (default: fail at once).")
     var lockTimeout: Double = 0
@@ -32,25 +38,28 @@ struct ApplyCommand: AsyncParsableCommand {
     @Option(help: "Most actions in flight at once.")
     var parallelism = 16
 
-    @Option(help: "Most actions in flight on one host.")
+    @Option(help: "Most actions in flight on one host or storage pool.")
     var perHost = 4
 
     @Option(help: "Seconds a guest has to shut down before it is forced off.")
     var shutdownTimeout: Double = 60
 
+    /// Exit status when everything runnable was applied but some changes stayed blocked.
+    static let blockedExitCode: Int32 = 3
+
     func run() async throws {
         let output = Output.current
-        let savedPlan = try loadSavedPlan()
-        let manifestPaths: [String]
-        if let savedPlan {
-            guard let sources = savedPlan.sources, !sources.isEmpty else {
-                throw CommandFailure("\(paths[0]) does not name the manifests it was made from; make it again with `virtform plan --out FILE`")
-            }
-            manifestPaths = sources
-        } else {
-            manifestPaths = paths
+        if planFile == nil, paths.count == 1, paths[0].hasSuffix(".json") {
+            throw ValidationError("\(paths[0]) looks like a saved plan; apply it with `virtform apply --plan \(paths[0])`")
         }
-        let site = try SiteOptions.parse(manifestPaths).load()
+        let savedPlan = try planFile.map(Self.loadSavedPlan)
+        let site: Site
+        if let savedPlan, let planFile {
+            guard paths.isEmpty else { throw ValidationError("--plan takes the manifests the plan names; give no paths with it") }
+            site = try Self.checkSources(of: savedPlan, file: planFile)
+        } else {
+            site = try SiteOptions.parse(paths).load()
+        }
 
         // One apply per site: the lock is named after the site's hypervisors and held to the end.
         let lockPath = Self.lockPath(for: site.hosts.map(\.uri))
@@ -64,12 +73,13 @@ struct ApplyCommand: AsyncParsableCommand {
         }
         defer { lock.unlock() }
 
-        let options = Planner.Options(allowDestroy: savedPlan?.allowDestroy ?? allowDestroy)
+        let options = Planner.Options(allowDestroy: savedPlan?.allowDestroy ?? allowDestroy,
+                                      recreateLostDisks: savedPlan?.recreateLostDisks ?? recreateLostDisks)
         let reconciliation = await Reconciliation.make(site: site, options: options)
         var plan = reconciliation.plan
         if let savedPlan {
-            // The plan is made again from the same manifests against what is there now; it must
-            // be the plan that was saved, resource for resource.
+            // What is there now must be what the saved plan was made against, resource for resource;
+            // then the saved plan's own operations are carried out.
             let moved = Self.movedOn(savedPlan, now: plan)
             if !moved.isEmpty {
                 throw CommandFailure("the saved plan is out of date; these resources changed since it was made:\n"
@@ -79,43 +89,70 @@ struct ApplyCommand: AsyncParsableCommand {
         }
 
         output.write(PlanRenderer.text(plan, color: output.useColor))
-        let runnable = plan.changes.filter { $0.blocked == nil }
+        let runnable = plan.runnable
         if !plan.errors.isEmpty {
             output.errorLine("error: the plan has errors; fix them and plan again. Nothing was changed.")
             throw ExitCode(1)
         }
+        let blocked = plan.changes.count - runnable.count
         guard !runnable.isEmpty else {
-            if !plan.unreachableHosts.isEmpty { throw ExitCode(1) }
+            if !plan.unreachable.isEmpty || !plan.unknown.isEmpty { throw ExitCode(1) }
+            if blocked > 0 {
+                output.line("Apply: nothing to do; \(blocked) change\(blocked == 1 ? "" : "s") stayed blocked.")
+                throw ExitCode(Self.blockedExitCode)
+            }
             return
         }
         if !autoApprove { try confirm(count: runnable.count) }
 
-        let summary = try await Self.execute(runnable, sessions: reconciliation.observation.sessions, sides: reconciliation.sides,
-                                             limits: (parallelism, perHost), shutdownTimeout: shutdownTimeout, output: output)
-        let blocked = plan.changes.count - runnable.count
+        let settings = PlanExecution.Settings(parallelism: parallelism, perHost: perHost, shutdownTimeout: shutdownTimeout)
+        let summary = try await PlanExecution.run(plan, systems: reconciliation.systems, settings: settings, output: output)
         output.line("Apply: \(summary.succeeded) done, \(summary.failed) failed, \(summary.skipped) skipped"
             + (summary.notStarted > 0 ? ", \(summary.notStarted) not started" : "")
-            + (blocked > 0 ? "; \(blocked) shown but not applied" : "") + "."
+            + (blocked > 0 ? "; \(blocked) change\(blocked == 1 ? "" : "s") stayed blocked" : "") + "."
             + (summary.order.count != runnable.count ? " (\(runnable.count) changes in \(summary.order.count) actions: each DHCP server's reservations are written at once)" : ""))
-        if !summary.isSuccess || !plan.unreachableHosts.isEmpty { throw ExitCode(1) }
+        if !summary.isSuccess || !plan.unreachable.isEmpty || !plan.unknown.isEmpty { throw ExitCode(1) }
+        if blocked > 0 { throw ExitCode(Self.blockedExitCode) }
     }
 
-    /// A single argument that is a plan file (JSON with a format version) selects saved-plan mode.
-    private func loadSavedPlan() throws -> Plan? {
-        guard paths.count == 1, paths[0].hasSuffix(".json"), let data = FileManager.default.contents(atPath: paths[0]) else {
-            return nil
+    static func loadSavedPlan(_ path: String) throws -> Plan {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CommandFailure("cannot read the saved plan \(path)") }
+        struct Version: Decodable { var formatVersion: Int? }
+        let version = (try? PlanRenderer.decoder.decode(Version.self, from: data))?.formatVersion
+        guard version == Plan.formatVersion else {
+            throw CommandFailure("\(path) is \(version.map { "a plan of format \($0)" } ?? "not a saved plan of this virtform"); this virtform reads format \(Plan.formatVersion). Make it again with `virtform plan --out FILE`.")
         }
         do {
-            let plan = try PlanRenderer.decode(data)
-            guard plan.formatVersion == Plan.formatVersion else {
-                throw CommandFailure("\(paths[0]) is a plan of format \(plan.formatVersion); this virtform reads \(Plan.formatVersion)")
-            }
-            return plan
-        } catch let error as CommandFailure {
-            throw error
+            return try PlanRenderer.decode(data)
         } catch {
-            throw CommandFailure("\(paths[0]) is not a saved plan: \(error)")
+            throw CommandFailure("\(path) is not a saved plan: \(error)")
         }
+    }
+
+    /// Loads the manifests a saved plan names and refuses when any file changed, appeared or
+    /// went since the plan was made.
+    static func checkSources(of plan: Plan, file: String) throws -> Site {
+        guard let sources = plan.sources, !sources.paths.isEmpty else {
+            throw CommandFailure("\(file) does not name the manifests it was made from; make it again with `virtform plan --out FILE`")
+        }
+        let loaded = ManifestLoader.load(paths: sources.paths)
+        var moved: [String] = []
+        let then = Dictionary(sources.files.map { ($0.path, $0.digest) }, uniquingKeysWith: { first, _ in first })
+        let now = Dictionary(zip(loaded.files, loaded.digests).map { ($0, $1) }, uniquingKeysWith: { first, _ in first })
+        for (path, digest) in then.sorted(by: { $0.key < $1.key }) {
+            guard let current = now[path] else { moved.append("\(path): gone"); continue }
+            if current != digest { moved.append("\(path): edited") }
+        }
+        for path in now.keys.sorted() where then[path] == nil { moved.append("\(path): new") }
+        if !moved.isEmpty {
+            throw CommandFailure("the manifests changed since the plan was made:\n" + moved.map { "  \($0)" }.joined(separator: "\n")
+                + "\nRun `virtform plan --out FILE` again.")
+        }
+        guard loaded.isValid else {
+            Output.current.writeError(DiagnosticReport.text(loaded, output: Output.current))
+            throw ExitCode(1)
+        }
+        return loaded.site
     }
 
     private func confirm(count: Int) throws {
@@ -138,88 +175,17 @@ struct ApplyCommand: AsyncParsableCommand {
     /// fingerprint moved on, changes that appeared or went away, systems that cannot be read.
     static func movedOn(_ saved: Plan, now: Plan) -> [String] {
         var moved: [String] = []
-        for (resource, fingerprint) in saved.observed.sorted(by: { $0.key < $1.key }) {
-            let current = now.observed[resource] ?? "unchanged by this plan"
+        for (resource, fingerprint) in saved.fingerprints.sorted(by: { $0.key < $1.key }) {
+            let current = now.fingerprints[resource] ?? "unchanged by this plan"
             if current != fingerprint {
                 moved.append(fingerprint == Plan.absent ? "\(resource): now exists" : current == Plan.absent ? "\(resource): now gone" : "\(resource): changed")
             }
         }
-        let before = Set(saved.changes.map { "\($0.action.rawValue) \($0.resource)" })
-        let after = Set(now.changes.map { "\($0.action.rawValue) \($0.resource)" })
+        let before = Set(saved.changes.map(\.id))
+        let after = Set(now.changes.map(\.id))
         for change in before.subtracting(after).sorted() { moved.append("\(change): no longer needed") }
         for change in after.subtracting(before).sorted() { moved.append("\(change): needed now, not in the saved plan") }
-        for host in now.unreachableHosts { moved.append("\(host.host): cannot be read now (\(host.reason))") }
+        for system in now.unreachable { moved.append("\(system.system)\(system.endpoint.map { " (\($0))" } ?? ""): cannot be read now (\(system.reason))") }
         return moved
-    }
-
-    /// Runs the changes as a graph: a VM's start waits for its create or update; every action
-    /// counts against its host's limit.
-    static func execute(_ changes: [Change], sessions: [String: LibvirtHost], sides: [SidePlan], limits: (Int, Int),
-                        shutdownTimeout: Double, output: Output) async throws -> Executor.Summary<String> {
-        var builder = ActionGraph<String>.Builder()
-        let sideActions = sides.flatMap { $0.actions(changes) }
-        var waitsForDefine: [VMID: [String]] = [:]
-        var waitsForStart: [VMID: [String]] = [:]
-        var followsDelete: [VMID: [String]] = [:]
-        for action in sideActions {
-            for vm in action.beforeDefine { waitsForDefine[vm, default: []].append(action.id) }
-            for vm in action.beforeStart { waitsForStart[vm, default: []].append(action.id) }
-            for vm in action.afterDelete { followsDelete[vm, default: []].append(action.id) }
-        }
-        let ids = Set(changes.map { "\($0.action.rawValue) \($0.resource)" })
-        for action in sideActions {
-            let deletions = action.afterDelete.map { "delete VirtualMachine/\($0)" }.filter(ids.contains)
-            builder.add(action.id, group: action.group, label: action.label, dependsOn: action.dependsOn + deletions, body: action.run)
-        }
-        for change in changes where !Plan.isSystem(change.host) {
-            let id = "\(change.action.rawValue) \(change.resource)"
-            let session = sessions[change.host]
-            let vm = VMID(resource: change.resource)
-            var dependencies: [String] = []
-            switch change.action {
-            case .start:
-                dependencies = ["create \(change.resource)", "update \(change.resource)"].filter(ids.contains)
-                    + (vm.flatMap { waitsForStart[$0] } ?? [])
-            case .create, .update:
-                dependencies = vm.flatMap { waitsForDefine[$0] } ?? []
-            default:
-                break
-            }
-            builder.add(id, group: change.host, label: "\(id) on \(change.host)", dependsOn: dependencies) {
-                guard let session else { throw HypervisorError("host \(change.host) is not connected") }
-                guard let domainName = change.after?.name ?? change.before?.name ?? vm?.domainName else {
-                    throw HypervisorError("the plan names no domain for \(id)")
-                }
-                switch change.action {
-                case .create, .update:
-                    guard let spec = change.after, let ownership = change.ownership else { throw HypervisorError("the plan lacks the domain for \(id)") }
-                    try await session.define(spec, ownership: ownership, replacing: change.action == .update)
-                    try await session.applyLive(spec, to: domainName, liveMemory: change.fields.contains { $0.field == "memory" && $0.live })
-                case .start:
-                    try await session.start(domainName)
-                case .stop:
-                    try await session.stop(domainName, timeout: .milliseconds(Int(shutdownTimeout * 1000)))
-                case .delete:
-                    try await session.delete(domainName)
-                case .migrate:
-                    throw HypervisorError("migration is not supported yet")
-                }
-            }
-        }
-        let graph = try builder.build()
-        return await Executor.run(graph, limits: (global: limits.0, perGroup: limits.1)) { event in
-            switch event {
-            case .started(_, let label): output.line("  … \(label)")
-            case .succeeded(let id, let duration): output.line("  \(output.paint("✓", .green)) \(id) (\(Self.milliseconds(duration)))")
-            case .failed(let id, let error): output.line("  \(output.paint("✗", .red)) \(id): \(error)")
-            case .skipped(let id, let cause): output.line("  \(output.paint("-", .yellow)) \(id) skipped: \(cause) failed")
-            }
-        }
-    }
-
-    /// `12ms`, `1.5s`: cheap enough to print for each of ten thousand actions.
-    static func milliseconds(_ duration: Duration) -> String {
-        let ms = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-        return ms < 1000 ? "\(ms)ms" : "\(ms / 1000).\(ms % 1000 / 100)s"
     }
 }

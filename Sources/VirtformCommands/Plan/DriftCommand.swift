@@ -16,7 +16,7 @@ struct DriftCommand: AsyncParsableCommand {
     var format: ReportFormat = .text
 
     func run() async throws {
-        let desired = try site.load()
+        let desired = try site.load(json: format == .json)
         let result = await Reconciliation.make(site: desired, options: .init())
         let report = DriftReport(plan: result.plan)
         let output = Output.current
@@ -24,7 +24,7 @@ struct DriftCommand: AsyncParsableCommand {
         case .text: output.write(report.text(output: output))
         case .json: output.write(report.json())
         }
-        if !result.plan.errors.isEmpty || !result.plan.unreachableHosts.isEmpty { throw ExitCode(1) }
+        if !result.plan.errors.isEmpty || !result.plan.unreachable.isEmpty || !result.plan.unknown.isEmpty { throw ExitCode(1) }
         if !report.items.isEmpty { throw ExitCode(2) }
     }
 }
@@ -45,7 +45,7 @@ struct DriftReport {
         self.plan = plan
         for change in plan.changes {
             let (kind, detail): (String, String)
-            if Plan.isSystem(change.host) {
+            if change.system.kind != .host {
                 // Storage and DHCP changes carry their own description of what differs.
                 let kinds: [Change.Action: String] = [.create: "missing", .update: "changed", .delete: "extra"]
                 let fields = change.fields.map { "\($0.field) is \($0.before), the manifest says \($0.after)" }
@@ -61,6 +61,7 @@ struct DriftReport {
             case .start: (kind, detail) = ("stopped", change.reason)
             case .stop: (kind, detail) = ("running", "it runs, the manifest says power: stopped")
             case .delete: (kind, detail) = ("extra", "a managed domain that is no longer in the manifests")
+            case .restart: (kind, detail) = ("restart pending", change.reason)
             case .migrate: (kind, detail) = ("misplaced", change.reason)
             }
             items.append(Item(resource: change.resource, host: change.host, kind: kind, detail: detail))
@@ -69,28 +70,39 @@ struct DriftReport {
 
     func text(output: Output) -> String {
         var lines = items.map { "\(output.paint($0.kind, .yellow)) \($0.resource) on \($0.host): \($0.detail)" }
-        for host in plan.unreachableHosts {
-            lines.append(output.paint("error", .red) + (Plan.isSystem(host.host)
-                ? ": \(host.host) could not be read (\(host.reason)); what it holds is unknown"
-                : ": host \(host.host) could not be read (\(host.reason)); its guests are unknown"))
+        for system in plan.unreachable {
+            let endpoint = system.endpoint.map { " (\($0))" } ?? ""
+            lines.append(output.paint("error", .red) + (system.system.kind != .host
+                ? ": \(system.system)\(endpoint) could not be read (\(system.reason)); what it holds is unknown"
+                : ": host \(system.system.name) could not be read (\(system.reason)); its guests are unknown"))
         }
+        for vm in plan.unknown { lines.append(output.paint("unknown", .yellow) + " \(vm.resource): \(vm.reason)") }
         for problem in plan.errors { lines.append(output.paint("error", .red) + ": \(problem.resource): \(problem.message)") }
-        lines.append(items.isEmpty ? "No drift: the hypervisors, storage and DHCP servers match the manifests." : "Drift: \(items.count) difference\(items.count == 1 ? "" : "s").")
+        let incomplete = !plan.errors.isEmpty || !plan.unknown.isEmpty || !plan.unreachable.isEmpty
+        if items.isEmpty {
+            lines.append(incomplete ? "No drift found in what could be read, but the check is incomplete (see the errors above)."
+                : "No drift: the hypervisors, storage and DHCP servers match the manifests.")
+        } else {
+            lines.append("Drift: \(items.count) difference\(items.count == 1 ? "" : "s")\(incomplete ? "; the check is incomplete (see the errors above)" : "").")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
     func json() -> String {
         struct Document: Encodable {
-            var formatVersion = "1"
+            var formatVersion = 2
             var drift: Bool
+            var complete: Bool
             var items: [Item]
-            var unreachableHosts: [Plan.UnreachableHost]
+            var unreachable: [Plan.UnreachableSystem]
+            var unknown: [Plan.UnknownVM]
             var errors: [Plan.Problem]
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        let document = Document(drift: !items.isEmpty, items: items, unreachableHosts: plan.unreachableHosts, errors: plan.errors)
+        let document = Document(drift: !items.isEmpty, complete: plan.errors.isEmpty && plan.unknown.isEmpty && plan.unreachable.isEmpty,
+                                items: items, unreachable: plan.unreachable, unknown: plan.unknown, errors: plan.errors)
         return String(decoding: try! encoder.encode(document), as: UTF8.self) + "\n"
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VirtformManifests
 import VirtformPlanning
 
 /// `virtform plan`: what apply would do, without doing it.
@@ -9,7 +10,7 @@ struct PlanCommand: AsyncParsableCommand {
         abstract: "Compare the manifests with the hypervisors and show what apply would change.",
         discussion: """
             Exit status: 0 on success (with --detailed-exitcode: 0 no changes, 2 changes), 1 on an error, \
-            including a host that could not be read (its guests are shown as unknown and nothing is planned for them).
+            including a system that could not be read or a VM whose state is unknown (nothing is planned for it).
             """
     )
 
@@ -18,7 +19,7 @@ struct PlanCommand: AsyncParsableCommand {
     @Option(help: "Output format: text or json.")
     var format: ReportFormat = .text
 
-    @Option(name: .customLong("out"), help: "Also save the plan (JSON) to this file, for `virtform apply FILE`.")
+    @Option(name: .customLong("out"), help: "Also save the plan (JSON) to this file, for `virtform apply --plan FILE`.")
     var out: String?
 
     @Flag(help: "Exit 0 when there are no changes, 2 when there are, 1 on errors.")
@@ -30,9 +31,13 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Plan deletions as applicable (otherwise they are shown but not applied).")
     var allowDestroy = false
 
+    @Flag(help: "Plan to clone a missing LUN of a defined VM again from its master snapshot (what the VM wrote is gone).")
+    var recreateLostDisks = false
+
     func run() async throws {
-        let desired = try site.load()
-        let result = await Reconciliation.make(site: desired, options: .init(allowDestroy: allowDestroy, showUnmanaged: showUnmanaged))
+        let loaded = try site.loadResult(json: format == .json)
+        let options = Planner.Options(allowDestroy: allowDestroy, showUnmanaged: showUnmanaged, recreateLostDisks: recreateLostDisks)
+        let result = await Reconciliation.make(site: loaded.site, options: options)
         let output = Output.current
         switch format {
         case .text: output.write(PlanRenderer.text(result.plan, color: output.useColor))
@@ -41,18 +46,21 @@ struct PlanCommand: AsyncParsableCommand {
         if let out {
             var saved = result.plan
             let directory = FileManager.default.currentDirectoryPath
-            saved.sources = (site.paths.isEmpty ? ["manifests"] : site.paths).map {
-                $0.hasPrefix("/") ? $0 : (directory as NSString).appendingPathComponent($0)
+            let paths = site.effectivePaths.map { $0.hasPrefix("/") ? $0 : (directory as NSString).appendingPathComponent($0) }
+            let files = zip(loaded.files, loaded.digests).map { file, digest in
+                Plan.SourceFile(path: file.hasPrefix("/") ? file : (directory as NSString).appendingPathComponent(file), digest: digest)
             }
+            saved.sources = Plan.Sources(paths: paths, files: files)
             saved.allowDestroy = allowDestroy
+            saved.recreateLostDisks = recreateLostDisks
             do {
                 try PlanRenderer.json(saved).write(toFile: out, atomically: true, encoding: .utf8)
             } catch {
                 throw CommandFailure("failed to save the plan to \(out): \(error.localizedDescription)")
             }
-            if format == .text { output.line("Saved the plan to \(out); apply it with `virtform apply \(out)`.") }
+            if format == .text { output.line("Saved the plan to \(out); apply it with `virtform apply --plan \(out)`.") }
         }
-        if !result.plan.errors.isEmpty || !result.plan.unreachableHosts.isEmpty { throw ExitCode(1) }
+        if !result.plan.errors.isEmpty || !result.plan.unreachable.isEmpty || !result.plan.unknown.isEmpty { throw ExitCode(1) }
         if detailedExitcode && !result.plan.isEmpty { throw ExitCode(2) }
     }
 }

@@ -10,42 +10,50 @@ struct SiteOptions: ParsableArguments {
     @Argument(help: "Manifest files or directories (one site). Default: manifests")
     var paths: [String] = []
 
+    /// The paths to load: the given ones, or `manifests`.
+    var effectivePaths: [String] { paths.isEmpty ? ["manifests"] : paths }
+
     /// Loads and validates the site; on errors prints them and exits 1, as `validate` would.
-    func load() throws -> Site {
-        let result = ManifestLoader.load(paths: paths.isEmpty ? ["manifests"] : paths)
+    /// With `json`, the errors are also written to standard output as a plan with an `errors`
+    /// section, so a CI step reading the JSON always finds a document.
+    func load(json: Bool = false) throws -> Site {
+        try loadResult(json: json).site
+    }
+
+    func loadResult(json: Bool = false) throws -> LoadResult {
+        let result = ManifestLoader.load(paths: effectivePaths)
         if !result.isValid {
             let output = Output.current
             output.writeError(DiagnosticReport.text(result, output: output))
+            if json {
+                var plan = Plan()
+                plan.errors = result.diagnostics.filter { $0.severity == .error }.map { diagnostic in
+                    let location = diagnostic.location
+                    return Plan.Problem(resource: "\(location.file):\(location.line):\(location.column)",
+                                        message: [diagnostic.object, diagnostic.field.isEmpty ? nil : diagnostic.field, diagnostic.message]
+                                            .compactMap { $0 }.joined(separator: ": "))
+                }
+                plan.summarize()
+                output.write(PlanRenderer.json(plan))
+            }
             throw ExitCode(1)
         }
-        return result.site
+        return result
     }
 }
 
-/// Observation and planning, shared by `plan`, `drift` and `apply`: the hypervisors, the
-/// storage pools and the DHCP servers are read at the same time, then diffed into one plan.
+/// Observation and planning, shared by `plan`, `drift` and `apply`: every system is read at
+/// the same time, then the site planner makes one plan of it.
 struct Reconciliation {
     var site: Site
-    var observation: SiteObserver.Result
     var plan: Plan
-    /// The storage and DHCP parts, for apply's action graph.
-    var sides: [SidePlan]
+    /// The systems as connected, for apply.
+    var systems: ConnectedSystems
 
     static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10)) async -> Reconciliation {
         LibvirtRuntime.enableEventLoopIfAnyRemote(site.hosts.map(\.uri))
-        async let hosts = SiteObserver.observe(site.hosts.map { ($0.name, $0.uri) }, timeout: timeout)
-        async let pools = StorageSide.read(site: site)
-        async let dhcp = DHCPSide.plan(site: site, options: options)
-        let observation = await hosts
-        let storage = StorageSide.plan(await pools, site: site, domains: observation.observed, options: options)
-        var plan = Planner(site: site, observed: observation.observed, options: options).plan()
-        let sides = [storage, await dhcp]
-        for side in sides {
-            plan.changes += side.changes
-            plan.errors += side.problems
-            plan.unreachableHosts += side.unreachable
-            plan.observed.merge(side.fingerprints) { first, _ in first }
-        }
-        return Reconciliation(site: site, observation: observation, plan: plan, sides: sides)
+        let reading = await SiteReader.read(site: site, timeout: timeout)
+        let plan = Planner(site: site, observation: reading.observation, options: options).plan()
+        return Reconciliation(site: site, plan: plan, systems: reading.systems)
     }
 }

@@ -9,6 +9,9 @@ public struct LoadResult: Sendable {
     public var diagnostics: [Diagnostic]
     /// The manifest files that were read, in load order.
     public var files: [String]
+    /// A digest of each file's bytes as read (`StableHash` and length), same order as `files`;
+    /// empty for a file that could not be read.
+    public var digests: [String] = []
     /// True when site-wide checks were skipped because some file could not be read whole.
     public var skippedSiteChecks: Bool
 
@@ -49,7 +52,7 @@ public enum ManifestLoader {
             diagnostics += SiteValidator.validate(site)
         }
         diagnostics.sort()
-        return LoadResult(site: site, diagnostics: diagnostics, files: files, skippedSiteChecks: stoppedEarly)
+        return LoadResult(site: site, diagnostics: diagnostics, files: files, digests: perFile.map(\.digest), skippedSiteChecks: stoppedEarly)
     }
 
     /// Checks the documents of one in-memory text, as if it were the file `name`.
@@ -65,6 +68,14 @@ public enum ManifestLoader {
         var site = Site()
         var diagnostics: [Diagnostic] = []
         var stoppedEarly = false
+        var digest = ""
+    }
+
+    /// `StableHash` of the bytes, then their count: what a saved plan records of each file.
+    public static func digest(_ bytes: [UInt8]) -> String {
+        var hash = StableHash()
+        hash.feed(bytes: bytes)
+        return "\(hash.hex)-\(bytes.count)"
     }
 
     static func readFile(_ path: String) -> FileResult {
@@ -86,7 +97,10 @@ public enum ManifestLoader {
         guard let data = FileManager.default.contents(atPath: path) else {
             return FileResult(diagnostics: [Diagnostic(at: whole(path), message: "cannot read the file")], stoppedEarly: true)
         }
-        return read([UInt8](data), file: path)
+        let bytes = [UInt8](data)
+        var result = read(bytes, file: path)
+        result.digest = digest(bytes)
+        return result
     }
 
     static func read(_ bytes: [UInt8], file: String) -> FileResult {

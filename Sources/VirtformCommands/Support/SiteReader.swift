@@ -1,0 +1,101 @@
+import ISCSI
+import VirtformDHCP
+import VirtformHypervisor
+import VirtformModel
+import VirtformPlanning
+import VirtformStorage
+
+/// The connected systems of one run: what apply carries operations out on. Made by
+/// `SiteReader`, from the same drivers that observed the site.
+struct ConnectedSystems: Sendable {
+    var hosts: [String: LibvirtHost] = [:]
+    var pools: [String: any StorageDriver] = [:]
+    var exporters: [String: any ExportDriver] = [:]
+    var dhcpServers: [String: (driver: any DHCPDriver, token: DHCPVersionToken)] = [:]
+}
+
+/// Reads every system a site names, all at once: the hypervisors, every declared storage pool
+/// with its export server and what its portal serves, and every declared DHCP server. A system
+/// that cannot be read is reported as such, never as empty.
+enum SiteReader {
+    struct Result: Sendable {
+        var observation: SiteObservation
+        var systems: ConnectedSystems
+    }
+
+    static func read(site: Site, timeout: Duration) async -> Result {
+        async let hosts = SiteObserver.observe(site.hosts.map { ($0.name, $0.uri) }, timeout: timeout)
+        async let pools = withTaskGroup(of: (String, PoolReading, (any StorageDriver)?, (any ExportDriver)?).self) { group in
+            for pool in site.pools { group.addTask { await readPool(pool) } }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        async let dhcp = withTaskGroup(of: (String, DHCPReading, (any DHCPDriver)?).self) { group in
+            var subnets: [String: [IPv4Subnet]] = [:]
+            for network in site.networks {
+                if let server = network.dhcpServer { subnets[server, default: []].append(network.subnet) }
+            }
+            for server in site.dhcpServers {
+                let served = subnets[server.meta.name] ?? []
+                group.addTask { await readDHCP(server, subnets: served) }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let hypervisors = await hosts
+        var systems = ConnectedSystems(hosts: hypervisors.sessions)
+        var observation = SiteObservation(hosts: hypervisors.observed)
+        for (name, reading, driver, exporter) in await pools {
+            observation.pools[name] = reading
+            systems.pools[name] = driver
+            systems.exporters[name] = exporter
+        }
+        for (name, reading, driver) in await dhcp {
+            observation.dhcpServers[name] = reading
+            if let driver, case .read(let seen) = reading { systems.dhcpServers[name] = (driver, seen.token) }
+        }
+        return Result(observation: observation, systems: systems)
+    }
+
+    private static func readPool(_ pool: StoragePool) async -> (String, PoolReading, (any StorageDriver)?, (any ExportDriver)?) {
+        do {
+            let driver = try StorageDrivers.driver(for: pool)
+            try await driver.probe()
+            let observation = try await driver.observe()
+            guard let export = pool.export else {
+                return (pool.name, .read(PoolContents(observation: observation, targets: nil)), driver, nil)
+            }
+            let exporter = try ExportDrivers.driver(for: export, tgtControlPort: export.controlPort)
+            try await exporter.probe()
+            let targets = try await exporter.observe()
+            let portal = "\(export.portal.host):\(export.portal.port)"
+            let ours = targets.filter { $0.isOwned && $0.iqn.hasPrefix(export.iqnPrefix + ":") }
+            let served = await withTaskGroup(of: (String, ServedLUN).self) { group in
+                for target in ours {
+                    group.addTask {
+                        do {
+                            let capacity = try await Initiator().capacity(portal: portal, target: target.iqn, lun: 1)
+                            return (target.iqn, .size(capacity.bytes))
+                        } catch let error as ISCSIError {
+                            return (target.iqn, .unreadable(error.reason))
+                        } catch {
+                            return (target.iqn, .unreadable("\(error)"))
+                        }
+                    }
+                }
+                return await group.reduce(into: [String: ServedLUN]()) { $0[$1.0] = $1.1 }
+            }
+            return (pool.name, .read(PoolContents(observation: observation, targets: targets, served: served)), driver, exporter)
+        } catch {
+            return (pool.name, .unreachable(reason: "\(error)"), nil, nil)
+        }
+    }
+
+    private static func readDHCP(_ server: DHCPServer, subnets: [IPv4Subnet]) async -> (String, DHCPReading, (any DHCPDriver)?) {
+        do {
+            let driver = try DHCPDrivers.driver(for: server)
+            let observation = try await driver.observe(subnets: subnets)
+            return (server.meta.name, .read(observation), driver)
+        } catch {
+            return (server.meta.name, .unreachable(reason: "\(error)"), nil)
+        }
+    }
+}

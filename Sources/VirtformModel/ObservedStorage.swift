@@ -1,0 +1,252 @@
+/// What a storage pool and its iSCSI export server hold, as observed: pure data, shared by the
+/// storage drivers that read it and the planner that compares it with the manifests.
+
+/// How a pool makes a clone from a snapshot.
+public enum CloneMethod: String, Sendable, Hashable {
+    /// Shares every block with the snapshot (FICLONE, `cp --reflink=always`): constant time, no space.
+    case reflink
+    /// Copies the data, skipping holes: time and space grow with the written data.
+    case sparseCopy = "sparse-copy"
+    /// `zfs clone`: constant time, no space.
+    case zfsClone = "zfs-clone"
+}
+
+/// The mark virtform puts on everything it creates: which kind of object, its name and, for a
+/// clone, the snapshot it came from. Stored as the xattr `user.virtform.owner` (btrfs, dir), the
+/// user property `io.virtform:owner` (zfs). The text form is `key=value` pairs joined by commas,
+/// e.g. `kind=lun,name=appl-1/vm-1,origin=masters/osol-0811@version-01`: names never contain
+/// `,` or `=`, and the text passes through a remote shell unharmed.
+public struct OwnershipMark: Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: String, Sendable, CaseIterable {
+        case project, image, snapshot, lun
+    }
+
+    public var kind: Kind
+    /// `project`, `project/volume` or `project/image@snapshot`.
+    public var name: String
+    /// The snapshot a LUN was cloned from.
+    public var origin: SnapshotReference?
+
+    public init(kind: Kind, name: String, origin: SnapshotReference? = nil) {
+        self.kind = kind
+        self.name = name
+        self.origin = origin
+    }
+
+    public var description: String {
+        var text = "kind=\(kind.rawValue),name=\(name)"
+        if let origin { text += ",origin=\(origin)" }
+        return text
+    }
+
+    /// Parses the text form; nil for anything else (which then counts as no mark at all).
+    public init?(parsing text: String) {
+        var fields: [String: String] = [:]
+        for pair in text.split(whereSeparator: { $0 == "," || $0.isWhitespace }) {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { return nil }
+            fields[String(parts[0])] = String(parts[1])
+        }
+        guard let kind = fields["kind"].flatMap(Kind.init(rawValue:)), let name = fields["name"], !name.isEmpty else { return nil }
+        self.kind = kind
+        self.name = name
+        if let origin = fields["origin"] {
+            guard let reference = SnapshotReference(parsing: origin) else { return nil }
+            self.origin = reference
+        }
+    }
+
+    /// The extended attribute holding the mark on btrfs and dir pools.
+    public static let attributeName = "user.virtform.owner"
+    /// The zfs user property holding the mark.
+    public static let zfsProperty = "io.virtform:owner"
+}
+
+/// Whether an observed object was made by virtform.
+public enum StorageOwnership: Sendable, Hashable {
+    case owned(OwnershipMark)
+    /// No mark: virtform reports it and never modifies or deletes it.
+    case unowned
+
+    public var mark: OwnershipMark? {
+        if case .owned(let mark) = self { return mark }
+        return nil
+    }
+
+    public var isOwned: Bool { mark != nil }
+
+    public init(_ mark: OwnershipMark?) {
+        self = mark.map(StorageOwnership.owned) ?? .unowned
+    }
+}
+
+/// A block volume in a project: a master image or a LUN cloned from a snapshot.
+public struct ObservedVolume: Sendable, Hashable {
+    public var project: String
+    public var name: String
+    /// Apparent size in bytes (what an initiator sees).
+    public var size: UInt64
+    /// Bytes only this volume holds (not shared with a snapshot or another clone); nil when the
+    /// pool cannot tell cheaply (`dir`).
+    public var exclusiveBytes: UInt64?
+    /// The mark, with the kind (`image` or `lun`) and the snapshot a LUN was cloned from.
+    public var ownership: StorageOwnership
+    /// The file or device an export serves.
+    public var backingPath: String
+
+    public init(project: String, name: String, size: UInt64, exclusiveBytes: UInt64?, ownership: StorageOwnership, backingPath: String) {
+        self.project = project
+        self.name = name
+        self.size = size
+        self.exclusiveBytes = exclusiveBytes
+        self.ownership = ownership
+        self.backingPath = backingPath
+    }
+
+    /// The snapshot this volume was cloned from, per its mark.
+    public var origin: SnapshotReference? { ownership.mark?.origin }
+}
+
+/// A read-only snapshot of an image.
+public struct ObservedSnapshot: Sendable, Hashable {
+    public var reference: SnapshotReference
+    public var size: UInt64
+    public var ownership: StorageOwnership
+
+    public init(reference: SnapshotReference, size: UInt64, ownership: StorageOwnership) {
+        self.reference = reference
+        self.size = size
+        self.ownership = ownership
+    }
+}
+
+public struct ObservedProject: Sendable, Hashable {
+    public var name: String
+    public var ownership: StorageOwnership
+    /// Sorted by name.
+    public var volumes: [ObservedVolume]
+    /// Sorted by image, then snapshot name.
+    public var snapshots: [ObservedSnapshot]
+
+    public init(name: String, ownership: StorageOwnership, volumes: [ObservedVolume], snapshots: [ObservedSnapshot]) {
+        self.name = name
+        self.ownership = ownership
+        self.volumes = volumes
+        self.snapshots = snapshots
+    }
+
+    public func volume(_ name: String) -> ObservedVolume? { volumes.first { $0.name == name } }
+}
+
+/// Everything a pool holds, as observed now. A pool that cannot be read throws instead: it is
+/// never reported as empty.
+public struct PoolObservation: Sendable, Hashable {
+    public var pool: String
+    /// Sorted by name.
+    public var projects: [ObservedProject]
+    public var cloneMethod: CloneMethod?
+
+    public init(pool: String, projects: [ObservedProject], cloneMethod: CloneMethod?) {
+        self.pool = pool
+        self.projects = projects
+        self.cloneMethod = cloneMethod
+    }
+
+    public func project(_ name: String) -> ObservedProject? { projects.first { $0.name == name } }
+    public func volume(project: String, name: String) -> ObservedVolume? { self.project(project)?.volume(name) }
+    public func snapshot(_ reference: SnapshotReference) -> ObservedSnapshot? {
+        project(reference.project)?.snapshots.first { $0.reference == reference }
+    }
+}
+
+
+/// One volume to export: it becomes the target `<iqnPrefix>:<project>.<volume>` with the volume
+/// as LUN 1.
+public struct ExportRequest: Sendable, Hashable, Codable {
+    public var project: String
+    public var volume: String
+    /// The file or device to serve (`StorageDriver.backingPath`).
+    public var backingPath: String
+
+    public init(project: String, volume: String, backingPath: String) {
+        self.project = project
+        self.volume = volume
+        self.backingPath = backingPath
+    }
+}
+
+/// A LUN of an observed target.
+public struct ObservedTargetLUN: Sendable, Hashable {
+    public var lun: Int
+    public var backingPath: String
+    /// The size the target serves, as the target reports it. tgt reports decimal megabytes,
+    /// rounded to the nearest, so this is `MB × 1,000,000`; the exact size is what READ CAPACITY(16)
+    /// returns through the `ISCSI` module.
+    public var reportedSize: UInt64
+    /// Whether the backing file is still there: a LUN deleted under a target stays served from
+    /// the open file until the target goes.
+    public var backingExists: Bool
+
+    public init(lun: Int, backingPath: String, reportedSize: UInt64, backingExists: Bool) {
+        self.lun = lun
+        self.backingPath = backingPath
+        self.reportedSize = reportedSize
+        self.backingExists = backingExists
+    }
+}
+
+/// An iSCSI target as observed on the export server.
+public struct ObservedTarget: Sendable, Hashable {
+    /// tgt's target id (lio: 0).
+    public var tid: Int
+    public var iqn: String
+    /// Data LUNs (tgt's controller LUN 0 is left out).
+    public var luns: [ObservedTargetLUN]
+    /// Initiators allowed to log in (`ALL` for everyone).
+    public var boundInitiators: [String]
+    /// Initiators logged in now.
+    public var connectedInitiators: [String]
+    /// Whether virtform made it (see `TgtExportDriver` for the rule).
+    public var isOwned: Bool
+
+    public init(tid: Int, iqn: String, luns: [ObservedTargetLUN], boundInitiators: [String], connectedInitiators: [String], isOwned: Bool) {
+        self.tid = tid
+        self.iqn = iqn
+        self.luns = luns
+        self.boundInitiators = boundInitiators
+        self.connectedInitiators = connectedInitiators
+        self.isOwned = isOwned
+    }
+
+    /// `project.volume` parsed from `<prefix>:<project>.<volume>`, when the IQN has that form.
+    public func volume(prefix: String) -> (project: String, volume: String)? {
+        guard iqn.hasPrefix(prefix + ":") else { return nil }
+        let parts = iqn.dropFirst(prefix.count + 1).split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, Names.isName(parts[0]), Names.isName(parts[1]) else { return nil }
+        return (String(parts[0]), String(parts[1]))
+    }
+}
+
+/// What a portal serves for one of virtform's targets, as an initiator sees it.
+public enum ServedLUN: Sendable, Hashable {
+    /// READ CAPACITY's answer, in bytes.
+    case size(UInt64)
+    /// The login or the read failed, and why.
+    case unreadable(String)
+}
+
+extension StoragePool {
+    /// The file or device an export serves for `project/volume`: the rule the pool's driver
+    /// follows (a test holds the drivers to it).
+    public func backingPath(project: String, volume: String) -> String {
+        switch driver {
+        case .btrfs, .dir: "\(path ?? "")/\(project)/\(volume).img"
+        case .zfs: "/dev/zvol/\(dataset ?? "")/\(project)/\(volume)"
+        }
+    }
+}
+
+extension ISCSIExport {
+    /// The target that exports `project/volume`: `<iqnPrefix>:<project>.<volume>`.
+    public func iqn(project: String, volume: String) -> String { "\(iqnPrefix):\(project).\(volume)" }
+}

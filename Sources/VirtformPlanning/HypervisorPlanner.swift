@@ -1,0 +1,300 @@
+import VirtformModel
+
+/// The hypervisor part of a plan: pairs owned domains with VMs by the mark (never by name
+/// alone) and plans create/update/start/stop/delete/migrate. A VM not found while a host that
+/// could hold it is unreadable is *unknown*. Pure.
+struct HypervisorPlanner {
+    let site: Site
+    let index: SiteIndex
+    let observed: ObservedSite
+    let options: Planner.Options
+
+    /// What it planned, for the site planner to merge and to apply its rules across systems.
+    struct Result {
+        var changes: [Change] = []
+        var errors: [Plan.Problem] = []
+        var unknown: [Plan.UnknownVM] = []
+        var unmanaged: [Plan.UnmanagedDomain] = []
+        var fingerprints: [String: String] = [:]
+        /// Every owned domain found, by its VM (declared or not; the first of several copies).
+        var domains: [VMID: ObservedDomain] = [:]
+    }
+
+    func plan() -> Result {
+        var plan = Result()
+        let unreachableHosts = observed.unreachableHosts
+        let anyUnreachable = !unreachableHosts.isEmpty
+
+        // Owned domains by the VM they belong to (further copies aside: a VM found on two hosts
+        // is a problem to report, not to fix). Matched entries are taken out as the VMs are
+        // walked; what is left belongs to VMs that left the manifests.
+        var owned: [VMID: ObservedDomain] = [:]
+        var copies: [VMID: [ObservedDomain]] = [:]
+        var unmanagedByName: [String: ObservedDomain] = [:]
+        for hostName in observed.hosts.keys.sorted() {
+            guard case .reachable(let domains) = observed.hosts[hostName] else { continue }
+            for domain in domains {
+                if let owner = domain.ownership {
+                    if owned[owner.vm] == nil { owned[owner.vm] = domain } else { copies[owner.vm, default: []].append(domain) }
+                } else {
+                    unmanagedByName[domain.name] = domain
+                    if options.showUnmanaged {
+                        plan.unmanaged.append(Plan.UnmanagedDomain(host: domain.host, name: domain.name, state: domain.state.rawValue))
+                    }
+                }
+            }
+        }
+        if options.showUnmanaged { plan.unmanaged.sort { ($0.host, $0.name) < ($1.host, $1.name) } }
+        plan.domains = owned
+
+        // What each host runs, counted only when a VM has to be placed (a plan without creates or
+        // migrations never needs it).
+        var countedLoad: HostLoad?
+        func withLoad<T>(_ body: (inout HostLoad) -> T) -> T {
+            if countedLoad == nil { countedLoad = HostLoad(observed: observed, index: index) }
+            return body(&countedLoad!)
+        }
+        // Thousands of VMs share a handful of placements: work out each one's hosts once.
+        var placements: [VirtualMachine.Placement: (hosts: [Host], names: Set<String>)] = [:]
+        // In VM order, without copying ten thousand VMs into a sorted array first.
+        let order = site.virtualMachines.indices.sorted { site.virtualMachines[$0].id < site.virtualMachines[$1].id }
+        for position in order {
+            let vm = site.virtualMachines[position]
+            var resource: String { "VirtualMachine/\(vm.id)" }
+            let placement: (hosts: [Host], names: Set<String>)
+            if let known = placements[vm.placement] {
+                placement = known
+            } else {
+                let hosts = index.candidateHosts(for: vm)
+                placement = (hosts, Set(hosts.map(\.name)))
+                placements[vm.placement] = placement
+            }
+            let (candidates, candidateNames) = placement
+            let first = owned.removeValue(forKey: vm.id)
+            let extra = copies.removeValue(forKey: vm.id) ?? []
+
+            if let first, !extra.isEmpty {
+                plan.errors.append(.init(resource: resource,
+                    message: "defined on several hosts (\(([first] + extra).map(\.host).sorted().joined(separator: ", "))); undefine the stale copy, then plan again"))
+                continue
+            }
+            if let domain = first {
+                guard let host = index.hosts[domain.host] else { continue }
+                let running = domain.state == .running || domain.state == .paused
+                if !candidateNames.contains(domain.host) {
+                    let destination = withLoad { $0.choose(for: vm, among: candidates.filter { !$0.maintenance && isReachable($0.name) }) }
+                    let desired = destination.map { DomainSpec.desired(for: vm, on: $0, index: index) }
+                    plan.fingerprints[resource] = domain.fingerprint
+                    // The move carries the VM's other changes with it: they are shown here, not hidden.
+                    plan.changes.append(Change(
+                        action: .migrate, resource: resource, system: .host(domain.host),
+                        operation: .migrateDomain(name: domain.name, destination: destination?.name ?? ""),
+                        before: .domain(domain.spec), after: desired.map(ResourceState.domain),
+                        fields: desired.map { domain.spec.changes(to: $0, running: running).fields } ?? [],
+                        reason: "its placement no longer allows host \(domain.host)",
+                        blocked: "live migration is carried out by the cluster feature, which has not landed yet",
+                        destination: destination?.name))
+                    continue
+                }
+                let desired = DomainSpec.desired(for: vm, on: host, index: index)
+                let (fields, live) = domain.spec.changes(to: desired, running: running)
+                let protectionChanged = domain.ownership?.deletionProtection != vm.deletionProtection
+                if !fields.isEmpty || protectionChanged || !domain.persistent {
+                    plan.changes.append(Change(action: .update, resource: resource, system: .host(domain.host),
+                                               operation: .defineDomain(spec: desired, ownership: ownership(vm, desired), replacing: true,
+                                                                        live: running ? live : nil),
+                                               before: .domain(domain.spec), after: .domain(desired), fields: fields,
+                                               reason: fields.isEmpty ? "refresh virtform's mark on the domain" : "differs from the manifest"))
+                }
+                defer {
+                    // Saved plans check what their changes were made against; a resource
+                    // without changes that moves on shows up as a new change instead.
+                    if plan.changes.last?.resource == resource { plan.fingerprints[resource] = domain.fingerprint }
+                }
+                if vm.power == .running && !running {
+                    plan.changes.append(Change(action: .start, resource: resource, system: .host(domain.host),
+                                               operation: .startDomain(name: domain.name),
+                                               reason: "power: running, but it is \(domain.state.rawValue)"))
+                } else if vm.power == .stopped && running {
+                    plan.changes.append(Change(action: .stop, resource: resource, system: .host(domain.host),
+                                               operation: .stopDomain(name: domain.name),
+                                               reason: "power: stopped; shut down gracefully, forced after the timeout"))
+                }
+                continue
+            }
+
+            // Not found. If a host that could hold it was not read, it may well exist there.
+            let unreadable = candidates.filter { !isReachable($0.name) }.map(\.name)
+            if !unreadable.isEmpty || (anyUnreachable && candidates.isEmpty) {
+                plan.unknown.append(.init(resource: resource,
+                    reason: "not found on the hosts that answered, and host \(unreadable.joined(separator: ", ")) could not be read"))
+                continue
+            }
+            if anyUnreachable {
+                // It could have been moved to an unreadable host outside its placement by hand; creating it
+                // here would make a second copy. Be safe.
+                plan.unknown.append(.init(resource: resource,
+                    reason: "not found, but host \(unreachableHosts.map(\.host).joined(separator: ", ")) could not be read and may hold it"))
+                continue
+            }
+            guard let host = withLoad({ $0.choose(for: vm, among: candidates.filter { !$0.maintenance }) }) else {
+                plan.errors.append(.init(resource: resource, message: "fits on no host: \(withLoad { $0.explainNoFit(for: vm, among: candidates) })"))
+                continue
+            }
+            if let clash = unmanagedByName[vm.id.domainName] {
+                plan.errors.append(.init(resource: resource,
+                    message: "a domain named \(clash.name) that virtform does not own exists on host \(clash.host); rename or remove it"))
+                continue
+            }
+            withLoad { $0.place(vm, on: host.name) }
+            let desired = DomainSpec.desired(for: vm, on: host, index: index)
+            plan.fingerprints[resource] = Plan.absent
+            plan.changes.append(Change(action: .create, resource: resource, system: .host(host.name),
+                                       operation: .defineDomain(spec: desired, ownership: ownership(vm, desired), replacing: false, live: nil),
+                                       after: .domain(desired), reason: "declared in \(vm.provenance.document.file)"))
+            if vm.power == .running {
+                plan.changes.append(Change(action: .start, resource: resource, system: .host(host.name),
+                                           operation: .startDomain(name: desired.name), reason: "power: running"))
+            }
+        }
+
+        // Managed domains whose VM left the manifests.
+        var leftovers: [VMID: [ObservedDomain]] = copies
+        for (id, domain) in owned { leftovers[id, default: []].insert(domain, at: 0) }
+        for (id, domains) in leftovers.sorted(by: { $0.key < $1.key }) {
+            for (position, domain) in domains.enumerated() {
+                let resource = "VirtualMachine/\(id)"
+                plan.fingerprints[resource] = domain.fingerprint
+                var blocked: String?
+                if domain.ownership?.deletionProtection == true {
+                    blocked = "deletion protection is on; set deletionProtection: false and apply before removing it"
+                } else if !options.allowDestroy {
+                    blocked = "deletions need --allow-destroy"
+                }
+                var change = Change(action: .delete, resource: resource, system: .host(domain.host), operation: .deleteDomain(name: domain.name),
+                                    before: .domain(domain.spec), reason: "no longer in the manifests", blocked: blocked)
+                if position > 0 { change.id += " on \(domain.host)" }
+                plan.changes.append(change)
+            }
+        }
+        return plan
+    }
+
+    private func ownership(_ vm: VirtualMachine, _ spec: DomainSpec) -> Ownership {
+        Ownership(vm: vm.id, digest: spec.digest, deletionProtection: vm.deletionProtection)
+    }
+
+    private func isReachable(_ host: String) -> Bool {
+        if case .reachable = observed.hosts[host] { return true }
+        return false
+    }
+}
+
+/// What each host already runs, plus what this plan places on it.
+struct HostLoad {
+    private var memory: [String: UInt64] = [:]
+    private var vcpus: [String: Int] = [:]
+    private var guests: [String: Int] = [:]
+    private let index: SiteIndex
+
+    init(observed: ObservedSite, index: SiteIndex) {
+        self.index = index
+        for case .reachable(let domains) in observed.hosts.values {
+            for domain in domains where domain.state == .running || domain.state == .paused || domain.ownership != nil {
+                memory[domain.host, default: 0] += domain.spec.memoryKiB << 10
+                vcpus[domain.host, default: 0] += domain.spec.vcpus
+                guests[domain.host, default: 0] += 1
+            }
+        }
+    }
+
+    mutating func place(_ vm: VirtualMachine, on host: String) {
+        memory[host, default: 0] += vm.memory.bytes
+        vcpus[host, default: 0] += vm.vcpus
+        guests[host, default: 0] += 1
+    }
+
+    func fits(_ vm: VirtualMachine, on host: Host, perHost: Int?) -> Bool {
+        let count = guests[host.name] ?? 0
+        if let maxGuests = host.capacity.maxGuests, count >= maxGuests { return false }
+        if let perHost, count >= perHost { return false }
+        return (memory[host.name] ?? 0) + vm.memory.bytes <= host.capacity.memory.bytes
+            && (vcpus[host.name] ?? 0) + vm.vcpus <= host.capacity.vcpus
+    }
+
+    /// Pinned: the host if it fits. Pack: the first host by name with room below the per-host
+    /// limit. Spread: the host with the lowest memory use after placing, then by name.
+    func choose(for vm: VirtualMachine, among hosts: [Host]) -> Host? {
+        let sorted = hosts.sorted { $0.name < $1.name }
+        switch vm.placement {
+        case .host:
+            return sorted.first { fits(vm, on: $0, perHost: nil) }
+        case .cluster(let name, _):
+            switch index.clusters[name]?.placement {
+            case .pack(let perHost):
+                return sorted.first { fits(vm, on: $0, perHost: perHost) }
+            case .spread, nil:
+                return sorted.filter { fits(vm, on: $0, perHost: nil) }.min { a, b in
+                    usage(a, adding: vm) < usage(b, adding: vm)
+                }
+            }
+        }
+    }
+
+    private func usage(_ host: Host, adding vm: VirtualMachine) -> Double {
+        Double((memory[host.name] ?? 0) + vm.memory.bytes) / Double(max(host.capacity.memory.bytes, 1))
+    }
+
+    func explainNoFit(for vm: VirtualMachine, among hosts: [Host]) -> String {
+        if hosts.isEmpty { return "its placement allows no host" }
+        return hosts.sorted { $0.name < $1.name }.map { host in
+            if host.maintenance { return "\(host.name) is in maintenance" }
+            let freeMemory = host.capacity.memory.bytes - min(memory[host.name] ?? 0, host.capacity.memory.bytes)
+            return "\(host.name) has \(ByteSize(bytes: freeMemory)) and \(host.capacity.vcpus - (vcpus[host.name] ?? 0)) vCPUs free, \(guests[host.name] ?? 0) guests"
+        }.joined(separator: "; ")
+    }
+}
+
+extension DomainSpec {
+    /// The fields that differ from `desired`, each with how it takes effect, and what apply
+    /// changes on the guest itself when it runs. On a running guest only a lower memory size is
+    /// changed live (through the balloon, within the maximum); everything else is written to the
+    /// definition and takes effect at the next start.
+    public func changes(to desired: DomainSpec, running: Bool) -> (fields: [FieldChange], live: LiveUpdate?) {
+        var result: [FieldChange] = []
+        var live = LiveUpdate()
+        let later: FieldChange.Effect = running ? .restart : .applied
+        if domainType != desired.domainType {
+            result.append(FieldChange(field: "domainType", before: domainType, after: desired.domainType, effect: later))
+        }
+        if osType != desired.osType {
+            result.append(FieldChange(field: "type", before: osType, after: desired.osType, effect: later))
+        }
+        if memoryKiB != desired.memoryKiB {
+            let lowered = desired.memoryKiB < memoryKiB
+            if running && lowered { live.memoryKiB = desired.memoryKiB }
+            result.append(FieldChange(field: "memory", before: ByteSize(bytes: memoryKiB << 10).description,
+                                      after: ByteSize(bytes: desired.memoryKiB << 10).description,
+                                      effect: running && lowered ? .live : later))
+        }
+        if vcpus != desired.vcpus {
+            result.append(FieldChange(field: "vcpus", before: String(vcpus), after: String(desired.vcpus), effect: later))
+        }
+        if interfaces != desired.interfaces {
+            result.append(FieldChange(field: "interfaces", before: Self.describe(interfaces), after: Self.describe(desired.interfaces),
+                                      effect: later))
+        }
+        if disks != desired.disks {
+            result.append(FieldChange(field: "disks", before: Self.describe(disks), after: Self.describe(desired.disks), effect: later))
+        }
+        return (result, live == LiveUpdate() ? nil : live)
+    }
+
+    public static func describe(_ interfaces: [InterfaceSpec]) -> String {
+        interfaces.isEmpty ? "none" : interfaces.map { "\($0.bridge)/\($0.mac)" }.joined(separator: ", ")
+    }
+
+    public static func describe(_ disks: [DiskSpec]) -> String {
+        disks.isEmpty ? "none" : disks.map { "\($0.target)/\($0.lun)@\($0.portalHost):\($0.portalPort)" }.joined(separator: ", ")
+    }
+}

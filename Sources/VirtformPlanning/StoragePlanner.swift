@@ -1,0 +1,318 @@
+import VirtformModel
+
+/// What the storage planner needs to know from the rest of the site.
+struct StorageContext {
+    /// IQNs of the disks of every domain that stays defined after this plan.
+    var definedDisks: Set<String>
+    /// IQNs of the disks of running domains.
+    var runningDisks: Set<String>
+    /// Why nothing the VM uses may be deleted now (protection, a host that could not be read);
+    /// nil when it may.
+    var deletionGuard: (VMID) -> String?
+    /// VMs whose domain is defined somewhere: a missing LUN of theirs held data.
+    var definedVMs: Set<VMID>
+    var options: Planner.Options
+}
+
+/// Turns one pool's desired and observed state into changes: projects, master images and their
+/// snapshots, one LUN per VM disk (a clone of its snapshot) and one iSCSI target per LUN.
+/// Dependencies inside storage are decided here: project → image → snapshot → clone → export;
+/// target deletion → LUN deletion → snapshot → image → project deletion.
+struct StoragePlanner {
+    let site: Site
+    let pool: StoragePool
+    let contents: PoolContents
+    let context: StorageContext
+
+    private(set) var changes: [Change] = []
+    private(set) var problems: [Plan.Problem] = []
+    private(set) var fingerprints: [String: String] = [:]
+    /// Resource → id of the change planned for it.
+    private var planned: [String: String] = [:]
+
+    init(site: Site, pool: StoragePool, contents: PoolContents, context: StorageContext) {
+        self.site = site
+        self.pool = pool
+        self.contents = contents
+        self.context = context
+    }
+
+    private var observation: PoolObservation { contents.observation }
+    private var system: SystemAddress { .pool(pool.name) }
+    private var exportSystem: SystemAddress { .exportServer(pool.name) }
+    private var options: Planner.Options { context.options }
+
+    private func ids(_ resources: [String]) -> [String] { resources.compactMap { planned[$0] } }
+
+    private mutating func add(_ change: Change, fingerprint: String, after resources: [String] = []) {
+        var change = change
+        change.dependsOn = ids(resources)
+        changes.append(change)
+        fingerprints[change.resource] = fingerprint
+        planned[change.resource] = change.id
+    }
+
+    mutating func plan() {
+        let projects = site.projects.filter { $0.pool == pool.name }
+        let projectNames = Set(projects.map(\.name))
+
+        for project in projects {
+            let resource = "StorageProject/\(project.name)"
+            guard let seen = observation.project(project.name) else {
+                add(Change(action: .create, resource: resource, system: system, operation: .createProject(name: project.name),
+                           after: ResourceState(project: .init(name: project.name)),
+                           reason: "declared in \(project.provenance.document.file)", summary: "\(pool.driver.rawValue) project \(project.name)"),
+                    fingerprint: Plan.absent)
+                continue
+            }
+            if !seen.ownership.isOwned {
+                problems.append(Plan.Problem(resource: resource, message: "a project \(project.name) exists on \(pool.name) but virtform did not make it; it is left alone"))
+            }
+        }
+
+        planImages(projectNames: projectNames)
+
+        var wantedVolumes = Set<String>()
+        var wantedTargets = Set<String>()
+        for vm in site.virtualMachines where projectNames.contains(vm.project) {
+            guard let disk = vm.disk else { continue }
+            wantedVolumes.insert("\(vm.project)/\(vm.name)")
+            planVolume(vm, disk)
+            if let export = pool.export {
+                let iqn = export.iqn(project: vm.project, volume: vm.name)
+                wantedTargets.insert(iqn)
+                planExport(vm, iqn: iqn)
+            }
+        }
+        planLeftovers(projectNames: projectNames, wantedVolumes: wantedVolumes, wantedTargets: wantedTargets)
+    }
+
+    // MARK: Images and snapshots
+
+    private mutating func planImages(projectNames: Set<String>) {
+        for image in site.images where projectNames.contains(image.project) {
+            let resource = "Image/\(image.uniqueName)"
+            let seen = observation.volume(project: image.project, name: image.meta.name)
+            let (project, name, size) = (image.project, image.meta.name, image.size?.bytes)
+            if let seen {
+                let before = ResourceState(volume: .init(project: project, name: name, size: seen.size, source: image.source))
+                if let size, seen.size < size {
+                    add(Change(action: .update, resource: resource, system: system, operation: .growVolume(project: project, name: name, size: size),
+                               before: before, after: ResourceState(volume: .init(project: project, name: name, size: size, source: image.source)),
+                               fields: [FieldChange(field: "size", before: "\(ByteSize(bytes: seen.size))", after: "\(ByteSize(bytes: size))", effect: .applied)],
+                               reason: "differs from the manifest"),
+                        fingerprint: "\(seen.size)", after: ["StorageProject/\(project)"])
+                } else if let size, seen.size > size {
+                    problems.append(Plan.Problem(resource: resource, message: "the image holds \(ByteSize(bytes: seen.size)); the manifest says \(ByteSize(bytes: size)), and virtform never shrinks a volume"))
+                }
+            } else {
+                let how = image.source.map { "imported from \($0)" } ?? "blank"
+                add(Change(action: .create, resource: resource, system: system,
+                           operation: .createImage(project: project, name: name, size: size, source: image.source),
+                           after: ResourceState(volume: .init(project: project, name: name, size: size, source: image.source)),
+                           reason: "declared in \(image.provenance.document.file)",
+                           summary: "\(how), \(size.map { "\(ByteSize(bytes: $0))" } ?? "its source's size")"),
+                    fingerprint: Plan.absent, after: ["StorageProject/\(project)"])
+            }
+            let imageIQN = pool.export?.iqn(project: image.project, volume: image.meta.name)
+            for snapshotName in image.snapshots {
+                let reference = SnapshotReference(project: image.project, image: image.meta.name, snapshot: snapshotName)
+                guard observation.snapshot(reference) == nil else { continue }
+                let running = imageIQN.map { context.runningDisks.contains($0) } ?? false
+                add(Change(action: .create, resource: "Snapshot/\(reference)", system: system, operation: .createSnapshot(reference: reference),
+                           after: ResourceState(snapshot: .init(reference: reference, size: nil)),
+                           reason: "declared in \(image.provenance.document.file)",
+                           blocked: running ? "a running guest uses \(image.uniqueName); snapshot it when the guest has shut down" : nil,
+                           summary: "read-only snapshot of \(image.uniqueName)"),
+                    fingerprint: Plan.absent, after: [resource])
+            }
+        }
+    }
+
+    // MARK: LUNs and targets
+
+    private mutating func planVolume(_ vm: VirtualMachine, _ disk: VirtualMachine.Disk) {
+        let resource = "StorageVolume/\(vm.project)/\(vm.name)"
+        let source = disk.source
+        let snapshotSize = observation.snapshot(source)?.size
+            ?? site.images.first { $0.project == source.project && $0.meta.name == source.image }?.size?.bytes
+        let size = disk.size?.bytes ?? snapshotSize
+        let (project, name) = (vm.project, vm.name)
+        let desired = ResourceState(volume: .init(project: project, name: name, size: size, origin: source))
+        guard let seen = observation.volume(project: vm.project, name: vm.name) else {
+            let method = observation.cloneMethod.map { $0 == .sparseCopy ? "sparse copy (no reflinks on this filesystem)" : $0.rawValue } ?? "clone"
+            var change = Change(action: .create, resource: resource, system: system,
+                                operation: .cloneVolume(source: source, project: project, name: name, size: disk.size?.bytes),
+                                after: desired, reason: "disk of VirtualMachine/\(vm.id)",
+                                summary: "\(size.map { "\(ByteSize(bytes: $0)) " } ?? "")LUN, \(method) of \(source)")
+            if context.definedVMs.contains(vm.id) {
+                // The domain is there and its disk is not: whatever the guest wrote is gone.
+                change.reason = "recreate disk from master: its data is lost (the LUN of the defined domain \(vm.id.domainName) is missing)"
+                if !options.recreateLostDisks {
+                    change.blocked = "the VM's LUN is gone and a new clone holds none of its data; pass --recreate-lost-disks to clone it again"
+                }
+            }
+            add(change, fingerprint: Plan.absent, after: ["StorageProject/\(project)", "Snapshot/\(source)", "Image/\(source.project)/\(source.image)"])
+            return
+        }
+        guard seen.ownership.isOwned else {
+            problems.append(Plan.Problem(resource: resource, message: "\(vm.project)/\(vm.name) exists on \(pool.name) but virtform did not make it; it is left alone"))
+            return
+        }
+        let before = ResourceState(volume: .init(project: project, name: name, size: seen.size, origin: seen.origin))
+        let fingerprint = "\(seen.size)|\(seen.origin?.description ?? "")"
+        if let origin = seen.origin, origin != source {
+            add(Change(action: .update, resource: resource, system: system, operation: .manual, before: before, after: desired,
+                       fields: [FieldChange(field: "origin", before: origin.description, after: source.description, effect: .applied)],
+                       reason: "differs from the manifest",
+                       blocked: "a clone cannot change its origin; remove the VM's disk (or the VM) and apply, then add it back"),
+                fingerprint: fingerprint)
+        } else if let size, seen.size < size {
+            add(Change(action: .update, resource: resource, system: system, operation: .growVolume(project: project, name: name, size: size),
+                       before: before, after: desired,
+                       fields: [FieldChange(field: "size", before: "\(ByteSize(bytes: seen.size))", after: "\(ByteSize(bytes: size))", effect: .applied)],
+                       reason: "differs from the manifest"),
+                fingerprint: fingerprint)
+        } else if let size, seen.size > size {
+            problems.append(Plan.Problem(resource: resource, message: "the LUN holds \(ByteSize(bytes: seen.size)); the manifest says \(ByteSize(bytes: size)), and virtform never shrinks a LUN"))
+        }
+    }
+
+    private mutating func planExport(_ vm: VirtualMachine, iqn: String) {
+        let resource = "ISCSITarget/\(vm.project)/\(vm.name)"
+        let volumeResource = "StorageVolume/\(vm.project)/\(vm.name)"
+        let backing = pool.backingPath(project: vm.project, volume: vm.name)
+        let request = ExportRequest(project: vm.project, volume: vm.name, backingPath: backing)
+        let desired = ResourceState(target: .init(iqn: iqn, backingPath: backing))
+        guard let target = contents.targets?.first(where: { $0.iqn == iqn }) else {
+            add(Change(action: .create, resource: resource, system: exportSystem, operation: .exportVolume(request: request), after: desired,
+                       reason: "disk of VirtualMachine/\(vm.id)", summary: "target \(iqn), LUN 1 → \(backing)"),
+                fingerprint: Plan.absent, after: [volumeResource])
+            return
+        }
+        guard target.isOwned else {
+            problems.append(Plan.Problem(resource: resource, message: "target \(iqn) exists but is not virtform's; it is left alone"))
+            return
+        }
+        // What the portal serves must be the LUN, whole: the check a hypervisor would otherwise make at boot.
+        let volumeSize = observation.volume(project: vm.project, name: vm.name)?.size
+        let lun = target.luns.first { $0.lun == 1 }
+        var fields: [FieldChange] = []
+        if let lun {
+            if lun.backingPath != backing {
+                fields.append(FieldChange(field: "backing", before: lun.backingPath, after: backing, effect: .applied))
+            } else if !lun.backingExists {
+                // tgt still serves the deleted file it holds open, not the LUN that replaces it.
+                fields.append(FieldChange(field: "backing", before: "\(backing) (deleted)", after: backing, effect: .applied))
+            }
+        }
+        let volumeChange = changes.last { $0.resource == volumeResource }
+        let resizing = volumeChange?.action == .update
+        if volumeChange?.action == .create && fields.isEmpty {
+            // The LUN is cloned again: the target still serves the file it held open.
+            fields.append(FieldChange(field: "backing", before: "\(backing) (gone)", after: backing, effect: .applied))
+        }
+        switch contents.served[iqn] {
+        case .size(let bytes) where volumeSize != nil && bytes != volumeSize! && !resizing:
+            fields.append(FieldChange(field: "served size", before: "\(ByteSize(bytes: bytes))", after: "\(ByteSize(bytes: volumeSize!))", effect: .applied))
+        case .unreadable(let reason):
+            fields.append(FieldChange(field: "visible at the portal", before: "no (\(reason))", after: "yes", effect: .applied))
+        default:
+            break
+        }
+        if resizing && fields.isEmpty {
+            // A grown LUN is served at its old size until its target is made again.
+            fields.append(FieldChange(field: "served size", before: "the old size", after: "the grown size", effect: .applied))
+        }
+        guard !fields.isEmpty else { return }
+        let blocked = target.connectedInitiators.isEmpty ? nil
+            : "initiators are connected (\(target.connectedInitiators.joined(separator: ", "))); it is exported again when the guest has stopped"
+        add(Change(action: .update, resource: resource, system: exportSystem, operation: .reexportVolume(iqn: iqn, request: request),
+                   before: ResourceState(target: .init(iqn: iqn, tid: target.tid, backingPath: lun?.backingPath)), after: desired,
+                   fields: fields, reason: "the target does not serve the LUN as it is", blocked: blocked),
+            fingerprint: "tid \(target.tid)", after: [volumeResource])
+    }
+
+    // MARK: What virtform made and the manifests no longer want
+
+    private mutating func planLeftovers(projectNames: Set<String>, wantedVolumes: Set<String>, wantedTargets: Set<String>) {
+        let declaredImages = Set(site.images.map(\.uniqueName))
+        let declaredSnapshots = Set(site.images.flatMap { image in
+            image.snapshots.map { SnapshotReference(project: image.project, image: image.meta.name, snapshot: $0) }
+        })
+        func destroyGate(_ what: String) -> String? { options.allowDestroy ? nil : "\(what) needs --allow-destroy" }
+
+        if let export = pool.export, let targets = contents.targets {
+            for target in targets where target.isOwned && !wantedTargets.contains(target.iqn) {
+                guard let (project, volume) = target.volume(prefix: export.iqnPrefix) else { continue }
+                let vm = VMID(project: project, name: volume)
+                let resource = "ISCSITarget/\(project)/\(volume)"
+                // Connected initiators of a guest deleted in this plan are gone by the time the
+                // target is removed (it waits for the deletion); tgt refuses otherwise.
+                let blocked = destroyGate("unexporting") ?? context.deletionGuard(vm)
+                    ?? (context.definedDisks.contains(target.iqn) ? "a defined domain still uses \(target.iqn)" : nil)
+                add(Change(action: .delete, resource: resource, system: exportSystem, operation: .unexportVolume(iqn: target.iqn),
+                           before: ResourceState(target: .init(iqn: target.iqn, tid: target.tid, backingPath: target.luns.first?.backingPath)),
+                           reason: "virtform exported it and no VM disk needs it any more", blocked: blocked,
+                           summary: "target \(target.iqn) (tid \(target.tid))"),
+                    fingerprint: "tid \(target.tid)")
+            }
+        }
+
+        for project in observation.projects {
+            // LUNs.
+            for volume in project.volumes where volume.ownership.mark?.kind == .lun && !wantedVolumes.contains("\(project.name)/\(volume.name)") {
+                let vm = VMID(project: project.name, name: volume.name)
+                let iqn = pool.export?.iqn(project: project.name, volume: volume.name)
+                let blocked = destroyGate("deleting a LUN") ?? context.deletionGuard(vm)
+                    ?? (iqn.map { context.definedDisks.contains($0) } == true ? "a defined domain still uses it" : nil)
+                add(Change(action: .delete, resource: "StorageVolume/\(project.name)/\(volume.name)", system: system,
+                           operation: .deleteVolume(project: project.name, name: volume.name),
+                           before: ResourceState(volume: .init(project: project.name, name: volume.name, size: volume.size, origin: volume.origin)),
+                           reason: "virtform cloned it and no VM disk needs it any more", blocked: blocked,
+                           summary: "\(ByteSize(bytes: volume.size)) LUN\(volume.origin.map { " cloned from \($0)" } ?? "")"),
+                    fingerprint: "\(volume.size)|\(volume.origin?.description ?? "")",
+                    after: ["ISCSITarget/\(project.name)/\(volume.name)"])
+            }
+            // Snapshots: blocked while a LUN that stays was cloned from them.
+            for snapshot in project.snapshots where snapshot.ownership.isOwned && !declaredSnapshots.contains(snapshot.reference) {
+                let clones = observation.projects.flatMap(\.volumes).filter { $0.origin == snapshot.reference }
+                let staying = clones.filter { planned["StorageVolume/\($0.project)/\($0.name)"] == nil }
+                let resource = "Snapshot/\(snapshot.reference)"
+                let blocked = destroyGate("deleting a snapshot")
+                    ?? (staying.isEmpty ? nil : "LUNs cloned from it remain (\(staying.map { "\($0.project)/\($0.name)" }.joined(separator: ", ")))")
+                add(Change(action: .delete, resource: resource, system: system, operation: .deleteSnapshot(reference: snapshot.reference),
+                           before: ResourceState(snapshot: .init(reference: snapshot.reference, size: snapshot.size)),
+                           reason: "virtform made it and it is no longer in the manifests", blocked: blocked,
+                           summary: "read-only snapshot \(snapshot.reference)"),
+                    fingerprint: "\(snapshot.size)", after: clones.map { "StorageVolume/\($0.project)/\($0.name)" })
+            }
+            // Images: blocked while a snapshot of theirs stays.
+            for volume in project.volumes where volume.ownership.mark?.kind == .image && !declaredImages.contains("\(project.name)/\(volume.name)") {
+                let snapshots = project.snapshots.filter { $0.reference.image == volume.name }
+                let staying = snapshots.filter { planned["Snapshot/\($0.reference)"] == nil }
+                let blocked = destroyGate("deleting an image")
+                    ?? (staying.isEmpty ? nil : "snapshots of it remain (\(staying.map(\.reference.description).joined(separator: ", ")))")
+                add(Change(action: .delete, resource: "Image/\(project.name)/\(volume.name)", system: system,
+                           operation: .deleteVolume(project: project.name, name: volume.name),
+                           before: ResourceState(volume: .init(project: project.name, name: volume.name, size: volume.size)),
+                           reason: "virtform made it and it is no longer in the manifests", blocked: blocked,
+                           summary: "\(ByteSize(bytes: volume.size)) master image"),
+                    fingerprint: "\(volume.size)", after: snapshots.map { "Snapshot/\($0.reference)" })
+            }
+        }
+
+        // Projects: blocked while anything inside stays.
+        for project in observation.projects where project.ownership.isOwned && !projectNames.contains(project.name) {
+            let inside = project.volumes.map { ($0.ownership.mark?.kind == .image ? "Image/" : "StorageVolume/") + "\(project.name)/\($0.name)" }
+                + project.snapshots.map { "Snapshot/\($0.reference)" }
+            let staying = inside.filter { resource in changes.first { $0.resource == resource && $0.action == .delete } == nil }
+            let blocked = destroyGate("deleting a project")
+                ?? (staying.isEmpty ? nil : "it still holds \(staying.count) volume\(staying.count == 1 ? "" : "s") or snapshot\(staying.count == 1 ? "" : "s") that stay")
+            add(Change(action: .delete, resource: "StorageProject/\(project.name)", system: system, operation: .deleteProject(name: project.name),
+                       before: ResourceState(project: .init(name: project.name)),
+                       reason: "virtform made it and it is no longer in the manifests", blocked: blocked, summary: "project \(project.name)"),
+                fingerprint: "\(inside.count)", after: inside)
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import Testing
+import VirtformModel
+import VirtformPlanning
+
+/// The rules across systems, on the reference site with every system simulated (`World`).
+@Suite("Site planner")
+struct SitePlannerTests {
+    static func without(_ vm: String, from site: Site = referenceSite) -> Site {
+        var site = site
+        let id = VMID(parsing: vm)!
+        site.virtualMachines.removeAll { $0.id == id }
+        site.bindings.removeAll { $0.vm == id }
+        return site
+    }
+
+    static func protecting(_ vm: String, in site: Site = referenceSite) -> Site {
+        var site = site
+        let i = site.virtualMachines.firstIndex { $0.id.description == vm }!
+        site.virtualMachines[i].deletionProtection = true
+        return site
+    }
+
+    @Test func fromScratchEverySystemIsPlannedInOrder() throws {
+        let plan = World().plan()
+        #expect(plan.errors.isEmpty && plan.unknown.isEmpty && plan.unreachable.isEmpty)
+        let kinds = Set(plan.changes.map { $0.resource.split(separator: "/")[0] })
+        #expect(kinds == ["VirtualMachine", "StorageProject", "Image", "Snapshot", "StorageVolume", "ISCSITarget", "NetworkBinding"])
+        let start = try #require(plan.change("start VirtualMachine/appl-1/vm-1"))
+        #expect(Set(start.dependsOn).isSuperset(of: ["create VirtualMachine/appl-1/vm-1", "create StorageVolume/appl-1/vm-1",
+                                                    "create ISCSITarget/appl-1/vm-1", "create NetworkBinding/appl-1-vm-1-public"]))
+        #expect(plan.change("create StorageVolume/appl-1/vm-1")?.dependsOn.sorted()
+            == ["create Image/masters/osol-0811", "create Snapshot/masters/osol-0811@version-01", "create StorageProject/appl-1"])
+        #expect(plan.change("create ISCSITarget/appl-1/vm-1")?.system == .exportServer("lab-pool"))
+        // Every dependency names a change of the plan.
+        let ids = Set(plan.changes.map(\.id))
+        #expect(plan.changes.allSatisfy { Set($0.dependsOn).isSubset(of: ids) })
+        #expect(plan.summary.create == plan.count(.create) && plan.summary.blocked == 0)
+    }
+
+    @Test func anAppliedSiteIsClean() {
+        let plan = World.applied().plan()
+        #expect(plan.isClean, "\(plan.changes.map(\.id))")
+    }
+
+    @Test func unreachableHostKeepsEverythingARemovedVMUses() throws {
+        var world = World.applied()
+        let domain = try #require(world.domain("appl-1/vm-1"))
+        world.hosts.hosts[domain.host] = .unreachable(reason: "connection refused")
+        let plan = world.plan(Self.without("appl-1/vm-1"), .init(allowDestroy: true))
+        let deletes = plan.changes.filter { $0.action == .delete }
+        #expect(Set(deletes.map(\.resource)) == ["StorageVolume/appl-1/vm-1", "ISCSITarget/appl-1/vm-1",
+                                                 "NetworkBinding/appl-1-vm-1-public", "NetworkBinding/appl-1-vm-1-backend"])
+        for delete in deletes {
+            #expect(delete.blocked?.contains("host \(domain.host) could not be read and may hold the domain of appl-1/vm-1") == true,
+                    "\(delete.id): \(delete.blocked ?? "runnable")")
+        }
+        #expect(plan.runnable.filter { $0.action == .delete }.isEmpty)
+    }
+
+    @Test func deletionProtectionCoversTheWholeVM() {
+        let site = Self.protecting("appl-1/vm-1")
+        let world = World.applied(site)
+        let plan = world.plan(Self.without("appl-1/vm-1", from: site), .init(allowDestroy: true))
+        let deletes = plan.changes.filter { $0.action == .delete }
+        #expect(deletes.count == 5, "\(deletes.map(\.id))")
+        #expect(deletes.allSatisfy { $0.blocked != nil }, "\(deletes.filter { $0.blocked == nil }.map(\.id))")
+        #expect(plan.change("delete NetworkBinding/appl-1-vm-1-public")?.blocked?.contains("deletion protection") == true)
+    }
+
+    @Test func aRemovedVMGoesWithItsDiskTargetAndReservationsInOrder() throws {
+        let plan = World.applied().plan(Self.without("appl-1/vm-1"), .init(allowDestroy: true))
+        #expect(plan.blocked.isEmpty, "\(plan.blocked.map { "\($0.id): \($0.blocked!)" })")
+        let domain = "delete VirtualMachine/appl-1/vm-1"
+        #expect(plan.change("delete ISCSITarget/appl-1/vm-1")?.dependsOn == [domain])
+        #expect(Set(try #require(plan.change("delete StorageVolume/appl-1/vm-1")).dependsOn) == ["delete ISCSITarget/appl-1/vm-1", domain])
+        #expect(plan.change("delete NetworkBinding/appl-1-vm-1-public")?.dependsOn == [domain])
+        var world = World.applied()
+        world.apply(plan)
+        #expect(world.plan(Self.without("appl-1/vm-1")).isClean)
+    }
+
+    @Test func unreadablePoolMakesVMsWithDisksUnknown() {
+        var world = World()
+        world.poolUnreachable = "pool not mounted"
+        let plan = world.plan()
+        #expect(plan.unreachable.map(\.system) == [.pool("lab-pool")])
+        #expect(!plan.changes.contains { $0.resource.hasPrefix("VirtualMachine/") || $0.resource.hasPrefix("NetworkBinding/") },
+                "\(plan.changes.map(\.id))")
+        let withDisks = referenceSite.virtualMachines.filter { $0.disk != nil }.map { "VirtualMachine/\($0.id)" }
+        #expect(Set(plan.unknown.map(\.resource)).isSuperset(of: withDisks))
+        #expect(plan.unknown.allSatisfy { $0.reason.contains("StoragePool/lab-pool could not be read") })
+        #expect(PlanRenderer.text(plan).contains("the plan is incomplete") || !plan.isEmpty)
+    }
+
+    @Test func unreadableDHCPServerMakesItsVMsUnknown() {
+        var world = World.applied()
+        world.dhcpUnreachable = "socket gone"
+        // Lower every VM's memory: nothing may be changed for a VM whose DHCP server is unknown.
+        var site = referenceSite
+        for i in site.virtualMachines.indices { site.virtualMachines[i].memory = .mebibytes(32) }
+        let plan = world.plan(site)
+        #expect(plan.changes.isEmpty, "\(plan.changes.map(\.id))")
+        #expect(plan.unknown.count == site.virtualMachines.filter { !$0.interfaces.isEmpty }.count)
+        #expect(!plan.isClean)
+        #expect(PlanRenderer.headline(plan).hasPrefix("No changes planned, but the plan is incomplete"))
+    }
+
+    @Test func aLostLUNOfAnExistingVMIsRecreatedOnlyWhenAllowed() throws {
+        var world = World.applied()
+        world.projects["appl-1"]?.volumes.removeAll { $0.name == "vm-1" }
+        let plan = world.plan()
+        let clone = try #require(plan.change("create StorageVolume/appl-1/vm-1"))
+        #expect(clone.reason.hasPrefix("recreate disk from master: its data is lost"))
+        #expect(clone.blocked?.contains("--recreate-lost-disks") == true)
+        let allowed = world.plan(referenceSite, .init(recreateLostDisks: true))
+        #expect(allowed.change("create StorageVolume/appl-1/vm-1")?.blocked == nil)
+    }
+
+    @Test func aStartWaitsForTheExportOfItsDiskEvenWhenTheDomainIsDefined() throws {
+        var world = World.applied()
+        let domain = try #require(world.domain("appl-1/vm-1"))
+        world.apply(Change(action: .stop, resource: "VirtualMachine/appl-1/vm-1", system: .host(domain.host),
+                           operation: .stopDomain(name: domain.name), reason: "test"))
+        world.targets.removeAll { $0.iqn.hasSuffix(":appl-1.vm-1") }
+        let plan = world.plan()
+        let start = try #require(plan.change("start VirtualMachine/appl-1/vm-1"))
+        #expect(start.dependsOn == ["create ISCSITarget/appl-1/vm-1"])
+    }
+
+    @Test func imagesAndSnapshotsThatLeaveTheManifestsAreDeletedLastAndOnlyWhenUnused() throws {
+        var world = World.applied()
+        world.apply(Change(action: .create, resource: "Image/masters/old", system: .pool("lab-pool"),
+                           operation: .createImage(project: "masters", name: "old", size: 1 << 20, source: nil), reason: "test"))
+        let old = SnapshotReference(project: "masters", image: "old", snapshot: "v1")
+        world.apply(Change(action: .create, resource: "Snapshot/\(old)", system: .pool("lab-pool"),
+                           operation: .createSnapshot(reference: old), reason: "test"))
+        let gated = world.plan()
+        #expect(gated.change("delete Image/masters/old")?.blocked == "deleting an image needs --allow-destroy")
+        let plan = world.plan(referenceSite, .init(allowDestroy: true))
+        #expect(plan.change("delete Snapshot/masters/old@v1")?.blocked == nil)
+        #expect(plan.change("delete Image/masters/old")?.dependsOn == ["delete Snapshot/masters/old@v1"])
+
+        // The reference master's snapshot stays while LUNs cloned from it stay.
+        var site = referenceSite
+        site.images.removeAll { $0.meta.name == "osol-0811" }
+        let inUse = world.plan(site, .init(allowDestroy: true))
+        #expect(inUse.change("delete Snapshot/masters/osol-0811@version-01")?.blocked?.hasPrefix("LUNs cloned from it remain") == true)
+        #expect(inUse.change("delete Image/masters/osol-0811")?.blocked != nil)
+    }
+
+    @Test func aChangeWaitingForABlockedOneIsBlocked() throws {
+        var world = World.applied()
+        // A snapshot that cannot be taken (its image is in use by a running guest) holds back the clone made from it.
+        var site = referenceSite
+        let i = try #require(site.images.firstIndex { $0.meta.name == "osol-0811" })
+        site.images[i].snapshots.append("version-02")
+        let vm = try #require(site.virtualMachines.firstIndex { $0.id.description == "appl-1/vm-1" })
+        site.virtualMachines[vm].disk?.source = SnapshotReference(project: "masters", image: "osol-0811", snapshot: "version-02")
+        world.projects["appl-1"]?.volumes.removeAll { $0.name == "vm-1" }
+        world.served[World.iqnPrefix + ":masters.osol-0811"] = .size(0)
+        let masterTarget = World.iqnPrefix + ":masters.osol-0811"
+        // Pretend a running domain uses the master itself.
+        var domain = try #require(world.domain("appl-2/db-1"))
+        domain.spec.disks.append(DomainSpec.DiskSpec(target: masterTarget, lun: 1, portalHost: "127.0.0.1", portalPort: 3260))
+        domain.state = .running
+        world.hosts.hosts[domain.host] = .reachable(world.domains(on: domain.host).map { $0.name == domain.name ? domain : $0 })
+        let plan = world.plan(site, .init(recreateLostDisks: true))
+        #expect(plan.change("create Snapshot/masters/osol-0811@version-02")?.blocked?.contains("a running guest uses") == true)
+        #expect(plan.change("create StorageVolume/appl-1/vm-1")?.blocked == "waits for create Snapshot/masters/osol-0811@version-02, which is not applied")
+    }
+
+    @Test func aRunningGuestsChangesAreLabelledByHowTheyTakeEffect() throws {
+        let world = World.applied()
+        var site = referenceSite
+        let i = try #require(site.virtualMachines.firstIndex { $0.id.description == "appl-1/vm-1" })
+        site.virtualMachines[i].memory = .mebibytes(32)
+        site.virtualMachines[i].vcpus += 1
+        let update = try #require(world.plan(site).change("update VirtualMachine/appl-1/vm-1"))
+        #expect(update.fields.map(\.effect) == [.live, .restart])
+        guard case .defineDomain(_, _, true, let live) = update.operation else { Issue.record("\(update.operation)"); return }
+        #expect(live == LiveUpdate(memoryKiB: 32 << 10))
+    }
+
+    @Test func aMoveShowsTheVMsOtherChanges() throws {
+        let world = World.applied()
+        var site = referenceSite
+        let i = try #require(site.virtualMachines.firstIndex { $0.name == "db-1" })
+        site.virtualMachines[i].placement = .host("lab-h1")
+        site.virtualMachines[i].memory = .mebibytes(32)
+        let migrate = try #require(world.plan(site).changes.first { $0.action == .migrate })
+        #expect(migrate.fields.map(\.field) == ["memory"])
+    }
+
+    @Test func everyOperationSurvivesASavedPlan() throws {
+        var world = World.applied()
+        world.projects["appl-1"]?.volumes.removeAll { $0.name == "vm-2" }
+        let plan = world.plan(Self.without("appl-1/vm-1"), .init(allowDestroy: true, recreateLostDisks: true))
+        let decoded = try PlanRenderer.decode(Data(PlanRenderer.json(plan).utf8))
+        #expect(decoded.changes == plan.changes)
+        #expect(decoded.formatVersion == 2 && decoded.summary == plan.summary)
+    }
+}

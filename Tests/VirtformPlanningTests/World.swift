@@ -1,0 +1,146 @@
+import Testing
+import VirtformModel
+import VirtformPlanning
+
+/// A whole site as the planner sees it — the hypervisors, the reference site's pool with its
+/// targets and the DHCP server's reservations — with `apply` doing to it what each operation
+/// does to the real systems. Lets the site planner's rules be tested without any system.
+struct World {
+    static let pool = "lab-pool"
+    static let dhcpServer = "lab-dhcp"
+    static let endpoint = "kea-1"
+    static let iqnPrefix = "iqn.2026-11.io.virtform.lab"
+
+    var hosts: ObservedSite
+    var projects: [String: ObservedProject] = [:]
+    var targets: [ObservedTarget] = []
+    var served: [String: ServedLUN] = [:]
+    var reservations: [Reservation] = []
+    var poolUnreachable: String?
+    var dhcpUnreachable: String?
+    private var nextTID = 1
+
+    init(hosts: ObservedSite = emptyLab()) {
+        self.hosts = hosts
+    }
+
+    /// The reference site applied from scratch.
+    static func applied(_ site: Site = referenceSite) -> World {
+        var world = World()
+        world.apply(Planner(site: site, observation: world.observation(for: site)).plan())
+        return world
+    }
+
+    func observation(for site: Site) -> SiteObservation {
+        let subnets = site.networks.filter { $0.dhcpServer == Self.dhcpServer }.map(\.subnet)
+        let pool: PoolReading = poolUnreachable.map { .unreachable(reason: $0) } ?? .read(PoolContents(
+            observation: PoolObservation(pool: Self.pool, projects: projects.values.sorted { $0.name < $1.name }, cloneMethod: .reflink),
+            targets: targets.sorted { $0.iqn < $1.iqn }, served: served))
+        let dhcp: DHCPReading = dhcpUnreachable.map { .unreachable(reason: $0) } ?? .read(DHCPObservation(
+            server: Self.dhcpServer, subnets: subnets,
+            endpoints: [EndpointObservation(name: Self.endpoint, state: .observed(reservations: reservations, unservedSubnets: []))],
+            token: DHCPVersionToken(endpoints: [:])))
+        return SiteObservation(hosts: hosts, pools: [Self.pool: pool], dhcpServers: [Self.dhcpServer: dhcp])
+    }
+
+    func plan(_ site: Site = referenceSite, _ options: Planner.Options = .init()) -> Plan {
+        Planner(site: site, observation: observation(for: site), options: options).plan()
+    }
+
+    /// Carries out every runnable change in an order its dependencies allow, as apply would.
+    mutating func apply(_ plan: Plan) {
+        var done = Set<String>()
+        var pending = plan.runnable
+        while !pending.isEmpty {
+            guard let next = pending.firstIndex(where: { Set($0.dependsOn).isSubset(of: done) }) else {
+                Issue.record("dependencies that can never be met: \(pending.map(\.id))")
+                return
+            }
+            let change = pending.remove(at: next)
+            apply(change)
+            done.insert(change.id)
+        }
+    }
+
+    mutating func apply(_ change: Change) {
+        let host = change.system.name
+        switch change.operation {
+        case .defineDomain(let spec, let ownership, _, _):
+            var list = domains(on: host)
+            if let i = list.firstIndex(where: { $0.name == spec.name }) {
+                list[i].spec = spec
+                list[i].ownership = ownership
+                list[i].persistent = true
+            } else {
+                list.append(ObservedDomain(host: host, name: spec.name, uuid: "uuid-\(spec.name)", state: .shutoff, persistent: true,
+                                           spec: spec, ownership: ownership))
+            }
+            hosts.hosts[host] = .reachable(list)
+        case .startDomain(let name), .restartDomain(let name):
+            setState(name, on: host, .running)
+        case .stopDomain(let name):
+            setState(name, on: host, .shutoff)
+        case .deleteDomain(let name):
+            hosts.hosts[host] = .reachable(domains(on: host).filter { $0.name != name })
+        case .migrateDomain:
+            break
+        case .createProject(let name):
+            projects[name] = ObservedProject(name: name, ownership: .owned(OwnershipMark(kind: .project, name: name)), volumes: [], snapshots: [])
+        case .deleteProject(let name):
+            projects[name] = nil
+        case .createImage(let project, let name, let size, _):
+            addVolume(project, name, size: size ?? 0, mark: OwnershipMark(kind: .image, name: "\(project)/\(name)"))
+        case .createSnapshot(let reference):
+            let size = projects[reference.project]?.volume(reference.image)?.size ?? 0
+            projects[reference.project]?.snapshots.append(ObservedSnapshot(
+                reference: reference, size: size, ownership: .owned(OwnershipMark(kind: .snapshot, name: reference.description))))
+        case .deleteSnapshot(let reference):
+            projects[reference.project]?.snapshots.removeAll { $0.reference == reference }
+        case .cloneVolume(let source, let project, let name, let size):
+            let snapshotSize = projects[source.project]?.snapshots.first { $0.reference == source }?.size ?? 0
+            addVolume(project, name, size: max(size ?? 0, snapshotSize), mark: OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source))
+        case .growVolume(let project, let name, let size):
+            if let i = projects[project]?.volumes.firstIndex(where: { $0.name == name }) { projects[project]!.volumes[i].size = size }
+        case .deleteVolume(let project, let name):
+            projects[project]?.volumes.removeAll { $0.name == name }
+        case .exportVolume(let request), .reexportVolume(_, let request):
+            let iqn = "\(Self.iqnPrefix):\(request.project).\(request.volume)"
+            targets.removeAll { $0.iqn == iqn }
+            targets.append(ObservedTarget(tid: nextTID, iqn: iqn,
+                                          luns: [ObservedTargetLUN(lun: 1, backingPath: request.backingPath, reportedSize: 0, backingExists: true)],
+                                          boundInitiators: ["ALL"], connectedInitiators: [], isOwned: true))
+            nextTID += 1
+            served[iqn] = .size(projects[request.project]?.volume(request.volume)?.size ?? 0)
+        case .unexportVolume(let iqn):
+            targets.removeAll { $0.iqn == iqn }
+            served[iqn] = nil
+        case .reservation(let edit):
+            if let before = edit.before { reservations.removeAll { $0.owner?.binding == before.owner?.binding } }
+            if let after = edit.after { reservations.append(after) }
+        case .manual:
+            break
+        }
+    }
+
+    func domains(on host: String) -> [ObservedDomain] {
+        if case .reachable(let list) = hosts.hosts[host] { return list }
+        return []
+    }
+
+    func domain(_ vm: String) -> ObservedDomain? { hosts.domains.first { $0.ownership?.vm.description == vm } }
+
+    private mutating func setState(_ name: String, on host: String, _ state: ObservedDomain.State) {
+        hosts.hosts[host] = .reachable(domains(on: host).map { domain in
+            var domain = domain
+            if domain.name == name { domain.state = state }
+            return domain
+        })
+    }
+
+    private mutating func addVolume(_ project: String, _ name: String, size: UInt64, mark: OwnershipMark) {
+        projects[project]?.volumes.removeAll { $0.name == name }
+        projects[project]?.volumes.append(ObservedVolume(project: project, name: name, size: size, exclusiveBytes: nil, ownership: .owned(mark),
+                                                         backingPath: "/var/lib/virtform-lab/pool/\(project)/\(name).img"))
+        projects[project]?.volumes.sort { $0.name < $1.name }
+    }
+}
