@@ -1,4 +1,3 @@
-import VirtformModel
 /// A DHCP operation that failed: what, where, and the server's own words.
 ///
 /// Messages read "failed to <operation> on <endpoint>: <reason>"; for Kea the reason includes

@@ -1,4 +1,3 @@
-import VirtformModel
 /// A JSON document as plain data. Numbers keep the exact text the server sent, so a
 /// configuration read from Kea and written back is unchanged wherever virtform did not edit it
 /// (no integer/float or boolean/number confusion), and the canonical text is stable enough to

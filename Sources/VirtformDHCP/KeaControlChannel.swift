@@ -1,5 +1,4 @@
 import Foundation
-import VirtformModel
 import VirtformSystem
 
 #if canImport(Glibc)

@@ -1,4 +1,3 @@
-import VirtformModel
 /// A storage or export operation that failed: a code to act on, what failed on which object,
 /// and why (a program's stderr, an errno text).
 public struct StorageError: Error, Sendable, CustomStringConvertible {
