@@ -49,7 +49,7 @@ struct DnsmasqHostsFile: Hashable, Sendable {
             switch line {
             case .foreign(let text): out.append(text)
             case .owned(let mark, let mac, let address, let hostname):
-                out.append("\(Self.markPrefix)binding=\(mark.binding) vm=\(mark.vm) interface=\(mark.interface)")
+                out.append("\(Self.markPrefix)binding=\(mark.binding) vm=\(mark.vm) interface=\(mark.interface)\(mark.site.map { " site=\($0)" } ?? "")")
                 out.append([mac.description, address.description, hostname].compactMap { $0 }.joined(separator: ","))
             }
         }
@@ -66,7 +66,7 @@ struct DnsmasqHostsFile: Hashable, Sendable {
         guard let binding = fields["binding"], !binding.isEmpty, let vm = fields["vm"].flatMap({ VMID(parsing: $0) }),
             let interface = fields["interface"], !interface.isEmpty
         else { return nil }
-        return OwnerMark(binding: binding, vm: vm, interface: interface)
+        return OwnerMark(binding: binding, vm: vm, interface: interface, site: fields["site"].flatMap { $0.isEmpty ? nil : $0 })
     }
 
     /// `MAC,address[,hostname][,lease time]`, the form virtform writes and the commonest one
@@ -118,11 +118,13 @@ struct DnsmasqHostsFile: Hashable, Sendable {
                 guard let owner = r.owner else {
                     throw DHCPError(.invalidRequest, "failed to apply `\(change)` on \(endpoint): virtform only changes reservations with its owner mark", endpoint: endpoint)
                 }
-                gone.insert(owner.binding)
+                gone.insert(owner.key)
             }
             if let after = change.after { additions.append(after) }
         }
-        let foreign = reservations(in: Array(Set(additions.map(\.subnet)))).filter { $0.owner == nil }
+        // Another site's reservations are as foreign as anybody's.
+        let sites = Set(additions.map { $0.owner?.site })
+        let foreign = reservations(in: Array(Set(additions.map(\.subnet)))).filter { $0.owner == nil || !sites.contains($0.owner?.site) }
         for r in additions {
             if let other = foreign.first(where: { $0.subnet == r.subnet && DHCPObservation.collision(r, $0) != nil }) {
                 throw DHCPError(.conflict, "failed to reserve \(r) on \(endpoint): its \(DHCPObservation.collision(r, other)!.rawValue) is already reserved by \(other), which virtform does not own", endpoint: endpoint)
@@ -131,20 +133,20 @@ struct DnsmasqHostsFile: Hashable, Sendable {
         // A binding's new entry takes the place of its old one, so the file changes only where
         // the reservation did; entries of new bindings go at the end.
         var pending: [String: Reservation] = [:]
-        for r in additions { pending[r.owner!.binding] = r }
+        for r in additions { pending[r.owner!.key] = r }
         var result = self
         result.lines = []
         for line in lines {
-            guard case .owned(let mark, _, _, _) = line, gone.contains(mark.binding) else {
+            guard case .owned(let mark, _, _, _) = line, gone.contains(mark.key) else {
                 result.lines.append(line)
                 continue
             }
-            if let r = pending.removeValue(forKey: mark.binding) {
+            if let r = pending.removeValue(forKey: mark.key) {
                 result.lines.append(.owned(r.owner!, mac: r.mac, address: r.address, hostname: r.hostname))
             }
         }
-        for r in additions where pending[r.owner!.binding] == r {
-            pending[r.owner!.binding] = nil
+        for r in additions where pending[r.owner!.key] == r {
+            pending[r.owner!.key] = nil
             result.lines.append(.owned(r.owner!, mac: r.mac, address: r.address, hostname: r.hostname))
         }
         return result

@@ -47,7 +47,7 @@ enum KeaConfiguration {
         guard let mark = entry["user-context"]?[markKey], let binding = mark["binding"]?.stringValue,
             let vmText = mark["vm"]?.stringValue, let vm = VMID(parsing: vmText), let interface = mark["interface"]?.stringValue
         else { return nil }
-        return OwnerMark(binding: binding, vm: vm, interface: interface)
+        return OwnerMark(binding: binding, vm: vm, interface: interface, site: mark["site"]?.stringValue)
     }
 
     /// The Kea form of an owned reservation.
@@ -58,12 +58,11 @@ enum KeaConfiguration {
         ]
         if let hostname = r.hostname { members["hostname"] = .string(hostname) }
         if let owner = r.owner {
-            members["user-context"] = .object([
-                markKey: .object([
-                    "binding": .string(owner.binding), "vm": .string(owner.vm.description),
-                    "interface": .string(owner.interface),
-                ])
-            ])
+            var mark: [String: JSONValue] = [
+                "binding": .string(owner.binding), "vm": .string(owner.vm.description), "interface": .string(owner.interface),
+            ]
+            if let site = owner.site { mark["site"] = .string(site) }
+            members["user-context"] = .object([markKey: .object(mark)])
         }
         return .object(members)
     }
@@ -83,11 +82,12 @@ enum KeaConfiguration {
                 guard let owner = r.owner else {
                     throw DHCPError(.invalidRequest, "failed to apply `\(change)` on \(endpoint): virtform only changes reservations with its owner mark", endpoint: endpoint)
                 }
-                removals[r.subnet, default: []].insert(owner.binding)
+                removals[r.subnet, default: []].insert(owner.key)
             }
             if let after = change.after { additions[after.subnet, default: []].append(after) }
         }
         var pending = Set(removals.keys).union(additions.keys)
+        let sites = Set(changes.compactMap { ($0.after ?? $0.before)?.owner.map(\.site) })
 
         func edit(_ subnets: inout [JSONValue]) throws {
             for i in subnets.indices {
@@ -106,14 +106,15 @@ enum KeaConfiguration {
                 let wanted = Set(additions[prefix] ?? [])
                 for entry in subnet["reservations"]?.arrayValue ?? [] {
                     let owner = mark(entry)
-                    if let owner, gone.contains(owner.binding) {
+                    if let owner, gone.contains(owner.key) {
                         guard let r = reservation(entry, subnet: prefix), wanted.contains(r), !satisfied.contains(r) else { continue }
                         satisfied.insert(r)
                         kept.append(entry)
                         continue
                     }
                     kept.append(entry)
-                    if owner == nil, let r = reservation(entry, subnet: prefix) {
+                    // Another site's reservations are as foreign as anybody's.
+                    if owner == nil || !sites.contains(owner?.site), let r = reservation(entry, subnet: prefix) {
                         heldAddresses[r.address] = r
                         heldMACs[r.mac] = r
                         if let name = r.hostname { heldNames[name.lowercased()] = r }

@@ -22,7 +22,7 @@ public enum DomainXML {
         lines.append("  <name>\(escape(spec.name))</name>")
         if let uuid { lines.append("  <uuid>\(escape(uuid))</uuid>") }
         lines.append("  <metadata>")
-        lines.append("    <\(Ownership.prefix):owner xmlns:\(Ownership.prefix)='\(Ownership.namespace)' vm='\(escape(ownership.vm.description))' digest='\(escape(ownership.digest))' deletion-protection='\(ownership.deletionProtection)'/>")
+        lines.append("    <\(Ownership.prefix):owner xmlns:\(Ownership.prefix)='\(Ownership.namespace)' vm='\(escape(ownership.vm.description))' digest='\(escape(ownership.digest))' deletion-protection='\(ownership.deletionProtection)'\(ownership.site.map { " site='\(escape($0))'" } ?? "")/>")
         lines.append("  </metadata>")
         lines.append("  <memory unit='KiB'>\(spec.memoryKiB)</memory>")
         lines.append("  <currentMemory unit='KiB'>\(spec.memoryKiB)</currentMemory>")
@@ -134,7 +134,8 @@ public enum DomainXML {
         for element in metadata.children where element.name == "owner" && element.namespace == Ownership.namespace {
             guard let vm = element.attribute("vm").flatMap(VMID.init(parsing:)) else { return nil }
             return Ownership(vm: vm, digest: element.attribute("digest") ?? "",
-                             deletionProtection: element.attribute("deletion-protection") == "true")
+                             deletionProtection: element.attribute("deletion-protection") == "true",
+                             site: element.attribute("site").flatMap { $0.isEmpty ? nil : $0 })
         }
         return nil
     }

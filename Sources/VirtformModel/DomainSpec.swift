@@ -88,10 +88,13 @@ public struct Ownership: Hashable, Sendable, Codable {
     /// Deletion protection at the time of the last apply; kept so a VM that leaves the
     /// manifests stays protected until someone turns protection off.
     public var deletionProtection: Bool
+    /// The site that owns the domain; nil in marks written before sites existed.
+    public var site: String?
 
-    public init(vm: VMID, digest: String, deletionProtection: Bool) {
+    public init(vm: VMID, digest: String, deletionProtection: Bool, site: String? = nil) {
         self.vm = vm
         self.digest = digest
         self.deletionProtection = deletionProtection
+        self.site = site
     }
 }

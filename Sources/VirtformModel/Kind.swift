@@ -1,5 +1,6 @@
 /// The kinds of object a manifest can declare, in the order a site is usually read.
 public enum Kind: String, CaseIterable, Sendable, Hashable, Codable, Comparable {
+    case site = "Site"
     case host = "Host"
     case cluster = "Cluster"
     case storagePool = "StoragePool"

@@ -1,6 +1,22 @@
 // The objects of the manifest language. Each is a plain value: the manifests module builds them
 // from YAML, the planner compares them with what it observes. Field docs say what an operator writes.
 
+/// The site itself: its name is carried in every ownership mark, and a site changes only what
+/// carries its name. One per site; without one the site is called `default`.
+public struct SiteDeclaration: SiteObject {
+    public static let kind = Kind.site
+    public var meta: ObjectMeta
+    /// Free text for people: what the site is, who runs it.
+    public var description: String?
+    public var provenance: Provenance
+
+    public init(meta: ObjectMeta, description: String? = nil, provenance: Provenance) {
+        self.meta = meta
+        self.description = description
+        self.provenance = provenance
+    }
+}
+
 /// One hypervisor.
 public struct Host: SiteObject {
     public static let kind = Kind.host

@@ -14,15 +14,23 @@ public struct OwnerMark: Hashable, Sendable, Comparable, Codable, CustomStringCo
     public var vm: VMID
     /// The VM interface's name.
     public var interface: String
+    /// The site that owns the reservation; nil in marks written before sites existed.
+    public var site: String?
 
-    public init(binding: String, vm: VMID, interface: String) {
+    public init(binding: String, vm: VMID, interface: String, site: String? = nil) {
         self.binding = binding
         self.vm = vm
         self.interface = interface
+        self.site = site
     }
 
-    public static func < (a: OwnerMark, b: OwnerMark) -> Bool { (a.binding, a.vm, a.interface) < (b.binding, b.vm, b.interface) }
-    public var description: String { "binding \(binding) (\(vm) \(interface))" }
+    /// What identifies the owner's reservation on a server: its site and its binding.
+    public var key: String { "\(site ?? "")/\(binding)" }
+
+    public static func < (a: OwnerMark, b: OwnerMark) -> Bool {
+        (a.site ?? "", a.binding, a.vm, a.interface) < (b.site ?? "", b.binding, b.vm, b.interface)
+    }
+    public var description: String { "binding \(binding) (\(vm) \(interface)\(site.map { ", site \($0)" } ?? ""))" }
 }
 
 /// One host reservation: this MAC gets this address (and host name) in this subnet.
@@ -46,10 +54,10 @@ public struct Reservation: Hashable, Sendable, Codable, CustomStringConvertible 
     /// The reservation a binding asks for: the VM interface's MAC (fixed or derived), the
     /// binding's address and host name, in the network's subnet; nil when the VM has no
     /// interface of the binding's name.
-    public init?(binding: NetworkBinding, vm: VirtualMachine, network: Network) {
+    public init?(binding: NetworkBinding, vm: VirtualMachine, network: Network, site: String? = nil) {
         guard let interface = vm.interfaces.first(where: { $0.name == binding.interface }) else { return nil }
         self.init(subnet: network.subnet, mac: vm.mac(of: interface), address: binding.address, hostname: binding.hostname,
-                  owner: OwnerMark(binding: binding.meta.name, vm: vm.id, interface: interface.name))
+                  owner: OwnerMark(binding: binding.meta.name, vm: vm.id, interface: interface.name, site: site))
     }
 
     public var description: String {

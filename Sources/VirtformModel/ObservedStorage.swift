@@ -26,16 +26,20 @@ public struct OwnershipMark: Sendable, Hashable, CustomStringConvertible {
     public var name: String
     /// The snapshot a LUN was cloned from.
     public var origin: SnapshotReference?
+    /// The site that owns the object; nil in marks written before sites existed.
+    public var site: String?
 
-    public init(kind: Kind, name: String, origin: SnapshotReference? = nil) {
+    public init(kind: Kind, name: String, origin: SnapshotReference? = nil, site: String? = nil) {
         self.kind = kind
         self.name = name
         self.origin = origin
+        self.site = site
     }
 
     public var description: String {
         var text = "kind=\(kind.rawValue),name=\(name)"
         if let origin { text += ",origin=\(origin)" }
+        if let site { text += ",site=\(site)" }
         return text
     }
 
@@ -53,6 +57,10 @@ public struct OwnershipMark: Sendable, Hashable, CustomStringConvertible {
         if let origin = fields["origin"] {
             guard let reference = SnapshotReference(parsing: origin) else { return nil }
             self.origin = reference
+        }
+        if let site = fields["site"] {
+            guard Names.isName(site) else { return nil }
+            self.site = site
         }
     }
 
@@ -208,8 +216,13 @@ public struct ObservedTarget: Sendable, Hashable {
     public var connectedInitiators: [String]
     /// Whether virtform made it (see `TgtExportDriver` for the rule).
     public var isOwned: Bool
+    /// The site named by the mark of the LUN it serves; nil when the LUN is gone or its mark
+    /// names no site.
+    public var site: String?
 
-    public init(tid: Int, iqn: String, luns: [ObservedTargetLUN], boundInitiators: [String], connectedInitiators: [String], isOwned: Bool) {
+    public init(tid: Int, iqn: String, luns: [ObservedTargetLUN], boundInitiators: [String], connectedInitiators: [String], isOwned: Bool,
+                site: String? = nil) {
+        self.site = site
         self.tid = tid
         self.iqn = iqn
         self.luns = luns

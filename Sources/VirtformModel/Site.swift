@@ -3,9 +3,20 @@ public struct Site: Sendable {
     /// The name a site goes by when no `Site` document names it.
     public static let defaultName = "default"
 
+    /// `Site` documents; one is allowed (the validator reports the rest).
+    public var declarations: [SiteDeclaration] = []
     /// The site's name: every ownership mark carries it, and a site changes only what carries
-    /// its own name.
-    public var name = Site.defaultName
+    /// its own name. From the `Site` document, or `default` without one.
+    public var name: String {
+        get { declarations.first?.meta.name ?? Site.defaultName }
+        set {
+            if declarations.isEmpty {
+                declarations = [SiteDeclaration(meta: ObjectMeta(name: newValue), provenance: .synthetic("site"))]
+            } else {
+                declarations[0].meta.name = newValue
+            }
+        }
+    }
     public var hosts: [Host] = []
     public var clusters: [Cluster] = []
     public var pools: [StoragePool] = []
@@ -23,13 +34,14 @@ public struct Site: Sendable {
     public init() {}
 
     public var objectCount: Int {
-        hosts.count + clusters.count + pools.count + projects.count + images.count + networks.count
+        declarations.count + hosts.count + clusters.count + pools.count + projects.count + images.count + networks.count
             + dhcpServers.count + virtualMachines.count + bindings.count
     }
 
     /// Adds an object of any kind.
     public mutating func add(_ object: any SiteObject) {
         switch object {
+        case let o as SiteDeclaration: declarations.append(o)
         case let o as Host: hosts.append(o)
         case let o as Cluster: clusters.append(o)
         case let o as StoragePool: pools.append(o)
@@ -45,6 +57,7 @@ public struct Site: Sendable {
 
     /// Merges another partial site (e.g. one file's objects) into this one, keeping order.
     public mutating func merge(_ other: Site) {
+        declarations += other.declarations
         hosts += other.hosts
         clusters += other.clusters
         pools += other.pools

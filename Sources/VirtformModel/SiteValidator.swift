@@ -31,6 +31,7 @@ public struct SiteValidator {
     }
 
     private mutating func run() {
+        checkSite()
         checkDuplicates(site.hosts)
         checkDuplicates(site.clusters)
         checkDuplicates(site.pools)
@@ -51,6 +52,22 @@ public struct SiteValidator {
         site.dhcpServers.forEach { checkDHCPServer($0) }
         checkVirtualMachines()
         checkBindings()
+    }
+
+    /// One `Site` document at most; without one, a warning (the site is called `default`).
+    private mutating func checkSite() {
+        if let first = site.declarations.first {
+            for other in site.declarations.dropFirst() {
+                report(other, "metadata.name", "a site has one Site document; the first (\(first.meta.name)) is declared at \(first.provenance.document)")
+            }
+            return
+        }
+        // Objects of a kind are in load order, so the earliest of the first of each kind is the site's first.
+        let firsts: [(any SiteObject)?] = [site.hosts.first, site.clusters.first, site.pools.first, site.projects.first, site.images.first,
+                                           site.networks.first, site.dhcpServers.first, site.virtualMachines.first, site.bindings.first]
+        guard let anchor = firsts.compactMap({ $0 }).min(by: { $0.provenance.document < $1.provenance.document }) else { return }
+        diagnostics.append(Diagnostic(.warning, at: anchor.provenance.document, object: nil, field: "",
+                                      message: "no Site document: this site is called \"\(Site.defaultName)\", and every mark it writes says so; declare `kind: Site` to name it"))
     }
 
     // MARK: - Helpers

@@ -14,6 +14,7 @@ struct DHCPPlanner {
     private(set) var problems: [Plan.Problem] = []
     private(set) var unreachable: [Plan.UnreachableSystem] = []
     private(set) var fingerprints: [String: String] = [:]
+    private(set) var foreign: [Plan.ForeignObject] = []
 
     /// The server each binding's reservation lives on.
     static func desiredReservations(_ site: Site, index: SiteIndex) -> (byServer: [String: [Reservation]], problems: [Plan.Problem]) {
@@ -25,7 +26,7 @@ struct DHCPPlanner {
                 let interface = vm.interfaces.first(where: { $0.name == binding.interface }),
                 let network = index.networks[interface.network], let server = network.dhcpServer
             else { continue }
-            if let reservation = Reservation(binding: binding, vm: vm, network: network) {
+            if let reservation = Reservation(binding: binding, vm: vm, network: network, site: site.name) {
                 desired[server, default: []].append(reservation)
             } else {
                 problems.append(Plan.Problem(resource: "NetworkBinding/\(binding.meta.name)",
@@ -53,7 +54,7 @@ struct DHCPPlanner {
                     unreachable.append(Plan.UnreachableSystem(system: system, endpoint: endpoint.name, reason: reason))
                 }
             }
-            let comparison = observation.compare(desired: desired[server.meta.name] ?? [])
+            let comparison = ownView(of: observation, system: system).compare(desired: desired[server.meta.name] ?? [])
             for item in comparison.drift {
                 switch item {
                 case .conflict(let wanted, _, _, _), .subnetNotServed(let wanted, _):
@@ -68,6 +69,31 @@ struct DHCPPlanner {
                 changes.append(planChange(change, resource: resource, system: system, drift: comparison.drift))
             }
         }
+    }
+
+    /// The observation as this site sees it: reservations whose mark names another site, or
+    /// names none (an earlier virtform's) for a binding this site does not declare, count as
+    /// somebody else's (never changed, and reported when they collide); they are listed as foreign.
+    private mutating func ownView(of observation: DHCPObservation, system: SystemAddress) -> DHCPObservation {
+        let declared = Set(site.bindings.map(\.meta.name))
+        var view = observation
+        var listed = Set<String>()
+        for (e, endpoint) in observation.endpoints.enumerated() {
+            guard case .observed(let reservations, let unserved) = endpoint.state else { continue }
+            let mine = reservations.map { reservation -> Reservation in
+                guard let owner = reservation.owner, owner.site != site.name, !(owner.site == nil && declared.contains(owner.binding)) else {
+                    return reservation
+                }
+                if listed.insert(owner.key).inserted {
+                    foreign.append(Plan.ForeignObject(resource: "NetworkBinding/\(owner.binding)", system: system, site: owner.site))
+                }
+                var stripped = reservation
+                stripped.owner = nil
+                return stripped
+            }
+            view.endpoints[e].state = .observed(reservations: mine, unservedSubnets: unserved)
+        }
+        return view
     }
 
     static func fingerprint(_ reservation: Reservation) -> String {

@@ -15,6 +15,9 @@ struct HypervisorPlanner {
         var errors: [Plan.Problem] = []
         var unknown: [Plan.UnknownVM] = []
         var unmanaged: [Plan.UnmanagedDomain] = []
+        var foreign: [Plan.ForeignObject] = []
+        /// VMs whose domain carried a mark without a site and is now adopted by this site.
+        var adopted: [VMID] = []
         var fingerprints: [String: String] = [:]
         /// Every owned domain found, by its VM (declared or not; the first of several copies).
         var domains: [VMID: ObservedDomain] = [:]
@@ -31,9 +34,25 @@ struct HypervisorPlanner {
         var owned: [VMID: ObservedDomain] = [:]
         var copies: [VMID: [ObservedDomain]] = [:]
         var unmanagedByName: [String: ObservedDomain] = [:]
+        // Only asked for when a mark names no site (written before sites existed).
+        var declared: Set<VMID>?
         for hostName in observed.hosts.keys.sorted() {
             guard case .reachable(let domains) = observed.hosts[hostName] else { continue }
             for domain in domains {
+                if let owner = domain.ownership, owner.site != site.name {
+                    if owner.site == nil {
+                        if declared == nil { declared = Set(site.virtualMachines.map(\.id)) }
+                        if declared!.contains(owner.vm) {
+                            // Adopted: the update planned below writes this site's name into the mark.
+                            if owned[owner.vm] == nil { owned[owner.vm] = domain } else { copies[owner.vm, default: []].append(domain) }
+                            plan.adopted.append(owner.vm)
+                            continue
+                        }
+                    }
+                    plan.foreign.append(Plan.ForeignObject(resource: "VirtualMachine/\(owner.vm)", system: .host(domain.host), site: owner.site))
+                    unmanagedByName[domain.name] = domain
+                    continue
+                }
                 if let owner = domain.ownership {
                     if owned[owner.vm] == nil { owned[owner.vm] = domain } else { copies[owner.vm, default: []].append(domain) }
                 } else {
@@ -98,13 +117,16 @@ struct HypervisorPlanner {
                 }
                 let desired = DomainSpec.desired(for: vm, on: host, index: index)
                 let (fields, live) = domain.spec.changes(to: desired, running: running)
-                let protectionChanged = domain.ownership?.deletionProtection != vm.deletionProtection
-                if !fields.isEmpty || protectionChanged || !domain.persistent {
+                let markChanged = domain.ownership?.deletionProtection != vm.deletionProtection || domain.ownership?.site != site.name
+                if !fields.isEmpty || markChanged || !domain.persistent {
                     plan.changes.append(Change(action: .update, resource: resource, system: .host(domain.host),
                                                operation: .defineDomain(spec: desired, ownership: ownership(vm, desired), replacing: true,
                                                                         live: running ? live : nil),
                                                before: .domain(domain.spec), after: .domain(desired), fields: fields,
-                                               reason: fields.isEmpty ? "refresh virtform's mark on the domain" : "differs from the manifest"))
+                                               reason: fields.isEmpty
+                                                   ? (domain.ownership?.site == nil ? "adopt: its mark names no site; it is marked as site \(site.name)'s"
+                                                       : "refresh virtform's mark on the domain")
+                                                   : "differs from the manifest"))
                 }
                 defer {
                     // Saved plans check what their changes were made against; a resource
@@ -142,8 +164,10 @@ struct HypervisorPlanner {
                 continue
             }
             if let clash = unmanagedByName[vm.id.domainName] {
+                let owner = clash.ownership.map { $0.site.map { "that site \($0) owns" } ?? "that an earlier virtform marked without a site" }
+                    ?? "that virtform does not own"
                 plan.errors.append(.init(resource: resource,
-                    message: "a domain named \(clash.name) that virtform does not own exists on host \(clash.host); rename or remove it"))
+                    message: "a domain named \(clash.name) \(owner) exists on host \(clash.host); rename or remove it"))
                 continue
             }
             withLoad { $0.place(vm, on: host.name) }
@@ -181,7 +205,7 @@ struct HypervisorPlanner {
     }
 
     private func ownership(_ vm: VirtualMachine, _ spec: DomainSpec) -> Ownership {
-        Ownership(vm: vm.id, digest: spec.digest, deletionProtection: vm.deletionProtection)
+        Ownership(vm: vm.id, digest: spec.digest, deletionProtection: vm.deletionProtection, site: site.name)
     }
 
     private func isReachable(_ host: String) -> Bool {

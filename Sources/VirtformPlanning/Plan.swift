@@ -20,6 +20,11 @@ public struct Plan: Codable, Sendable {
     public var unknown: [UnknownVM] = []
     /// Domains virtform does not own; listed only when asked for.
     public var unmanaged: [UnmanagedDomain] = []
+    /// Objects another site owns, or that an earlier virtform marked without a site and this
+    /// site does not declare: never changed or deleted.
+    public var foreign: [ForeignObject] = []
+    /// Things to know that do not stop the plan (no `Site` document, objects adopted).
+    public var warnings: [String] = []
     /// Resource → fingerprint of what it was observed as (`absent` for what is to be created),
     /// for apply to check that a saved plan still matches what is there.
     public var fingerprints: [String: String] = [:]
@@ -51,7 +56,7 @@ public struct Plan: Codable, Sendable {
 
     public struct Summary: Codable, Sendable, Hashable {
         public var create = 0, update = 0, delete = 0, start = 0, stop = 0, restart = 0, migrate = 0
-        public var blocked = 0, errors = 0, unknown = 0, unreachable = 0
+        public var blocked = 0, errors = 0, unknown = 0, unreachable = 0, foreign = 0
         public init() {}
     }
 
@@ -73,6 +78,7 @@ public struct Plan: Codable, Sendable {
         summary.errors = errors.count
         summary.unknown = unknown.count
         summary.unreachable = unreachable.count
+        summary.foreign = foreign.count
         self.summary = summary
     }
 
@@ -119,6 +125,21 @@ public struct Plan: Codable, Sendable {
         public var resource: String
         public var reason: String
         public init(resource: String, reason: String) { self.resource = resource; self.reason = reason }
+    }
+
+    public struct ForeignObject: Codable, Sendable, Hashable {
+        public var resource: String
+        public var system: SystemAddress
+        /// The site its mark names; nil for a mark written before sites existed.
+        public var site: String?
+        public init(resource: String, system: SystemAddress, site: String?) {
+            self.resource = resource
+            self.system = system
+            self.site = site
+        }
+
+        /// `site lab-b`, or what a mark without a site means.
+        public var owner: String { site.map { "site \($0)" } ?? "no site (marked by an earlier virtform, not declared here)" }
     }
 
     public struct UnmanagedDomain: Codable, Sendable, Hashable {

@@ -23,7 +23,7 @@ public enum PlanRenderer {
     /// `color` wraps symbols in ANSI colours; callers decide (terminal, NO_COLOR).
     public static func text(_ plan: Plan, color: Bool = false) -> String {
         func paint(_ text: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
-        var lines: [String] = []
+        var lines: [String] = plan.warnings.map { paint("warning: \($0)", "33") }
         let systems = Set(plan.changes.map(\.system)).union(plan.unmanaged.map { SystemAddress.host($0.host) }).sorted()
         for system in systems {
             lines.append(paint(system.kind == .host ? "Host \(system.name)" : system.description, "1"))
@@ -58,6 +58,11 @@ public enum PlanRenderer {
             } else {
                 lines.append(paint("\(name): could not be read (\(system.reason)); nothing is planned for what it holds", "31"))
             }
+        }
+        var foreign: [String: Int] = [:]
+        for object in plan.foreign { foreign["\(object.system): \(object.owner)", default: 0] += 1 }
+        for (group, count) in foreign.sorted(by: { $0.key < $1.key }) {
+            lines.append(paint("\(group): \(count) object\(count == 1 ? "" : "s") left alone (`--format json` lists them)", "2"))
         }
         for vm in plan.unknown {
             lines.append("  \(paint("?", "33")) \(vm.resource)  unknown: \(vm.reason)")

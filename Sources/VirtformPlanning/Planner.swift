@@ -56,7 +56,14 @@ public struct Planner {
         plan.errors = hypervisors.errors
         plan.unknown = hypervisors.unknown
         plan.unmanaged = hypervisors.unmanaged
+        plan.foreign = hypervisors.foreign
         plan.fingerprints = hypervisors.fingerprints
+        if site.declarations.isEmpty {
+            plan.warnings.append("no Site document: this site is called \"\(site.name)\", and every mark it writes says so")
+        }
+        if !hypervisors.adopted.isEmpty {
+            plan.warnings.append("\(hypervisors.adopted.count) domain\(hypervisors.adopted.count == 1 ? "" : "s") marked by an earlier virtform without a site \(hypervisors.adopted.count == 1 ? "is" : "are") adopted by site \(site.name): \(hypervisors.adopted.count == 1 ? "its mark is" : "their marks are") rewritten by the updates below")
+        }
 
         if observation.scope == .everything {
             planStorageAndDHCP(into: &plan, domains: hypervisors.domains, unreachableHosts: unreachableHosts.map(\.host))
@@ -104,10 +111,15 @@ public struct Planner {
         let context = StorageContext(definedDisks: definedDisks, runningDisks: runningDisks, deletionGuard: deletionGuard,
                                      definedVMs: definedVMs, options: options)
 
+        let declaredProjects = Set(site.projects.map(\.name))
+        var adoptedInStorage = 0
         for pool in site.pools.sorted(by: { $0.name < $1.name }) {
             switch observation.pools[pool.name] {
             case .read(let contents):
-                var planner = StoragePlanner(site: site, pool: pool, contents: contents, context: context)
+                let (view, foreign, adopted) = contents.ownedBy(site: site.name, declaredProjects: declaredProjects, pool: pool)
+                plan.foreign += foreign
+                adoptedInStorage += adopted
+                var planner = StoragePlanner(site: site, pool: pool, contents: view, context: context, foreign: foreign)
                 planner.plan()
                 plan.changes += planner.changes
                 plan.errors += planner.problems
@@ -119,8 +131,13 @@ public struct Planner {
             }
         }
 
+        if adoptedInStorage > 0 {
+            plan.warnings.append("\(adoptedInStorage) storage object\(adoptedInStorage == 1 ? "" : "s") marked by an earlier virtform without a site, in projects site \(site.name) declares, \(adoptedInStorage == 1 ? "counts" : "count") as site \(site.name)'s (the marks are kept as they are)")
+        }
+
         var dhcp = DHCPPlanner(site: site, readings: observation.dhcpServers, deletionGuard: deletionGuard, options: options)
         dhcp.plan(index: index)
+        plan.foreign += dhcp.foreign
         plan.changes += dhcp.changes
         plan.errors += dhcp.problems
         plan.unreachable += dhcp.unreachable

@@ -23,6 +23,8 @@ struct StoragePlanner {
     let pool: StoragePool
     let contents: PoolContents
     let context: StorageContext
+    /// Resource → the site its mark names (nil: an earlier virtform's), for objects of other sites.
+    let foreign: [String: String?]
 
     private(set) var changes: [Change] = []
     private(set) var problems: [Plan.Problem] = []
@@ -30,7 +32,8 @@ struct StoragePlanner {
     /// Resource → id of the change planned for it.
     private var planned: [String: String] = [:]
 
-    init(site: Site, pool: StoragePool, contents: PoolContents, context: StorageContext) {
+    init(site: Site, pool: StoragePool, contents: PoolContents, context: StorageContext, foreign: [Plan.ForeignObject] = []) {
+        self.foreign = Dictionary(foreign.map { ($0.resource, $0.site) }, uniquingKeysWith: { first, _ in first })
         self.site = site
         self.pool = pool
         self.contents = contents
@@ -43,6 +46,15 @@ struct StoragePlanner {
     private var options: Planner.Options { context.options }
 
     private func ids(_ resources: [String]) -> [String] { resources.compactMap { planned[$0] } }
+
+    /// Why an object the manifests want is left alone: whose it is.
+    private func whose(_ resource: String) -> String {
+        switch foreign[resource] {
+        case .some(.some(let other)): "site \(other) owns it"
+        case .some(.none): "an earlier virtform marked it without a site, and its project is not declared here"
+        case .none: "virtform did not make it"
+        }
+    }
 
     private mutating func add(_ change: Change, fingerprint: String, after resources: [String] = []) {
         var change = change
@@ -66,7 +78,7 @@ struct StoragePlanner {
                 continue
             }
             if !seen.ownership.isOwned {
-                problems.append(Plan.Problem(resource: resource, message: "a project \(project.name) exists on \(pool.name) but virtform did not make it; it is left alone"))
+                problems.append(Plan.Problem(resource: resource, message: "a project \(project.name) exists on \(pool.name) but \(whose(resource)); it is left alone"))
             }
         }
 
@@ -96,6 +108,10 @@ struct StoragePlanner {
             let (project, name, size) = (image.project, image.meta.name, image.size?.bytes)
             if let seen {
                 let before = ResourceState(volume: .init(project: project, name: name, size: seen.size, source: image.source))
+                if !seen.ownership.isOwned, let size, seen.size != size {
+                    problems.append(Plan.Problem(resource: resource, message: "the image holds \(ByteSize(bytes: seen.size)), the manifest says \(ByteSize(bytes: size)), and \(whose(resource)); it is left alone"))
+                    continue
+                }
                 if let size, seen.size < size {
                     add(Change(action: .update, resource: resource, system: system, operation: .growVolume(project: project, name: name, size: size),
                                before: before, after: ResourceState(volume: .init(project: project, name: name, size: size, source: image.source)),
@@ -156,7 +172,7 @@ struct StoragePlanner {
             return
         }
         guard seen.ownership.isOwned else {
-            problems.append(Plan.Problem(resource: resource, message: "\(vm.project)/\(vm.name) exists on \(pool.name) but virtform did not make it; it is left alone"))
+            problems.append(Plan.Problem(resource: resource, message: "\(vm.project)/\(vm.name) exists on \(pool.name) but \(whose(resource)); it is left alone"))
             return
         }
         let before = ResourceState(volume: .init(project: project, name: name, size: seen.size, origin: seen.origin))
@@ -191,7 +207,7 @@ struct StoragePlanner {
             return
         }
         guard target.isOwned else {
-            problems.append(Plan.Problem(resource: resource, message: "target \(iqn) exists but is not virtform's; it is left alone"))
+            problems.append(Plan.Problem(resource: resource, message: "target \(iqn) exists but \(foreign[resource] == nil ? "is not virtform's" : whose(resource)); it is left alone"))
             return
         }
         // What the portal serves must be the LUN, whole: the check a hypervisor would otherwise make at boot.
@@ -314,5 +330,55 @@ struct StoragePlanner {
                        reason: "virtform made it and it is no longer in the manifests", blocked: blocked, summary: "project \(project.name)"),
                 fingerprint: "\(inside.count)", after: inside)
         }
+    }
+}
+
+extension PoolContents {
+    /// What of the pool is this site's: objects whose mark names the site, and objects whose
+    /// mark names no site (an earlier virtform's) in a project the site declares. Everything
+    /// else that carries a mark is another site's: shown as not virtform's in the returned view,
+    /// and listed, never touched.
+    func ownedBy(site: String, declaredProjects: Set<String>, pool: StoragePool)
+        -> (view: PoolContents, foreign: [Plan.ForeignObject], adopted: Int)
+    {
+        var view = self
+        var foreign: [Plan.ForeignObject] = []
+        var adopted = 0
+        func ours(_ markSite: String?, project: String) -> Bool {
+            if markSite == site { return true }
+            if markSite == nil && declaredProjects.contains(project) {
+                adopted += 1
+                return true
+            }
+            return false
+        }
+        let system = SystemAddress.pool(pool.name)
+        for (p, project) in observation.projects.enumerated() {
+            if let mark = project.ownership.mark, !ours(mark.site, project: project.name) {
+                foreign.append(Plan.ForeignObject(resource: "StorageProject/\(project.name)", system: system, site: mark.site))
+                view.observation.projects[p].ownership = .unowned
+            }
+            for (v, volume) in project.volumes.enumerated() {
+                guard let mark = volume.ownership.mark, !ours(mark.site, project: project.name) else { continue }
+                let kind = mark.kind == .image ? "Image" : "StorageVolume"
+                foreign.append(Plan.ForeignObject(resource: "\(kind)/\(project.name)/\(volume.name)", system: system, site: mark.site))
+                view.observation.projects[p].volumes[v].ownership = .unowned
+            }
+            for (s, snapshot) in project.snapshots.enumerated() {
+                guard let mark = snapshot.ownership.mark, !ours(mark.site, project: project.name) else { continue }
+                foreign.append(Plan.ForeignObject(resource: "Snapshot/\(snapshot.reference)", system: system, site: mark.site))
+                view.observation.projects[p].snapshots[s].ownership = .unowned
+            }
+        }
+        if let export = pool.export, let targets {
+            for (t, target) in targets.enumerated() where target.isOwned {
+                let project = target.volume(prefix: export.iqnPrefix)?.project ?? ""
+                guard !ours(target.site, project: project) else { continue }
+                let name = target.volume(prefix: export.iqnPrefix).map { "\($0.project)/\($0.volume)" } ?? target.iqn
+                foreign.append(Plan.ForeignObject(resource: "ISCSITarget/\(name)", system: .exportServer(pool.name), site: target.site))
+                view.targets![t].isOwned = false
+            }
+        }
+        return (view, foreign, adopted)
     }
 }

@@ -34,10 +34,13 @@ public final class FileTreeDriver: StorageDriver {
     /// The pool's folder (btrfs: the mount point or a folder inside it).
     public let path: String
     private let runner: any CommandRunner
+    /// The site named in the marks of what it creates (nil: none, as before sites).
+    public let site: String?
     /// `dir`: how clones are made, found by `probe()`.
     private let probedMethod = Mutex<CloneMethod?>(nil)
 
-    public init(flavor: Flavor, poolName: String, path: String, runner: any CommandRunner = LocalCommandRunner()) {
+    public init(flavor: Flavor, poolName: String, path: String, site: String? = nil, runner: any CommandRunner = LocalCommandRunner()) {
+        self.site = site
         self.flavor = flavor
         self.poolName = poolName
         self.path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
@@ -197,7 +200,7 @@ public final class FileTreeDriver: StorageDriver {
                 }
                 undo.append { _ = rmdir(temporary) }
             }
-            try OwnershipMark(kind: .project, name: name).write(path: temporary)
+            try OwnershipMark(kind: .project, name: name, site: site).write(path: temporary)
             try FileOperations.renameNoReplace(temporary, final)
         } catch {
             for step in undo.reversed() { await step() }
@@ -239,7 +242,7 @@ public final class FileTreeDriver: StorageDriver {
         try await Blocking.run {
             try Self.atomically(final: final) { temporary in
                 try FileOperations.createSparse(temporary, size: size)
-                try OwnershipMark(kind: .image, name: "\(project)/\(name)").write(path: temporary)
+                try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site).write(path: temporary)
             }
         }
     }
@@ -258,7 +261,7 @@ public final class FileTreeDriver: StorageDriver {
                 // A source on another filesystem cannot be reflinked: copy it, on any pool.
                 _ = try FileOperations.clone(source, to: temporary, allowed: [.reflink, .sparseCopy])
                 if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
-                try OwnershipMark(kind: .image, name: "\(project)/\(name)").write(path: temporary)
+                try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site).write(path: temporary)
             }
         }
     }
@@ -281,7 +284,7 @@ public final class FileTreeDriver: StorageDriver {
             try Self.atomically(final: final) { temporary in
                 method = try FileOperations.clone(snapshot, to: temporary, allowed: allowed)
                 if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
-                try OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source).write(path: temporary)
+                try OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: self.site).write(path: temporary)
             }
             return method
         }
@@ -328,7 +331,7 @@ public final class FileTreeDriver: StorageDriver {
         try await Blocking.run {
             try Self.atomically(final: final) { temporary in
                 _ = try FileOperations.clone(image, to: temporary, allowed: allowed)
-                try OwnershipMark(kind: .snapshot, name: reference.description).write(path: temporary)
+                try OwnershipMark(kind: .snapshot, name: reference.description, site: self.site).write(path: temporary)
                 if chmod(temporary, 0o444) != 0 { throw StorageError.failed(what, FileOperations.errorText()) }
             }
             // After the rename: an immutable file cannot be renamed. btrfs always has the
@@ -375,6 +378,9 @@ public final class FileTreeDriver: StorageDriver {
         }
         if let kind, mark.kind != kind {
             throw StorageError(.unowned, "refusing to \(what): \(path) is marked as a \(mark.kind.rawValue), not a \(kind.rawValue)")
+        }
+        if let theirs = mark.site, let site, theirs != site {
+            throw StorageError(.unowned, "refusing to \(what): \(path) belongs to site \(theirs), not \(site)")
         }
     }
 

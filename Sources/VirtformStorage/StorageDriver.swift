@@ -67,13 +67,14 @@ public enum StorageDrivers {
 
     /// The driver for `pool`. `runner` runs the driver's programs (btrfs, zfs); for zfs with an
     /// `sshTarget`, commands go through `ssh` on that runner.
-    public static func driver(for pool: StoragePool, runner: any CommandRunner = LocalCommandRunner()) throws -> any StorageDriver {
+    /// `site` is named in the marks of what the driver creates.
+    public static func driver(for pool: StoragePool, site: String? = nil, runner: any CommandRunner = LocalCommandRunner()) throws -> any StorageDriver {
         try driver(named: pool.driver.rawValue, poolName: pool.meta.name, path: pool.path, dataset: pool.dataset,
-                   sshTarget: pool.sshTarget, runner: runner)
+                   sshTarget: pool.sshTarget, site: site, runner: runner)
     }
 
     public static func driver(
-        named name: String, poolName: String, path: String?, dataset: String?, sshTarget: String? = nil,
+        named name: String, poolName: String, path: String?, dataset: String?, sshTarget: String? = nil, site: String? = nil,
         runner: any CommandRunner = LocalCommandRunner()
     ) throws -> any StorageDriver {
         switch name {
@@ -81,13 +82,13 @@ public enum StorageDrivers {
             guard let path, path.hasPrefix("/") else {
                 throw StorageError(.invalid, "failed to load the \(name) driver for pool \(poolName): it needs an absolute `path`")
             }
-            return FileTreeDriver(flavor: name == "btrfs" ? .btrfs : .dir, poolName: poolName, path: path, runner: runner)
+            return FileTreeDriver(flavor: name == "btrfs" ? .btrfs : .dir, poolName: poolName, path: path, site: site, runner: runner)
         case "zfs":
             guard let dataset, !dataset.isEmpty else {
                 throw StorageError(.invalid, "failed to load the zfs driver for pool \(poolName): it needs a `dataset`")
             }
             let effective: any CommandRunner = sshTarget.map { SSHCommandRunner(target: $0, base: runner) } ?? runner
-            return ZFSDriver(poolName: poolName, dataset: dataset, runner: effective)
+            return ZFSDriver(poolName: poolName, dataset: dataset, site: site, runner: effective)
         default:
             throw StorageError(.invalid, "unknown storage driver '\(name)' for pool \(poolName); known drivers: \(names.joined(separator: ", "))")
         }

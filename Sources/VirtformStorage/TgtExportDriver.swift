@@ -46,6 +46,7 @@ public struct TgtExportDriver: ExportDriver {
         return Self.parseShow(text).map { target in
             var target = target
             target.isOwned = isOwned(target)
+            if target.isOwned, let lun = target.luns.first(where: { $0.lun == 1 }) { target.site = backingMark(lun.backingPath)?.site }
             return target
         }.sorted { $0.iqn < $1.iqn }
     }

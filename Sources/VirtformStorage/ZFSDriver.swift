@@ -14,9 +14,12 @@ public struct ZFSDriver: StorageDriver {
     public let poolName: String
     public let dataset: String
     private let runner: any CommandRunner
+    /// The site named in the marks of what it creates (nil: none, as before sites).
+    public let site: String?
 
     /// `runner` runs `zfs` locally, or remotely when it is an `SSHCommandRunner`.
-    public init(poolName: String, dataset: String, runner: any CommandRunner) {
+    public init(poolName: String, dataset: String, site: String? = nil, runner: any CommandRunner) {
+        self.site = site
         self.poolName = poolName
         self.dataset = dataset
         self.runner = runner
@@ -100,7 +103,7 @@ public struct ZFSDriver: StorageDriver {
 
     public func createProject(_ name: String) async throws {
         try validateName(name, "project")
-        try await zfs(["create", "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .project, name: name))", "\(dataset)/\(name)"],
+        try await zfs(["create", "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .project, name: name, site: site))", "\(dataset)/\(name)"],
                       "create project \(name) in pool \(poolName)")
     }
 
@@ -114,13 +117,13 @@ public struct ZFSDriver: StorageDriver {
     public func createImage(project: String, name: String, size: UInt64) async throws {
         try validateName(name, "image")
         try await requireMark("\(dataset)/\(project)", kind: .project, "create image \(project)/\(name)")
-        try await zfs(["create", "-s", "-V", String(size), "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .image, name: "\(project)/\(name)"))",
+        try await zfs(["create", "-s", "-V", String(size), "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .image, name: "\(project)/\(name)", site: site))",
                        "\(dataset)/\(project)/\(name)"], "create image \(project)/\(name)")
     }
 
     public func createSnapshot(_ reference: SnapshotReference) async throws {
         try await requireMark("\(dataset)/\(reference.project)/\(reference.image)", kind: .image, "snapshot \(reference)")
-        try await zfs(["snapshot", "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .snapshot, name: reference.description))",
+        try await zfs(["snapshot", "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .snapshot, name: reference.description, site: site))",
                        "\(dataset)/\(reference)"], "snapshot \(reference)")
     }
 
@@ -138,7 +141,7 @@ public struct ZFSDriver: StorageDriver {
             throw StorageError(.refused, "refusing to \(what): the size \(size) is smaller than the snapshot (\(volsize) bytes)")
         }
         let target = "\(dataset)/\(project)/\(name)"
-        let mark = OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source)
+        let mark = OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: site)
         try await zfs(["clone", "-o", "\(OwnershipMark.zfsProperty)=\(mark)", "\(dataset)/\(source)", target], what)
         if let size, size != snapshot.volsize {
             do {
@@ -190,6 +193,9 @@ public struct ZFSDriver: StorageDriver {
         }
         if let kind, mark.kind != kind {
             throw StorageError(.unowned, "refusing to \(what): \(name) is marked as a \(mark.kind.rawValue), not a \(kind.rawValue)")
+        }
+        if let theirs = mark.site, let site, theirs != site {
+            throw StorageError(.unowned, "refusing to \(what): \(name) belongs to site \(theirs), not \(site)")
         }
         return row
     }

@@ -114,6 +114,44 @@ struct StackTests {
             #expect(!FileManager.default.fileExists(atPath: site.mountPoint + "/appl/web-1.img"))
         }
     }
+
+    /// Two sites with different names on the same hypervisor, pool, target server and Kea: each
+    /// applies, each plans clean, neither sees the other's objects as its own, and one that
+    /// drops everything deletes only what it made.
+    @Test func twoSitesSideBySideNeverTouchEachOther() async throws {
+        try await StackSite.with { site in
+            let other = site.root + "/manifests-b"
+            try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+            try site.writeSecondSite(to: other, withWeb: true)
+            var (output, code) = await site.run(["apply", "--auto-approve"])
+            try #require(code == 0, "\(output)")
+            (output, code) = await runVirtform(["apply", "--auto-approve", other])
+            try #require(code == 0, "\(output)")
+
+            (output, code) = await site.run(["plan", "--detailed-exitcode", "--allow-destroy"])
+            #expect(code == 0, "site A plans clean beside site B:\n\(output)")
+            #expect(output.contains("site stack-b: "), "\(output)")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", "--allow-destroy", other])
+            #expect(code == 0, "site B plans clean beside site A:\n\(output)")
+            (output, code) = await runVirtform(["plan", "--format", "json", other])
+            let plan = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+            let foreign = try #require(plan?["foreign"] as? [[String: Any]])
+            #expect(Set(foreign.compactMap { $0["resource"] as? String }).isSuperset(of: [
+                "VirtualMachine/appl/web-1", "StorageVolume/appl/web-1", "ISCSITarget/appl/web-1", "NetworkBinding/web-1-public",
+            ]), "\(output)")
+            #expect(foreign.allSatisfy { $0["site"] as? String == "stack-a" }, "\(output)")
+
+            // Site B drops its VM: its domain, LUN, target and reservation go; site A's stay.
+            try site.writeSecondSite(to: other, withWeb: false)
+            (output, code) = await runVirtform(["apply", "--auto-approve", "--allow-destroy", other])
+            #expect(code == 0, "\(output)")
+            #expect(!output.contains("appl/web-1 "), "site B touched site A's objects:\n\(output)")
+            #expect(FileManager.default.fileExists(atPath: site.mountPoint + "/appl/web-1.img"))
+            #expect(!FileManager.default.fileExists(atPath: site.mountPoint + "/b-apps/web-1.img"))
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            #expect(code == 0, "site A is still as it was:\n\(output)")
+        }
+    }
 }
 
 /// A temporary lab of one hypervisor, a btrfs pool with its own tgtd, and Kea in its own
@@ -173,8 +211,98 @@ struct StackSite: Sendable {
         await runVirtform(arguments + [directory])
     }
 
+    /// The host, pool and DHCP server the site's manifests name (the same for a second site).
+    var systems: String {
+        """
+            apiVersion: virtform.io/v1alpha1
+            kind: Host
+            metadata: {name: stack-h1}
+            spec:
+              uri: "\(hosts[0].testURI)"
+              capacity: {memory: 8GiB, vcpus: 8}
+              bridges: [fe0]
+              domainType: test
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: StoragePool
+            metadata: {name: stack-pool}
+            spec:
+              driver: btrfs
+              path: \(mountPoint)
+              export: {driver: tgt, portal: "127.0.0.1:\(Self.portalPort)", iqnPrefix: iqn.2026-11.io.virtform.stack, controlPort: \(Self.controlPort)}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: DHCPServer
+            metadata: {name: kea}
+            spec:
+              driver: kea
+              endpoints: [{name: kea-1, controlSocket: "\(dhcp.configuration.controlSocket)"}]
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: Network
+            metadata: {name: public}
+            spec: {bridge: fe0, subnet: 192.168.76.0/24, dhcpServer: kea}
+
+            """
+    }
+
+    /// Site `stack-b` on the same systems: its own projects, master, VM, MAC and address.
+    func writeSecondSite(to directory: String, withWeb: Bool) throws {
+        var text = """
+            apiVersion: virtform.io/v1alpha1
+            kind: Site
+            metadata: {name: stack-b}
+            spec: {}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: StorageProject
+            metadata: {name: b-masters}
+            spec: {pool: stack-pool}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: StorageProject
+            metadata: {name: b-apps}
+            spec: {pool: stack-pool}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: Image
+            metadata: {name: base}
+            spec: {project: b-masters, size: 64MiB, snapshots: [v1]}
+            ---
+
+            """ + systems
+        if withWeb {
+            text += """
+                ---
+                apiVersion: virtform.io/v1alpha1
+                kind: VirtualMachine
+                metadata: {name: web-1}
+                spec:
+                  project: b-apps
+                  memory: 64MiB
+                  vcpus: 1
+                  disk: {from: b-masters/base@v1}
+                  interfaces: [{network: public, mac: "02:00:00:00:10:02"}]
+                  placement: {host: stack-h1}
+                  power: running
+                ---
+                apiVersion: virtform.io/v1alpha1
+                kind: NetworkBinding
+                metadata: {name: web-1-public}
+                spec: {vm: b-apps/web-1, interface: public, address: 192.168.76.72, hostname: b-web-1}
+
+                """
+        }
+        try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+    }
+
     func write(withWeb: Bool, diskSize: String? = nil, protected: Bool = false) throws {
         var text = """
+            apiVersion: virtform.io/v1alpha1
+            kind: Site
+            metadata: {name: stack-a}
+            spec: {}
+            ---
             apiVersion: virtform.io/v1alpha1
             kind: Host
             metadata: {name: stack-h1}

@@ -29,7 +29,7 @@ struct InvalidManifestTests {
     @Test func baseSiteIsValid() {
         let result = ManifestLoader.load(text: SiteFixture.base, name: "site.yaml")
         #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
-        #expect(result.site.objectCount == 12)
+        #expect(result.site.objectCount == 13)
     }
 
     static let cases: [BrokenCase] = [
@@ -38,7 +38,7 @@ struct InvalidManifestTests {
             kind: Hots #<
             metadata: {name: h9}
             spec: {}
-            """, token: "Hots", field: "kind", message: "expected one of \"Host\"", suggestion: "Host"),
+            """, token: "Hots", field: "kind", message: "expected one of \"Site\", \"Host\"", suggestion: "Host"),
         BrokenCase(label: "unknown apiVersion", document: """
             apiVersion: virtform.io/v2 #<
             kind: Host
@@ -104,7 +104,7 @@ struct InvalidManifestTests {
             kind: Host
             metadata: {name: h1} #<
             spec: {uri: "qemu:///system", capacity: {memory: 1GiB, vcpus: 1}}
-            """, token: "h1", field: "metadata.name", message: "duplicate Host \"h1\": first declared at site.yaml:1:1"),
+            """, token: "h1", field: "metadata.name", message: "duplicate Host \"h1\": first declared at site.yaml:5:1"),
         BrokenCase(label: "same VM name twice in a project", document: """
             apiVersion: virtform.io/v1alpha1
             kind: VirtualMachine

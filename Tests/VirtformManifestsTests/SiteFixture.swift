@@ -4,6 +4,11 @@ import Foundation
 enum SiteFixture {
     static let base = """
         apiVersion: virtform.io/v1alpha1
+        kind: Site
+        metadata: {name: fixture}
+        spec: {}
+        ---
+        apiVersion: virtform.io/v1alpha1
         kind: Host
         metadata: {name: h1, labels: {segment: odd}}
         spec:

@@ -33,7 +33,7 @@ func applied(_ plan: Plan, to site: Site, on observed: ObservedSite) -> Observed
         domains[change.host, default: []].append(ObservedDomain(
             host: change.host, name: spec.name, uuid: "uuid-\(spec.name)", state: started ? .running : .shutoff, persistent: true,
             spec: spec, ownership: Ownership(vm: VMID(parsing: spec.name)!, digest: spec.digest,
-                                             deletionProtection: protection[spec.name] ?? false)))
+                                             deletionProtection: protection[spec.name] ?? false, site: site.name)))
     }
     var hosts = observed.hosts
     for (host, list) in domains { hosts[host] = .reachable(list) }

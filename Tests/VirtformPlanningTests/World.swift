@@ -19,6 +19,8 @@ struct World {
     var poolUnreachable: String?
     var dhcpUnreachable: String?
     private var nextTID = 1
+    /// The site the storage drivers name in their marks (they are made for one site).
+    var site = referenceSite.name
 
     init(hosts: ObservedSite = emptyLab()) {
         self.hosts = hosts
@@ -85,20 +87,20 @@ struct World {
         case .migrateDomain:
             break
         case .createProject(let name):
-            projects[name] = ObservedProject(name: name, ownership: .owned(OwnershipMark(kind: .project, name: name)), volumes: [], snapshots: [])
+            projects[name] = ObservedProject(name: name, ownership: .owned(OwnershipMark(kind: .project, name: name, site: site)), volumes: [], snapshots: [])
         case .deleteProject(let name):
             projects[name] = nil
         case .createImage(let project, let name, let size, _):
-            addVolume(project, name, size: size ?? 0, mark: OwnershipMark(kind: .image, name: "\(project)/\(name)"))
+            addVolume(project, name, size: size ?? 0, mark: OwnershipMark(kind: .image, name: "\(project)/\(name)", site: site))
         case .createSnapshot(let reference):
             let size = projects[reference.project]?.volume(reference.image)?.size ?? 0
             projects[reference.project]?.snapshots.append(ObservedSnapshot(
-                reference: reference, size: size, ownership: .owned(OwnershipMark(kind: .snapshot, name: reference.description))))
+                reference: reference, size: size, ownership: .owned(OwnershipMark(kind: .snapshot, name: reference.description, site: site))))
         case .deleteSnapshot(let reference):
             projects[reference.project]?.snapshots.removeAll { $0.reference == reference }
         case .cloneVolume(let source, let project, let name, let size):
             let snapshotSize = projects[source.project]?.snapshots.first { $0.reference == source }?.size ?? 0
-            addVolume(project, name, size: max(size ?? 0, snapshotSize), mark: OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source))
+            addVolume(project, name, size: max(size ?? 0, snapshotSize), mark: OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: site))
         case .growVolume(let project, let name, let size):
             if let i = projects[project]?.volumes.firstIndex(where: { $0.name == name }) { projects[project]!.volumes[i].size = size }
         case .deleteVolume(let project, let name):
@@ -108,7 +110,7 @@ struct World {
             targets.removeAll { $0.iqn == iqn }
             targets.append(ObservedTarget(tid: nextTID, iqn: iqn,
                                           luns: [ObservedTargetLUN(lun: 1, backingPath: request.backingPath, reportedSize: 0, backingExists: true)],
-                                          boundInitiators: ["ALL"], connectedInitiators: [], isOwned: true))
+                                          boundInitiators: ["ALL"], connectedInitiators: [], isOwned: true, site: site))
             nextTID += 1
             served[iqn] = .size(projects[request.project]?.volume(request.volume)?.size ?? 0)
         case .unexportVolume(let iqn):

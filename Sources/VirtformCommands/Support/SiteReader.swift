@@ -26,7 +26,7 @@ enum SiteReader {
     static func read(site: Site, timeout: Duration) async -> Result {
         async let hosts = SiteObserver.observe(site.hosts.map { ($0.name, $0.uri) }, timeout: timeout)
         async let pools = withTaskGroup(of: (String, PoolReading, (any StorageDriver)?, (any ExportDriver)?).self) { group in
-            for pool in site.pools { group.addTask { await readPool(pool) } }
+            for pool in site.pools { group.addTask { await readPool(pool, site: site.name) } }
             return await group.reduce(into: []) { $0.append($1) }
         }
         async let dhcp = withTaskGroup(of: (String, DHCPReading, (any DHCPDriver)?).self) { group in
@@ -55,9 +55,9 @@ enum SiteReader {
         return Result(observation: observation, systems: systems)
     }
 
-    private static func readPool(_ pool: StoragePool) async -> (String, PoolReading, (any StorageDriver)?, (any ExportDriver)?) {
+    private static func readPool(_ pool: StoragePool, site: String) async -> (String, PoolReading, (any StorageDriver)?, (any ExportDriver)?) {
         do {
-            let driver = try StorageDrivers.driver(for: pool)
+            let driver = try StorageDrivers.driver(for: pool, site: site)
             try await driver.probe()
             let observation = try await driver.observe()
             guard let export = pool.export else {

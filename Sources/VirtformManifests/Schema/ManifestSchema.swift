@@ -22,6 +22,7 @@ public enum ManifestSchema {
     /// The `spec` of each kind.
     public static func spec(of kind: Kind) -> ObjectShape {
         switch kind {
+        case .site: return site
         case .host: return host
         case .cluster: return cluster
         case .storagePool: return storagePool
@@ -33,6 +34,10 @@ public enum ManifestSchema {
         case .networkBinding: return networkBinding
         }
     }
+
+    static let site = ObjectShape("The site: its name is carried in every ownership mark, and a site changes only what carries its name. One per site; without one the site is called default.", [
+        Field("description", .string(.any), "What the site is, for people."),
+    ])
 
     static let host = ObjectShape("One hypervisor.", [
         .required("uri", .string(.uri), "libvirt connection URI, e.g. qemu+ssh://root@vm-host1/system."),
