@@ -25,7 +25,7 @@ public enum DomainXML {
         lines.append("    <\(Ownership.prefix):owner xmlns:\(Ownership.prefix)='\(Ownership.namespace)' vm='\(escape(ownership.vm.description))' digest='\(escape(ownership.digest))' deletion-protection='\(ownership.deletionProtection)'\(ownership.site.map { " site='\(escape($0))'" } ?? "")/>")
         lines.append("  </metadata>")
         lines.append("  <memory unit='KiB'>\(spec.memoryKiB)</memory>")
-        lines.append("  <currentMemory unit='KiB'>\(spec.memoryKiB)</currentMemory>")
+        lines.append("  <currentMemory unit='KiB'>\(spec.currentMemoryKiB)</currentMemory>")
         lines.append("  <vcpu>\(spec.vcpus)</vcpu>")
         if spec.osType == "hvm" {
             // `pc` boots under TCG as well as KVM; libvirt expands it to a versioned machine type.
@@ -75,6 +75,7 @@ public enum DomainXML {
             throw ParseError(description: "domain XML has no <name>")
         }
         let memory = root.child("memory").map { kibibytes($0) } ?? 0
+        let currentMemory = root.child("currentMemory").map { kibibytes($0) } ?? memory
         let vcpus = Int(trimmed(root.child("vcpu")?.stringValue)) ?? 0
         let osType = trimmed(root.child("os")?.child("type")?.stringValue)
 
@@ -92,9 +93,13 @@ public enum DomainXML {
                 case let other: attachment = other ?? "unknown"
                 }
                 interfaces.append(.init(mac: mac, bridge: attachment))
-            case "disk" where device.attribute("device") == "disk":
+            case "disk":
                 let source = device.child("source")
-                if device.attribute("type") == "network", source?.attribute("protocol") == "iscsi" {
+                if let kind = device.attribute("device"), kind != "disk" {
+                    // virtform attaches no CD-ROM or floppy: one added by hand is a difference.
+                    let path = source?.attribute("file") ?? source?.attribute("dev") ?? source?.attribute("name") ?? "empty"
+                    disks.append(.init(target: "\(kind):\(path)", lun: 0, portalHost: "", portalPort: 0))
+                } else if device.attribute("type") == "network", source?.attribute("protocol") == "iscsi" {
                     let full = source?.attribute("name") ?? ""
                     let slash = full.lastIndex(of: "/")
                     let target = slash.map { String(full[..<$0]) } ?? full
@@ -112,14 +117,14 @@ public enum DomainXML {
             }
         }
         let spec = DomainSpec(name: name, domainType: root.attribute("type") ?? "", osType: osType, memoryKiB: memory,
-                              vcpus: vcpus, interfaces: interfaces, disks: disks)
+                              currentMemoryKiB: currentMemory, vcpus: vcpus, interfaces: interfaces, disks: disks)
         return (spec, ownership(in: root))
     }
 
     /// The elements `parse` reads; the scanner skips everything else unbuilt.
     private static func managedElements(_ ancestors: [String], _ name: String) -> Bool {
         switch (ancestors.count, ancestors.last ?? "", name) {
-        case (1, _, "name"), (1, _, "memory"), (1, _, "vcpu"), (1, _, "os"), (1, _, "metadata"), (1, _, "devices"),
+        case (1, _, "name"), (1, _, "memory"), (1, _, "currentMemory"), (1, _, "vcpu"), (1, _, "os"), (1, _, "metadata"), (1, _, "devices"),
              (2, "os", "type"), (2, "metadata", "owner"), (2, "devices", "interface"), (2, "devices", "disk"),
              (3, "interface", "mac"), (3, "interface", "source"), (3, "disk", "source"),
              (4, "source", "host"):

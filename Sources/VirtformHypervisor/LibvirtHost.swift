@@ -36,8 +36,9 @@ public final class LibvirtHost: Sendable {
         return LibvirtHost(name: name, connection: connection)
     }
 
-    /// Every domain with its managed fields read from its persistent definition, fetched with
-    /// up to `parallelism` XML requests in flight.
+    /// Every domain with its managed fields read from its persistent definition, and for a
+    /// running persistent domain also from its live definition (what runs until the next
+    /// start), fetched with up to `parallelism` domains in flight.
     public func observe(parallelism: Int = 8) async throws -> [ObservedDomain] {
         let summaries = try await connection.listAllDomains()
         return try await withThrowingTaskGroup(of: ObservedDomain?.self) { group in
@@ -53,9 +54,18 @@ public final class LibvirtHost: Sendable {
                         return nil  // undefined between listing and reading
                     }
                     let (spec, ownership) = try DomainXML.parse(xml)
+                    let state = Self.state(summary.state)
+                    var live: DomainSpec?
+                    if summary.isPersistent, state == .running || state == .paused {
+                        do {
+                            live = try DomainXML.parse(try await summary.domain.xml()).spec
+                        } catch let error as LibvirtError where error.code == .noDomain || error.code == .operationInvalid {
+                            live = nil  // stopped or undefined after the listing: nothing runs
+                        }
+                    }
                     return ObservedDomain(host: name, name: summary.name, uuid: summary.uuid.uuidString.lowercased(),
-                                          state: Self.state(summary.state), persistent: summary.isPersistent,
-                                          spec: spec, ownership: ownership)
+                                          state: state, persistent: summary.isPersistent,
+                                          spec: spec, ownership: ownership, live: live)
                 }
             }
             for _ in 0..<parallelism { schedule(next.next()) }
@@ -118,11 +128,11 @@ public final class LibvirtHost: Sendable {
         try await domain.undefine(flags: [.managedSave, .snapshotsMetadata])
     }
 
-    /// Changes that can be made to the running guest now (lowered memory); the redefinition
-    /// carries everything else to the next start.
-    public func applyLive(_ spec: DomainSpec, to domainName: String, liveMemory: Bool) async throws {
-        guard liveMemory, let domain = try await connection.domain(named: domainName), try await domain.state.isActive else { return }
-        try await domain.setMemory(kib: spec.memoryKiB, flags: [.live])
+    /// Sets the running guest's memory (the balloon's target, within its live maximum); a guest
+    /// that is not running has nothing to change.
+    public func setLiveMemory(_ domainName: String, kib: UInt64) async throws {
+        guard let domain = try await connection.domain(named: domainName), try await domain.state.isActive else { return }
+        try await domain.setMemory(kib: kib, flags: [.live])
     }
 
     private func require(_ domainName: String) async throws -> Domain {

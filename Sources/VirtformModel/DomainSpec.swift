@@ -11,17 +11,22 @@ public struct DomainSpec: Hashable, Sendable, Codable {
     public var domainType: String
     /// `hvm`, or `linux` for a paravirtualized guest.
     public var osType: String
+    /// The most memory the guest may have (`<memory>`).
     public var memoryKiB: UInt64
+    /// What the guest has now (`<currentMemory>`, the balloon's target); virtform asks for all
+    /// of `memoryKiB`.
+    public var currentMemoryKiB: UInt64
     public var vcpus: Int
     public var interfaces: [InterfaceSpec]
     public var disks: [DiskSpec]
 
-    public init(name: String, domainType: String, osType: String, memoryKiB: UInt64, vcpus: Int,
+    public init(name: String, domainType: String, osType: String, memoryKiB: UInt64, currentMemoryKiB: UInt64? = nil, vcpus: Int,
                 interfaces: [InterfaceSpec], disks: [DiskSpec]) {
         self.name = name
         self.domainType = domainType
         self.osType = osType
         self.memoryKiB = memoryKiB
+        self.currentMemoryKiB = currentMemoryKiB ?? memoryKiB
         self.vcpus = vcpus
         self.interfaces = interfaces
         self.disks = disks
@@ -30,6 +35,7 @@ public struct DomainSpec: Hashable, Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case name, domainType, osType, vcpus, interfaces, disks
         case memoryKiB = "memoryKib"
+        case currentMemoryKiB = "currentMemoryKib"
     }
 
     public struct InterfaceSpec: Hashable, Sendable, Codable {
@@ -71,6 +77,7 @@ public struct DomainSpec: Hashable, Sendable, Codable {
         feed(domainType)
         feed(osType)
         feed(String(memoryKiB))
+        if currentMemoryKiB != memoryKiB { feed("current " + String(currentMemoryKiB)) }
         feed(String(vcpus))
         for interface in interfaces { feed(interface.mac + "@" + interface.bridge) }
         for disk in disks { feed("\(disk.target)/\(disk.lun)@\(disk.portalHost):\(disk.portalPort)") }

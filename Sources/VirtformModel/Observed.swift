@@ -14,9 +14,13 @@ public struct ObservedDomain: Hashable, Sendable, Codable {
     public var spec: DomainSpec
     /// virtform's mark; nil for domains virtform does not own.
     public var ownership: Ownership?
+    /// For a running (or paused) persistent domain: the managed fields of what runs now, read
+    /// from the live definition. A difference from `spec` waits for the guest's next start.
+    public var live: DomainSpec?
 
     public init(host: String, name: String, uuid: String, state: State, persistent: Bool, spec: DomainSpec,
-                ownership: Ownership?) {
+                ownership: Ownership?, live: DomainSpec? = nil) {
+        self.live = live
         self.host = host
         self.name = name
         self.uuid = uuid
@@ -27,7 +31,9 @@ public struct ObservedDomain: Hashable, Sendable, Codable {
     }
 
     /// What a saved plan remembers, so apply can tell whether the domain moved on since.
-    public var fingerprint: String { "\(host)|\(uuid)|\(state.rawValue)|\(persistent)|\(spec.digest)|\(ownership?.digest ?? "-")" }
+    public var fingerprint: String {
+        "\(host)|\(uuid)|\(state.rawValue)|\(persistent)|\(spec.digest)|\(ownership?.digest ?? "-")|\(live?.digest ?? "-")"
+    }
 }
 
 /// What observing one host gave: its domains, or why it could not be read. A host that could

@@ -109,19 +109,21 @@ struct HypervisorPlanner {
                         action: .migrate, resource: resource, system: .host(domain.host),
                         operation: .migrateDomain(name: domain.name, destination: destination?.name ?? ""),
                         before: .domain(domain.spec), after: desired.map(ResourceState.domain),
-                        fields: desired.map { domain.spec.changes(to: $0, running: running).fields } ?? [],
+                        fields: desired.map { DomainDifference(persistent: domain.spec, live: nil, desired: $0).fields } ?? [],
                         reason: "its placement no longer allows host \(domain.host)",
                         blocked: "live migration is carried out by the cluster feature, which has not landed yet",
                         destination: destination?.name))
                     continue
                 }
                 let desired = DomainSpec.desired(for: vm, on: host, index: index)
-                let (fields, live) = domain.spec.changes(to: desired, running: running)
+                // A transient domain was read from its live definition: that is what runs.
+                let difference = DomainDifference(persistent: domain.spec, live: running ? domain.live ?? domain.spec : nil, desired: desired)
+                let fields = difference.fields
                 let markChanged = domain.ownership?.deletionProtection != vm.deletionProtection || domain.ownership?.site != site.name
                 if !fields.isEmpty || markChanged || !domain.persistent {
                     plan.changes.append(Change(action: .update, resource: resource, system: .host(domain.host),
                                                operation: .defineDomain(spec: desired, ownership: ownership(vm, desired), replacing: true,
-                                                                        live: running ? live : nil),
+                                                                        live: difference.live),
                                                before: .domain(domain.spec), after: .domain(desired), fields: fields,
                                                reason: fields.isEmpty
                                                    ? (domain.ownership?.site == nil ? "adopt: its mark names no site; it is marked as site \(site.name)'s"
@@ -132,6 +134,13 @@ struct HypervisorPlanner {
                     // Saved plans check what their changes were made against; a resource
                     // without changes that moves on shows up as a new change instead.
                     if plan.changes.last?.resource == resource { plan.fingerprints[resource] = domain.fingerprint }
+                }
+                if !difference.pending.isEmpty && vm.power == .running {
+                    // What runs still has the old definition: a restart makes it take effect.
+                    plan.changes.append(Change(action: .restart, resource: resource, system: .host(domain.host),
+                                               operation: .restartDomain(name: domain.name), fields: difference.pending,
+                                               reason: "restart pending: the running guest keeps its old \(difference.pending.map(\.field).joined(separator: ", ")) until it restarts",
+                                               blocked: options.allowRestart ? nil : "restarting a guest needs --allow-restart"))
                 }
                 if vm.power == .running && !running {
                     plan.changes.append(Change(action: .start, resource: resource, system: .host(domain.host),
@@ -180,6 +189,13 @@ struct HypervisorPlanner {
                 plan.changes.append(Change(action: .start, resource: resource, system: .host(host.name),
                                            operation: .startDomain(name: desired.name), reason: "power: running"))
             }
+        }
+
+        // A VM's start or restart waits for its definition.
+        var definitions: [String: String] = [:]
+        for change in plan.changes where change.action == .create || change.action == .update { definitions[change.resource] = change.id }
+        for i in plan.changes.indices where plan.changes[i].action == .start || plan.changes[i].action == .restart {
+            if let id = definitions[plan.changes[i].resource] { plan.changes[i].dependsOn.append(id) }
         }
 
         // Managed domains whose VM left the manifests.
@@ -279,39 +295,76 @@ struct HostLoad {
     }
 }
 
+/// How a domain differs from what the manifests want: in its definition, and — for a running
+/// guest — in what runs now.
+struct DomainDifference {
+    /// What the update shows: each field of the definition (or of the running guest) that
+    /// changes, with how it takes effect.
+    var fields: [FieldChange] = []
+    /// What apply changes on the running guest itself.
+    var live: LiveUpdate?
+    /// Whether the definition must be written (or the running guest changed).
+    var needsUpdate: Bool { !fields.isEmpty }
+    /// What the running guest keeps until it restarts, after the update (before: what runs).
+    var pending: [FieldChange] = []
+
+    /// On a running guest only memory within the live maximum is changed live (the balloon);
+    /// everything else is written to the definition and waits for the next start, shown as
+    /// pending until then.
+    init(persistent: DomainSpec, live running: DomainSpec?, desired: DomainSpec) {
+        let definition = persistent.differences(to: desired)
+        guard let running else {
+            fields = definition.map { FieldChange(field: $0.field, before: $0.before, after: $0.after, effect: .applied) }
+            return
+        }
+        // Memory on the running guest: the balloon reaches anything up to the live maximum.
+        let memoryLive = desired.currentMemoryKiB <= running.memoryKiB
+        if memoryLive && running.currentMemoryKiB != desired.currentMemoryKiB {
+            live = LiveUpdate(memoryKiB: desired.currentMemoryKiB)
+        }
+        var runningDesired = desired
+        if memoryLive {
+            // A higher live maximum is no difference the guest notices.
+            runningDesired.memoryKiB = running.memoryKiB
+            runningDesired.currentMemoryKiB = running.currentMemoryKiB
+        }
+        pending = running.differences(to: runningDesired).map {
+            FieldChange(field: $0.field, before: $0.before, after: $0.after, effect: .restart)
+        }
+        let pendingFields = Set(pending.map(\.field))
+        fields = definition.map { field in
+            let effect: FieldChange.Effect = pendingFields.contains(field.field) ? .restart
+                : field.field == "memory" && live != nil ? .live
+                : .applied  // the running guest already has it; the next start will too
+            return FieldChange(field: field.field, before: field.before, after: field.after, effect: effect)
+        }
+        if let memory = live?.memoryKiB, !fields.contains(where: { $0.field == "memory" }) {
+            // The definition already says so; only the running guest lags behind.
+            fields.append(FieldChange(field: "memory", before: "\(ByteSize(bytes: running.currentMemoryKiB << 10)) in use",
+                                      after: "\(ByteSize(bytes: memory << 10))", effect: .live))
+        }
+    }
+}
+
 extension DomainSpec {
-    /// The fields that differ from `desired`, each with how it takes effect, and what apply
-    /// changes on the guest itself when it runs. On a running guest only a lower memory size is
-    /// changed live (through the balloon, within the maximum); everything else is written to the
-    /// definition and takes effect at the next start.
-    public func changes(to desired: DomainSpec, running: Bool) -> (fields: [FieldChange], live: LiveUpdate?) {
-        var result: [FieldChange] = []
-        var live = LiveUpdate()
-        let later: FieldChange.Effect = running ? .restart : .applied
-        if domainType != desired.domainType {
-            result.append(FieldChange(field: "domainType", before: domainType, after: desired.domainType, effect: later))
+    /// The managed fields that differ from `desired`, described for people.
+    func differences(to desired: DomainSpec) -> [(field: String, before: String, after: String)] {
+        var result: [(field: String, before: String, after: String)] = []
+        if domainType != desired.domainType { result.append(("domainType", domainType, desired.domainType)) }
+        if osType != desired.osType { result.append(("type", osType, desired.osType)) }
+        if memoryKiB != desired.memoryKiB || currentMemoryKiB != desired.currentMemoryKiB {
+            result.append(("memory", Self.describeMemory(memoryKiB, currentMemoryKiB), Self.describeMemory(desired.memoryKiB, desired.currentMemoryKiB)))
         }
-        if osType != desired.osType {
-            result.append(FieldChange(field: "type", before: osType, after: desired.osType, effect: later))
-        }
-        if memoryKiB != desired.memoryKiB {
-            let lowered = desired.memoryKiB < memoryKiB
-            if running && lowered { live.memoryKiB = desired.memoryKiB }
-            result.append(FieldChange(field: "memory", before: ByteSize(bytes: memoryKiB << 10).description,
-                                      after: ByteSize(bytes: desired.memoryKiB << 10).description,
-                                      effect: running && lowered ? .live : later))
-        }
-        if vcpus != desired.vcpus {
-            result.append(FieldChange(field: "vcpus", before: String(vcpus), after: String(desired.vcpus), effect: later))
-        }
-        if interfaces != desired.interfaces {
-            result.append(FieldChange(field: "interfaces", before: Self.describe(interfaces), after: Self.describe(desired.interfaces),
-                                      effect: later))
-        }
-        if disks != desired.disks {
-            result.append(FieldChange(field: "disks", before: Self.describe(disks), after: Self.describe(desired.disks), effect: later))
-        }
-        return (result, live == LiveUpdate() ? nil : live)
+        if vcpus != desired.vcpus { result.append(("vcpus", String(vcpus), String(desired.vcpus))) }
+        if interfaces != desired.interfaces { result.append(("interfaces", Self.describe(interfaces), Self.describe(desired.interfaces))) }
+        if disks != desired.disks { result.append(("disks", Self.describe(disks), Self.describe(desired.disks))) }
+        return result
+    }
+
+    /// `64MiB`, or `64MiB (32MiB in use)` when the balloon holds less than the maximum.
+    static func describeMemory(_ maximum: UInt64, _ current: UInt64) -> String {
+        let text = ByteSize(bytes: maximum << 10).description
+        return current == maximum ? text : "\(text) (\(ByteSize(bytes: current << 10)) in use)"
     }
 
     public static func describe(_ interfaces: [InterfaceSpec]) -> String {

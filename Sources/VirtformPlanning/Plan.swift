@@ -33,9 +33,19 @@ public struct Plan: Codable, Sendable {
     /// For a saved plan: every manifest file it was made from, with a digest of its bytes, and
     /// the paths given on the command line. `apply PLAN` refuses when a file changed.
     public var sources: Sources?
-    /// Whether deletions, and clones of lost disks, were allowed when it was made.
-    public var allowDestroy: Bool?
-    public var recreateLostDisks: Bool?
+    /// For a saved plan: what it was allowed to do when it was made (apply plans again with the same).
+    public var allowed: Allowances?
+
+    public struct Allowances: Codable, Sendable, Hashable {
+        public var destroy: Bool
+        public var recreateLostDisks: Bool
+        public var restart: Bool
+        public init(destroy: Bool, recreateLostDisks: Bool, restart: Bool) {
+            self.destroy = destroy
+            self.recreateLostDisks = recreateLostDisks
+            self.restart = restart
+        }
+    }
 
     public static let absent = "absent"
 

@@ -19,8 +19,11 @@ public struct Planner {
         public var showUnmanaged = false
         /// Clone a missing LUN of a defined domain again from its master snapshot (its data is lost).
         public var recreateLostDisks = false
+        /// Restart running guests whose definition changed in ways that cannot be made live.
+        public var allowRestart = false
 
-        public init(allowDestroy: Bool = false, showUnmanaged: Bool = false, recreateLostDisks: Bool = false) {
+        public init(allowDestroy: Bool = false, showUnmanaged: Bool = false, recreateLostDisks: Bool = false, allowRestart: Bool = false) {
+            self.allowRestart = allowRestart
             self.allowDestroy = allowDestroy
             self.showUnmanaged = showUnmanaged
             self.recreateLostDisks = recreateLostDisks

@@ -31,12 +31,33 @@ struct EndToEndTests {
             (output, code) = await runVirtform(["drift", site.directory])
             #expect(code == 0, "\(output)")
 
-            // More memory in the manifest: an update, applied, and then nothing again.
-            try site.write(webMemory: "128MiB")
+            // Less memory: changed live on the running guests (and in their definitions).
+            try site.write(webMemory: "48MiB")
             (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
             #expect(code == 2)
-            #expect(output.contains("Plan: 0 to create, 2 to update"), "\(output)")
+            #expect(output.contains("memory: 64MiB → 48MiB (live)"), "\(output)")
+            #expect(output.contains("Plan: 0 to create, 2 to update, 0 to delete, 0 to start, 0 to stop, 0 to restart"), "\(output)")
             (output, code) = await site.apply()
+            #expect(code == 0, "\(output)")
+            let running = try await site.virsh(0, "dumpxml", "appl:web-1")
+            #expect(running.contains("<currentMemory unit='KiB'>49152</currentMemory>"), "the running guest has less:\n\(running)")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 0, "\(output)")
+
+            // More memory than the running guests' maximum: written to the definitions, and
+            // pending until the opt-in restart.
+            try site.write(webMemory: "128MiB")
+            (output, code) = await site.apply()
+            #expect(code == 3, "changes that stayed blocked have an exit status of their own:\n\(output)")
+            #expect(output.contains("memory: 48MiB → 128MiB (needs restart)"), "\(output)")
+            #expect(output.contains("2 changes stayed blocked"), "\(output)")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 2, "\(output)")
+            #expect(output.contains("restart pending: the running guest keeps its old memory"), "\(output)")
+            (output, code) = await runVirtform(["drift", site.directory])
+            #expect(code == 2, "\(output)")
+            #expect(output.contains("restart pending VirtualMachine/appl/web-1"), "\(output)")
+            (output, code) = await runVirtform(["apply", "--auto-approve", "--allow-restart", "--shutdown-timeout", "1", site.directory])
             #expect(code == 0, "\(output)")
             (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
             #expect(code == 0, "\(output)")
@@ -90,10 +111,10 @@ struct EndToEndTests {
             #expect(try await site.domains(on: 0) == ["appl:db-1": false, "appl:web-1": true])
 
             // A plan made, then a manifest edited: the saved plan names the file and is refused.
-            try site.write(webMemory: "80MiB")
+            try site.write(webMemory: "56MiB")
             (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
             try #require(code == 0, "\(output)")
-            try site.write(webMemory: "72MiB")
+            try site.write(webMemory: "40MiB")
             (output, code) = await runVirtform(["apply", "--auto-approve", "--plan", planFile])
             #expect(code == 1, "\(output)")
             #expect(output.contains("the manifests changed since the plan was made"), "\(output)")
@@ -101,7 +122,7 @@ struct EndToEndTests {
             #expect(try await site.domains(on: 0) == ["appl:db-1": false, "appl:web-1": true], "nothing was applied")
 
             // A plan made, then the world moves on before it is applied.
-            try site.write(webMemory: "96MiB")
+            try site.write(webMemory: "48MiB")
             (output, code) = await runVirtform(["plan", "--out", planFile, site.directory])
             try #require(code == 0, "\(output)")
             try await site.virsh(0, "destroy", "appl:web-1")

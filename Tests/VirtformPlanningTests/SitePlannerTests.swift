@@ -201,3 +201,73 @@ struct SitePlannerTests {
         #expect(decoded.formatVersion == 2 && decoded.summary == plan.summary)
     }
 }
+
+/// What a running guest runs against its definition: live changes, restart pending, opt-in restarts.
+@Suite("Live and pending changes")
+struct LiveChangeTests {
+    static func with(_ vm: String, _ body: (inout VirtualMachine) -> Void) -> Site {
+        var site = referenceSite
+        let i = site.virtualMachines.firstIndex { $0.id.description == vm }!
+        body(&site.virtualMachines[i])
+        return site
+    }
+
+    @Test func aLoweredMemoryIsMadeLiveAndNothingIsPending() throws {
+        var world = World.applied()
+        let site = Self.with("appl-1/vm-1") { $0.memory = .mebibytes(32) }
+        let plan = world.plan(site)
+        let update = try #require(plan.change("update VirtualMachine/appl-1/vm-1"))
+        #expect(update.fields.map(\.effect) == [.live])
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1") == nil)
+        world.apply(plan)
+        #expect(world.domain("appl-1/vm-1")?.live?.currentMemoryKiB == 32 << 10)
+        #expect(world.plan(site).isClean)
+    }
+
+    @Test func aChangeThatCannotBeLiveIsPendingUntilTheOptInRestart() throws {
+        var world = World.applied()
+        let site = Self.with("appl-1/vm-1") { $0.vcpus = 2 }
+        let plan = world.plan(site)
+        #expect(plan.change("update VirtualMachine/appl-1/vm-1")?.fields.map(\.effect) == [.restart])
+        let restart = try #require(plan.change("restart VirtualMachine/appl-1/vm-1"))
+        #expect(restart.blocked == "restarting a guest needs --allow-restart")
+        #expect(restart.dependsOn == ["update VirtualMachine/appl-1/vm-1"])
+        world.apply(plan)
+
+        // The definition is written; the running guest still has one vCPU, and says so.
+        let pending = world.plan(site)
+        #expect(pending.changes.map(\.id) == ["restart VirtualMachine/appl-1/vm-1"])
+        #expect(pending.changes[0].fields == [FieldChange(field: "vcpus", before: "1", after: "2", effect: .restart)])
+        #expect(!pending.isClean)
+
+        let allowed = world.plan(site, .init(allowRestart: true))
+        #expect(allowed.runnable.map(\.id) == ["restart VirtualMachine/appl-1/vm-1"])
+        world.apply(allowed)
+        #expect(world.plan(site).isClean)
+    }
+
+    @Test func memoryAboveTheLiveMaximumWaitsForARestart() throws {
+        let world = World.applied()
+        let plan = world.plan(Self.with("appl-1/vm-1") { $0.memory = .mebibytes(128) })
+        #expect(plan.change("update VirtualMachine/appl-1/vm-1")?.fields.map(\.effect) == [.restart])
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.fields.map(\.field) == ["memory"])
+    }
+
+    @Test func aBalloonOrADefinitionChangedByHandIsSeen() throws {
+        var world = World.applied()
+        // `virsh setmem --live`: the running guest has less than the manifest says.
+        world.changeLive("appl-1/vm-1") { $0.currentMemoryKiB = 32 << 10 }
+        let update = try #require(world.plan().change("update VirtualMachine/appl-1/vm-1"))
+        #expect(update.fields == [FieldChange(field: "memory", before: "32MiB in use", after: "64MiB", effect: .live)])
+
+        // `virsh setmem --config` and a CD-ROM attached with --config: the next start would differ.
+        world = World.applied()
+        world.changeDefinition("appl-1/vm-2") { spec in
+            spec.currentMemoryKiB = 48 << 10
+            spec.disks.append(DomainSpec.DiskSpec(target: "cdrom:/srv/iso/tools.iso", lun: 0, portalHost: "", portalPort: 0))
+        }
+        let drift = try #require(world.plan().change("update VirtualMachine/appl-1/vm-2"))
+        #expect(drift.fields.map(\.field) == ["memory", "disks"])
+        #expect(drift.fields.allSatisfy { $0.effect == .applied }, "the running guest already has what the manifest says")
+    }
+}

@@ -67,12 +67,14 @@ struct World {
     mutating func apply(_ change: Change) {
         let host = change.system.name
         switch change.operation {
-        case .defineDomain(let spec, let ownership, _, _):
+        case .defineDomain(let spec, let ownership, _, let live):
             var list = domains(on: host)
             if let i = list.firstIndex(where: { $0.name == spec.name }) {
                 list[i].spec = spec
                 list[i].ownership = ownership
                 list[i].persistent = true
+                // The running guest keeps what it runs, but for what apply changes live.
+                if let memory = live?.memoryKiB { list[i].live?.currentMemoryKiB = memory }
             } else {
                 list.append(ObservedDomain(host: host, name: spec.name, uuid: "uuid-\(spec.name)", state: .shutoff, persistent: true,
                                            spec: spec, ownership: ownership))
@@ -131,11 +133,35 @@ struct World {
 
     func domain(_ vm: String) -> ObservedDomain? { hosts.domains.first { $0.ownership?.vm.description == vm } }
 
+    /// A start runs the definition; a stop leaves nothing running.
     private mutating func setState(_ name: String, on host: String, _ state: ObservedDomain.State) {
         hosts.hosts[host] = .reachable(domains(on: host).map { domain in
             var domain = domain
-            if domain.name == name { domain.state = state }
+            if domain.name == name {
+                domain.state = state
+                domain.live = state == .running ? domain.spec : nil
+            }
             return domain
+        })
+    }
+
+    /// Changes what the running guest `vm` runs (as a change made live by hand would).
+    mutating func changeLive(_ vm: String, _ body: (inout DomainSpec) -> Void) {
+        guard let domain = domain(vm) else { return }
+        hosts.hosts[domain.host] = .reachable(domains(on: domain.host).map { other in
+            var other = other
+            if other.name == domain.name, other.live != nil { body(&other.live!) }
+            return other
+        })
+    }
+
+    /// Changes the definition of `vm` (as `virsh setmem --config` or `attach-device --config` would).
+    mutating func changeDefinition(_ vm: String, _ body: (inout DomainSpec) -> Void) {
+        guard let domain = domain(vm) else { return }
+        hosts.hosts[domain.host] = .reachable(domains(on: domain.host).map { other in
+            var other = other
+            if other.name == domain.name { body(&other.spec) }
+            return other
         })
     }
 

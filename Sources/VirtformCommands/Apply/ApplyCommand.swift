@@ -26,11 +26,7 @@ struct ApplyCommand: AsyncParsableCommand {
     @Flag(help: "Apply without asking for confirmation (needed when not on a terminal).")
     var autoApprove = false
 
-    @Flag(help: "Carry out deletions of managed objects that left the manifests.")
-    var allowDestroy = false
-
-    @Flag(help: "Clone a missing LUN of a defined VM again from its master snapshot (what the VM wrote is gone).")
-    var recreateLostDisks = false
+    @OptionGroup var allow: AllowanceOptions
 
     @Option(help: "Seconds to wait for another apply of the same site to finish (default: fail at once).")
     var lockTimeout: Double = 0
@@ -73,8 +69,7 @@ struct ApplyCommand: AsyncParsableCommand {
         }
         defer { lock.unlock() }
 
-        let options = Planner.Options(allowDestroy: savedPlan?.allowDestroy ?? allowDestroy,
-                                      recreateLostDisks: savedPlan?.recreateLostDisks ?? recreateLostDisks)
+        let options = Planner.Options(savedPlan?.allowed ?? allow.allowances)
         let reconciliation = await Reconciliation.make(site: site, options: options)
         var plan = reconciliation.plan
         if let savedPlan {

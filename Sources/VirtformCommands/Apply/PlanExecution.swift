@@ -102,7 +102,7 @@ extension ConnectedSystems {
         case .defineDomain(let spec, let ownership, let replacing, let live):
             let host = try host(system)
             try await host.define(spec, ownership: ownership, replacing: replacing)
-            if live?.memoryKiB != nil { try await host.applyLive(spec, to: spec.name, liveMemory: true) }
+            if let memory = live?.memoryKiB { try await host.setLiveMemory(spec.name, kib: memory) }
         case .startDomain(let name):
             try await host(system).start(name)
         case .stopDomain(let name):

@@ -61,7 +61,9 @@ struct DriftReport {
             case .start: (kind, detail) = ("stopped", change.reason)
             case .stop: (kind, detail) = ("running", "it runs, the manifest says power: stopped")
             case .delete: (kind, detail) = ("extra", "a managed domain that is no longer in the manifests")
-            case .restart: (kind, detail) = ("restart pending", change.reason)
+            case .restart:
+                (kind, detail) = ("restart pending", change.fields.map { "\($0.field) is \($0.before) in the running guest, its definition says \($0.after)" }
+                    .joined(separator: "; "))
             case .migrate: (kind, detail) = ("misplaced", change.reason)
             }
             items.append(Item(resource: change.resource, host: change.host, kind: kind, detail: detail))

@@ -28,15 +28,11 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "List domains that virtform does not own (it never changes them).")
     var showUnmanaged = false
 
-    @Flag(help: "Plan deletions as applicable (otherwise they are shown but not applied).")
-    var allowDestroy = false
-
-    @Flag(help: "Plan to clone a missing LUN of a defined VM again from its master snapshot (what the VM wrote is gone).")
-    var recreateLostDisks = false
+    @OptionGroup var allow: AllowanceOptions
 
     func run() async throws {
         let loaded = try site.loadResult(json: format == .json)
-        let options = Planner.Options(allowDestroy: allowDestroy, showUnmanaged: showUnmanaged, recreateLostDisks: recreateLostDisks)
+        let options = Planner.Options(allow.allowances, showUnmanaged: showUnmanaged)
         let result = await Reconciliation.make(site: loaded.site, options: options)
         let output = Output.current
         switch format {
@@ -51,8 +47,7 @@ struct PlanCommand: AsyncParsableCommand {
                 Plan.SourceFile(path: file.hasPrefix("/") ? file : (directory as NSString).appendingPathComponent(file), digest: digest)
             }
             saved.sources = Plan.Sources(paths: paths, files: files)
-            saved.allowDestroy = allowDestroy
-            saved.recreateLostDisks = recreateLostDisks
+            saved.allowed = allow.allowances
             do {
                 try PlanRenderer.json(saved).write(toFile: out, atomically: true, encoding: .utf8)
             } catch {

@@ -42,6 +42,29 @@ struct SiteOptions: ParsableArguments {
     }
 }
 
+/// What a plan may do beyond creating and updating: shared by `plan` and `apply`.
+struct AllowanceOptions: ParsableArguments {
+    @Flag(help: "Carry out deletions of managed objects that left the manifests (otherwise they are shown, not applied).")
+    var allowDestroy = false
+
+    @Flag(help: "Clone a missing LUN of a defined VM again from its master snapshot (what the VM wrote is gone).")
+    var recreateLostDisks = false
+
+    @Flag(help: "Restart running guests whose changes cannot be made live (otherwise shown as restart pending).")
+    var allowRestart = false
+
+    var allowances: Plan.Allowances {
+        Plan.Allowances(destroy: allowDestroy, recreateLostDisks: recreateLostDisks, restart: allowRestart)
+    }
+}
+
+extension Planner.Options {
+    init(_ allowed: Plan.Allowances, showUnmanaged: Bool = false) {
+        self.init(allowDestroy: allowed.destroy, showUnmanaged: showUnmanaged, recreateLostDisks: allowed.recreateLostDisks,
+                  allowRestart: allowed.restart)
+    }
+}
+
 /// Observation and planning, shared by `plan`, `drift` and `apply`: every system is read at
 /// the same time, then the site planner makes one plan of it.
 struct Reconciliation {
