@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "VirtformPlanning", dependencies: ["VirtformModel"]),
 
         // The hypervisor driver: libvirt domains ⇄ the model (domain XML, ownership mark).
-        .target(name: "VirtformHypervisor", dependencies: ["VirtformModel", "Libvirt"]),
+        .target(name: "VirtformHypervisor", dependencies: ["VirtformModel", "Libvirt", "VirtformSystem"]),
 
         // The action-graph walker and the per-site apply lock. Generic: no virtform types.
         .target(name: "VirtformExecution", exclude: ["README.md"]),
@@ -74,6 +74,7 @@ let package = Package(
                     exclude: ["Golden"]),
         .testTarget(name: "VirtformHypervisorTests", dependencies: ["VirtformHypervisor", "VirtformModel"], exclude: ["Fixtures"]),
         .testTarget(name: "VirtformExecutionTests", dependencies: ["VirtformExecution"]),
+        .testTarget(name: "VirtformSystemTests", dependencies: ["VirtformSystem"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "VirtformSystem"]),
         .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt", "VirtformModel", "VirtformSystem"]),
         .testTarget(name: "VirtformDHCPTests", dependencies: ["VirtformDHCP", "VirtformLab", "VirtformModel", "VirtformSystem"]),

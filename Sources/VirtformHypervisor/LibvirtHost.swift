@@ -2,6 +2,7 @@ import Foundation
 import Libvirt
 import Synchronization
 import VirtformModel
+import VirtformSystem
 
 /// One hypervisor reached through libvirt: what it runs, and the operations apply needs.
 ///
@@ -183,7 +184,11 @@ public enum SiteObserver {
                 group.addTask {
                     do {
                         let session = try await LibvirtHost.connect(name: host.name, uri: host.uri, timeout: timeout)
-                        let domains = try await session.observe()
+                        // The whole reading has a deadline too: a daemon that stops answering
+                        // makes its host unreachable, not the plan hang.
+                        let domains = try await withDeadline(timeout * 3, "reading the domains of host \(host.name)") {
+                            try await session.observe()
+                        }
                         return Reading(name: host.name, observation: .reachable(domains), session: session)
                     } catch {
                         return Reading(name: host.name, observation: .unreachable(reason: "\(error)"), session: nil)

@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 
 /// What /proc says about one process.
@@ -80,19 +81,74 @@ public func poll(
     }
 }
 
-/// Runs `body`, throwing a `SystemError` that names `what` once `limit` has passed. The body is
-/// cancelled; a blocking C call inside it finishes on its own thread later.
+/// Runs `body`, throwing a `SystemError` that names `what` once `limit` has passed — even
+/// when the body cannot end yet (a blocking C call that does not see cancellation): the body
+/// is cancelled and left to finish on its own, its result dropped.
 public func withDeadline<T: Sendable>(
     _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            throw SystemError("\(what) did not finish within \(limit)")
+    let race = DeadlineRace<T>()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { continuation in
+            race.begin(continuation,
+                       work: Task {
+                           let result: Result<T, any Error>
+                           do { result = .success(try await body()) } catch { result = .failure(error) }
+                           race.finish(result)
+                       },
+                       timer: Task {
+                           guard (try? await Task.sleep(for: limit)) != nil else { return }
+                           race.finish(.failure(SystemError("\(what) did not finish within \(limit)")))
+                       })
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next() else { throw SystemError("\(what) did not run") }
-        return first
+    } onCancel: {
+        race.cancel()
+    }
+}
+
+/// The body and the timer of one `withDeadline`: whichever finishes first resumes the caller
+/// and cancels the other.
+private final class DeadlineRace<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, any Error>?
+        var work: Task<Void, Never>?
+        var timer: Task<Void, Never>?
+        var early: Result<T, any Error>?
+    }
+    private let state = Mutex(State())
+
+    func begin(_ continuation: CheckedContinuation<T, any Error>, work: Task<Void, Never>, timer: Task<Void, Never>) {
+        let early = state.withLock { state -> Result<T, any Error>? in
+            state.work = work
+            state.timer = timer
+            if let early = state.early { return early }
+            state.continuation = continuation
+            return nil
+        }
+        if let early {
+            work.cancel()
+            timer.cancel()
+            continuation.resume(with: early)
+        }
+    }
+
+    func finish(_ result: Result<T, any Error>) {
+        let (continuation, tasks) = state.withLock { state -> (CheckedContinuation<T, any Error>?, [Task<Void, Never>]) in
+            guard let continuation = state.continuation else {
+                // Finished before `begin` stored the continuation: it resumes with this.
+                if state.early == nil && state.work == nil { state.early = result }
+                return (nil, [])
+            }
+            state.continuation = nil
+            return (continuation, [state.work, state.timer].compactMap { $0 })
+        }
+        guard let continuation else { return }
+        tasks.forEach { $0.cancel() }
+        continuation.resume(with: result)
+    }
+
+    func cancel() {
+        let work = state.withLock { $0.work }
+        work?.cancel()
     }
 }

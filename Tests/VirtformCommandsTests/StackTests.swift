@@ -115,6 +115,19 @@ struct StackTests {
         }
     }
 
+    /// A pool whose targets admit only the hypervisors' initiator names: virtform checks what
+    /// the portal serves as one of them, so a freshly applied site shows no drift.
+    @Test func targetsRestrictedToNamedInitiatorsShowNoDrift() async throws {
+        try await StackSite.with { site in
+            try site.write(withWeb: true, initiators: ["iqn.2026-11.io.virtform.stack:stack-h1"])
+            var (output, code) = await site.run(["apply", "--auto-approve"])
+            try #require(code == 0, "\(output)")
+            (output, code) = await site.run(["drift"])
+            #expect(code == 0, "\(output)")
+            #expect(!output.contains("visible at the portal"), "\(output)")
+        }
+    }
+
     /// Two sites with different names on the same hypervisor, pool, target server and Kea: each
     /// applies, each plans clean, neither sees the other's objects as its own, and one that
     /// drops everything deletes only what it made.
@@ -211,9 +224,11 @@ struct StackSite: Sendable {
         await runVirtform(arguments + [directory])
     }
 
-    /// The host, pool and DHCP server the site's manifests name (the same for a second site).
-    var systems: String {
-        """
+    /// The host, pool and DHCP server the site's manifests name (the same for a second site);
+    /// `initiators` restricts the pool's targets to those initiator names.
+    func systems(initiators: [String] = []) -> String {
+        let restricted = initiators.isEmpty ? "" : ", initiators: [\(initiators.joined(separator: ", "))]"
+        return """
             apiVersion: virtform.io/v1alpha1
             kind: Host
             metadata: {name: stack-h1}
@@ -229,7 +244,7 @@ struct StackSite: Sendable {
             spec:
               driver: btrfs
               path: \(mountPoint)
-              export: {driver: tgt, portal: "127.0.0.1:\(Self.portalPort)", iqnPrefix: iqn.2026-11.io.virtform.stack, controlPort: \(Self.controlPort)}
+              export: {driver: tgt, portal: "127.0.0.1:\(Self.portalPort)", iqnPrefix: iqn.2026-11.io.virtform.stack, controlPort: \(Self.controlPort)\(restricted)}
             ---
             apiVersion: virtform.io/v1alpha1
             kind: DHCPServer
@@ -270,7 +285,7 @@ struct StackSite: Sendable {
             spec: {project: b-masters, size: 64MiB, snapshots: [v1]}
             ---
 
-            """ + systems
+            """ + systems()
         if withWeb {
             text += """
                 ---
@@ -296,29 +311,12 @@ struct StackSite: Sendable {
         try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
     }
 
-    func write(withWeb: Bool, diskSize: String? = nil, protected: Bool = false) throws {
+    func write(withWeb: Bool, diskSize: String? = nil, protected: Bool = false, initiators: [String] = []) throws {
         var text = """
             apiVersion: virtform.io/v1alpha1
             kind: Site
             metadata: {name: stack-a}
             spec: {}
-            ---
-            apiVersion: virtform.io/v1alpha1
-            kind: Host
-            metadata: {name: stack-h1}
-            spec:
-              uri: "\(hosts[0].testURI)"
-              capacity: {memory: 8GiB, vcpus: 8}
-              bridges: [fe0]
-              domainType: test
-            ---
-            apiVersion: virtform.io/v1alpha1
-            kind: StoragePool
-            metadata: {name: stack-pool}
-            spec:
-              driver: btrfs
-              path: \(mountPoint)
-              export: {driver: tgt, portal: "127.0.0.1:\(Self.portalPort)", iqnPrefix: iqn.2026-11.io.virtform.stack, controlPort: \(Self.controlPort)}
             ---
             apiVersion: virtform.io/v1alpha1
             kind: StorageProject
@@ -335,19 +333,8 @@ struct StackSite: Sendable {
             metadata: {name: base}
             spec: {project: masters, size: 64MiB, snapshots: [v1]}
             ---
-            apiVersion: virtform.io/v1alpha1
-            kind: DHCPServer
-            metadata: {name: kea}
-            spec:
-              driver: kea
-              endpoints: [{name: kea-1, controlSocket: "\(dhcp.configuration.controlSocket)"}]
-            ---
-            apiVersion: virtform.io/v1alpha1
-            kind: Network
-            metadata: {name: public}
-            spec: {bridge: fe0, subnet: 192.168.76.0/24, dhcpServer: kea}
 
-            """
+            """ + systems(initiators: initiators)
         if withWeb {
             text += """
                 ---

@@ -4,6 +4,7 @@ import VirtformHypervisor
 import VirtformModel
 import VirtformPlanning
 import VirtformStorage
+import VirtformSystem
 
 /// The connected systems of one run: what apply carries operations out on. Made by
 /// `SiteReader`, from the same drivers that observed the site.
@@ -26,7 +27,17 @@ enum SiteReader {
     static func read(site: Site, timeout: Duration) async -> Result {
         async let hosts = SiteObserver.observe(site.hosts.map { ($0.name, $0.uri) }, timeout: timeout)
         async let pools = withTaskGroup(of: (String, PoolReading, (any StorageDriver)?, (any ExportDriver)?).self) { group in
-            for pool in site.pools { group.addTask { await readPool(pool, site: site.name) } }
+            for pool in site.pools {
+                group.addTask {
+                    do {
+                        return try await withDeadline(timeout * 3, "reading storage pool \(pool.name) and its targets") {
+                            await readPool(pool, site: site.name)
+                        }
+                    } catch {
+                        return (pool.name, .unreachable(reason: "\(error)"), nil, nil)
+                    }
+                }
+            }
             return await group.reduce(into: []) { $0.append($1) }
         }
         async let dhcp = withTaskGroup(of: (String, DHCPReading, (any DHCPDriver)?).self) { group in
@@ -36,7 +47,15 @@ enum SiteReader {
             }
             for server in site.dhcpServers {
                 let served = subnets[server.meta.name] ?? []
-                group.addTask { await readDHCP(server, subnets: served) }
+                group.addTask {
+                    do {
+                        return try await withDeadline(timeout * 3, "reading DHCP server \(server.meta.name)") {
+                            await readDHCP(server, subnets: served)
+                        }
+                    } catch {
+                        return (server.meta.name, .unreachable(reason: "\(error)"), nil)
+                    }
+                }
             }
             return await group.reduce(into: []) { $0.append($1) }
         }
@@ -68,11 +87,14 @@ enum SiteReader {
             let targets = try await exporter.observe()
             let portal = "\(export.portal.host):\(export.portal.port)"
             let ours = targets.filter { $0.isOwned && $0.iqn.hasPrefix(export.iqnPrefix + ":") }
+            // A pool whose targets admit only named initiators is checked as the first of them
+            // (what a hypervisor logs in as); otherwise as virtform's own initiator name.
+            let initiator = export.initiators.first.map { Initiator(name: $0) } ?? Initiator()
             let served = await withTaskGroup(of: (String, ServedLUN).self) { group in
                 for target in ours {
                     group.addTask {
                         do {
-                            let capacity = try await Initiator().capacity(portal: portal, target: target.iqn, lun: 1)
+                            let capacity = try await initiator.capacity(portal: portal, target: target.iqn, lun: 1)
                             return (target.iqn, .size(capacity.bytes))
                         } catch let error as ISCSIError {
                             return (target.iqn, .unreadable(error.reason))
