@@ -72,7 +72,7 @@ public struct Reservation: Hashable, Sendable, Codable, CustomStringConvertible 
 
 /// One edit of a server's reservations. `change` and `remove` only ever target owned
 /// reservations (matched by their mark's binding name and subnet).
-public enum ReservationChange: Hashable, Sendable, Codable, CustomStringConvertible {
+public enum ReservationChange: Hashable, Sendable, CustomStringConvertible {
     case add(Reservation)
     case change(from: Reservation, to: Reservation)
     case remove(Reservation)
@@ -360,5 +360,33 @@ extension DHCPObservation {
         if other.mac == want.mac { return .mac }
         if let a = want.hostname, let b = other.hostname, a.lowercased() == b.lowercased() { return .hostname }
         return nil
+    }
+}
+
+extension ReservationChange: Codable {
+    /// `{"add": R}`, `{"change": {"from": R, "to": R}}` or `{"remove": R}`.
+    private enum CodingKeys: String, CodingKey { case add, change, remove }
+    private struct Pair: Codable { var from: Reservation; var to: Reservation }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        if let added = try container.decodeIfPresent(Reservation.self, forKey: .add) {
+            self = .add(added)
+        } else if let pair = try container.decodeIfPresent(Pair.self, forKey: .change) {
+            self = .change(from: pair.from, to: pair.to)
+        } else if let removed = try container.decodeIfPresent(Reservation.self, forKey: .remove) {
+            self = .remove(removed)
+        } else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "expected add, change or remove"))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .add(let r): try container.encode(r, forKey: .add)
+        case .change(let from, let to): try container.encode(Pair(from: from, to: to), forKey: .change)
+        case .remove(let r): try container.encode(r, forKey: .remove)
+        }
     }
 }

@@ -166,11 +166,11 @@ public struct SystemAddress: Codable, Sendable, Hashable, Comparable, CustomStri
         /// A hypervisor (`Host`).
         case host
         /// A storage pool: projects, images, snapshots, LUNs.
-        case storagePool
+        case storagePool = "storage_pool"
         /// The iSCSI target server of a pool.
-        case exportServer
+        case exportServer = "export_server"
         /// A `DHCPServer` (one endpoint or an HA pair).
-        case dhcpServer
+        case dhcpServer = "dhcp_server"
     }
 
     public var kind: Kind
@@ -334,6 +334,11 @@ public struct LiveUpdate: Codable, Sendable, Hashable {
     public init(memoryKiB: UInt64? = nil, vcpus: Int? = nil) {
         self.memoryKiB = memoryKiB
         self.vcpus = vcpus
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case memoryKiB = "memoryKib"
+        case vcpus
     }
 }
 

@@ -137,7 +137,8 @@ func wipe(_ keepers: [Connection]) async throws {
     }
 }
 
-/// Lists every domain of every host and fetches each persistent definition, `parallelism` at
+/// Lists every domain of every host and fetches what a plan reads of each — its persistent
+/// definition, and for a running persistent domain its live one too — `parallelism` domains at
 /// a time per host, all hosts at once; nothing is parsed. Returns how many were fetched.
 func rawLoop(uris: [String], parallelism: Int) async throws -> Int {
     try await withThrowingTaskGroup(of: Int.self) { hosts in
@@ -150,7 +151,11 @@ func rawLoop(uris: [String], parallelism: Int) async throws -> Int {
                     var done = 0
                     func schedule() {
                         guard let summary = next.next() else { return }
-                        group.addTask { try await summary.domain.xml(flags: [.inactive]).isEmpty ? 0 : 1 }
+                        group.addTask {
+                            let persistent = try await summary.domain.xml(flags: summary.isPersistent ? [.inactive] : [])
+                            if summary.isPersistent, summary.state == .running { _ = try await summary.domain.xml() }
+                            return persistent.isEmpty ? 0 : 1
+                        }
                     }
                     for _ in 0..<parallelism { schedule() }
                     while let one = try await group.next() {

@@ -36,7 +36,7 @@ struct SiteGenerator {
                   capacity:
                     memory: \(lab == nil ? "256GiB" : "4TiB")
                     vcpus: \(lab == nil ? 64 : 4096)
-                    maxGuests: \(lab == nil ? 60 : vms)
+                    maxGuests: \(lab == nil ? 60 : min(10_000, 2 * ((vms + hosts - 1) / hosts)))
                   bridges: [fe0, be0]
                   migrationAddress: host-\(h).example\(lab == nil ? "" : "\n  domainType: test")
 
