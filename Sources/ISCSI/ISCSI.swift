@@ -3,7 +3,8 @@ import Foundation
 import VirtformSystem
 
 /// The threads libiscsi's blocking calls run on.
-let iscsiThreads = BlockingThreadPool(threadCount: 4, name: "iscsi")
+/// libiscsi's blocking calls run on the process-wide pool, counted against their portal.
+let iscsiThreads = BlockingThreadPool.shared
 
 /// A target a portal offers: its name and the portals (`address:port,tpgt`) it can be reached at.
 public struct DiscoveredTarget: Sendable, Hashable {
@@ -51,7 +52,7 @@ public struct Initiator: Sendable, Hashable {
     /// The targets `portal` (`host:port`) offers, through a discovery session (SendTargets).
     public func discoverTargets(portal: String) async throws -> [DiscoveredTarget] {
         let name = name, timeout = timeoutSeconds
-        return try await iscsiThreads.run {
+        return try await iscsiThreads.run(key: "iscsi \(portal)") {
             let operation = "discover targets at \(portal)"
             let context = try Context(initiator: name, timeoutSeconds: timeout, operation: operation)
             try context.check(iscsi_set_session_type(context.pointer, ISCSI_SESSION_DISCOVERY), operation)
@@ -87,7 +88,7 @@ public struct Initiator: Sendable, Hashable {
     /// The session is closed when the returned value is released or `logout()` is called.
     public func login(portal: String, target: String, lun: Int = 0) async throws -> Session {
         let name = name, timeout = timeoutSeconds
-        return try await iscsiThreads.run {
+        return try await iscsiThreads.run(key: "iscsi \(portal)") {
             let operation = "log in to \(target) at \(portal)"
             let context = try Context(initiator: name, timeoutSeconds: timeout, operation: operation)
             try context.check(iscsi_set_targetname(context.pointer, target), operation)
@@ -126,8 +127,8 @@ public final class Session: Sendable {
 
     /// The LUNs the target reports (REPORT LUNS, all LUNs), in the target's order.
     public func reportLUNs() async throws -> [Int] {
-        let context = context, target = target
-        return try await iscsiThreads.run {
+        let context = context, target = target, key = "iscsi \(portal)"
+        return try await iscsiThreads.run(key: key) {
             try context.locked {
                 let operation = "report the LUNs of \(target)"
                 let task = try context.command(iscsi_reportluns_sync(context.pointer, 0, 16384), operation)
@@ -146,8 +147,8 @@ public final class Session: Sendable {
 
     /// READ CAPACITY(16) of `lun`.
     public func readCapacity(lun: Int) async throws -> LUNCapacity {
-        let context = context, target = target
-        return try await iscsiThreads.run {
+        let context = context, target = target, key = "iscsi \(portal)"
+        return try await iscsiThreads.run(key: key) {
             try context.locked {
                 let operation = "read the capacity of LUN \(lun) of \(target)"
                 let task = try context.command(iscsi_readcapacity16_sync(context.pointer, Int32(lun)), operation)

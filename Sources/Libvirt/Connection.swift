@@ -30,7 +30,7 @@ public final class Connection: Sendable {
     /// noticed; when that happens, open event streams finish.
     public static func open(uri: String) async throws(LibvirtError) -> Connection {
         let eventLoop = LibvirtRuntime.eventLoopRunning
-        let connection = try await runBlocking {
+        let connection = try await runBlocking(key: uri) {
             () throws(LibvirtError) -> Connection in
             let pointer = try check(virConnectOpen(uri), "open connection to '\(uri)'")
             if eventLoop {
@@ -63,7 +63,7 @@ public final class Connection: Sendable {
             return state
         }) else { return }
         let hub = events
-        _ = try? await runBlocking { () throws(LibvirtError) in
+        _ = try? await runBlocking(key: uri) { () throws(LibvirtError) in
             hub.deregisterAll(on: pointer.raw)
             hub.unregisterCloseCallback(on: pointer.raw)
             virConnectClose(pointer.raw)
@@ -77,7 +77,7 @@ public final class Connection: Sendable {
         _ body: @escaping @Sendable (OpaquePointer) throws(LibvirtError) -> T
     ) async throws(LibvirtError) -> T {
         let pointer = try retainedPointer(operation())
-        return try await runBlocking { () throws(LibvirtError) -> T in
+        return try await runBlocking(key: uri) { () throws(LibvirtError) -> T in
             defer { virConnectClose(pointer.raw) }
             return try body(pointer.raw)
         }
@@ -296,13 +296,14 @@ public final class Connection: Sendable {
 
 /// Runs a throwing body on the libvirt thread pool, keeping the typed error.
 /// The threads every libvirt call of the process runs on.
-let libvirtThreads = BlockingThreadPool(threadCount: 16, name: "libvirt")
+/// libvirt's blocking calls run on the process-wide pool, counted against their connection's URI.
+let libvirtThreads = BlockingThreadPool.shared
 
 func runBlocking<T: Sendable>(
-    _ body: @escaping @Sendable () throws(LibvirtError) -> T
+    key: String? = nil, _ body: @escaping @Sendable () throws(LibvirtError) -> T
 ) async throws(LibvirtError) -> T {
     let result: Result<T, LibvirtError> = await withCheckedContinuation { continuation in
-        libvirtThreads.submit {
+        libvirtThreads.submit(key: key) {
             continuation.resume(returning: Result { () throws(LibvirtError) -> T in try body() })
         }
     }

@@ -56,10 +56,12 @@ public final class LibvirtHost: Sendable {
                     }
                     let (spec, ownership) = try DomainXML.parse(xml)
                     let state = Self.state(summary.state)
-                    var live: DomainSpec?
+                    var live: DomainSpec?  // nil: what runs is the persistent definition
                     if summary.isPersistent, state == .running || state == .paused {
                         do {
-                            live = try DomainXML.parse(try await summary.domain.xml()).spec
+                            let running = try DomainXML.parse(try await summary.domain.xml()).spec
+                            // Kept only when it differs: most guests run what they are defined as.
+                            live = running == spec ? nil : running
                         } catch let error as LibvirtError where error.code == .noDomain || error.code == .operationInvalid {
                             live = nil  // stopped or undefined after the listing: nothing runs
                         }

@@ -14,8 +14,9 @@ public struct ObservedDomain: Hashable, Sendable, Codable {
     public var spec: DomainSpec
     /// virtform's mark; nil for domains virtform does not own.
     public var ownership: Ownership?
-    /// For a running (or paused) persistent domain: the managed fields of what runs now, read
-    /// from the live definition. A difference from `spec` waits for the guest's next start.
+    /// For a running (or paused) persistent domain whose live definition differs from its
+    /// persistent one: the managed fields of what runs now (nil when they are the same, or the
+    /// domain does not run). A difference from `spec` waits for the guest's next start.
     public var live: DomainSpec?
 
     public init(host: String, name: String, uuid: String, state: State, persistent: Bool, spec: DomainSpec,

@@ -11,6 +11,23 @@ public enum CloneMethod: String, Sendable, Hashable {
     case zfsClone = "zfs-clone"
 }
 
+/// What a storage driver can do, as data: the planner blocks what the pool's driver cannot do
+/// (an import on zfs) instead of letting apply fail.
+public struct StorageCapabilities: Sendable, Hashable {
+    /// How clones are made on this pool; for `dir`, known only after `probe()`.
+    public var cloneMethod: CloneMethod?
+    /// Whether `importImage` works.
+    public var canImport: Bool
+    /// Whether observation reports exclusive bytes.
+    public var reportsExclusiveBytes: Bool
+
+    public init(cloneMethod: CloneMethod?, canImport: Bool, reportsExclusiveBytes: Bool) {
+        self.cloneMethod = cloneMethod
+        self.canImport = canImport
+        self.reportsExclusiveBytes = reportsExclusiveBytes
+    }
+}
+
 /// The mark virtform puts on everything it creates: which kind of object, its name and, for a
 /// clone, the snapshot it came from. Stored as the xattr `user.virtform.owner` (btrfs, dir), the
 /// user property `io.virtform:owner` (zfs). The text form is `key=value` pairs joined by commas,

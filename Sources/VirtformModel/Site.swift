@@ -55,7 +55,38 @@ public struct Site: Sendable {
         }
     }
 
+    /// Forgets where each object was declared, down to its document: a site that has been
+    /// validated needs the parsed documents no more (a plan names files, not fields), and for a
+    /// large site they are most of its memory.
+    public mutating func dropSourceMaps() {
+        for i in declarations.indices { declarations[i].provenance.fields = nil }
+        for i in hosts.indices { hosts[i].provenance.fields = nil }
+        for i in clusters.indices { clusters[i].provenance.fields = nil }
+        for i in pools.indices { pools[i].provenance.fields = nil }
+        for i in projects.indices { projects[i].provenance.fields = nil }
+        for i in images.indices { images[i].provenance.fields = nil }
+        for i in networks.indices { networks[i].provenance.fields = nil }
+        for i in dhcpServers.indices { dhcpServers[i].provenance.fields = nil }
+        for i in virtualMachines.indices { virtualMachines[i].provenance.fields = nil }
+        for i in bindings.indices { bindings[i].provenance.fields = nil }
+    }
+
     /// Merges another partial site (e.g. one file's objects) into this one, keeping order.
+    /// Makes room for `count` more of each kind's objects, so that merging many files does not
+    /// grow the arrays by doubling (briefly twice the memory of a large site).
+    public mutating func reserveCapacity(for others: [Site]) {
+        declarations.reserveCapacity(declarations.count + others.reduce(0) { $0 + $1.declarations.count })
+        hosts.reserveCapacity(hosts.count + others.reduce(0) { $0 + $1.hosts.count })
+        clusters.reserveCapacity(clusters.count + others.reduce(0) { $0 + $1.clusters.count })
+        pools.reserveCapacity(pools.count + others.reduce(0) { $0 + $1.pools.count })
+        projects.reserveCapacity(projects.count + others.reduce(0) { $0 + $1.projects.count })
+        images.reserveCapacity(images.count + others.reduce(0) { $0 + $1.images.count })
+        networks.reserveCapacity(networks.count + others.reduce(0) { $0 + $1.networks.count })
+        dhcpServers.reserveCapacity(dhcpServers.count + others.reduce(0) { $0 + $1.dhcpServers.count })
+        virtualMachines.reserveCapacity(virtualMachines.count + others.reduce(0) { $0 + $1.virtualMachines.count })
+        bindings.reserveCapacity(bindings.count + others.reduce(0) { $0 + $1.bindings.count })
+    }
+
     public mutating func merge(_ other: Site) {
         declarations += other.declarations
         hosts += other.hosts
@@ -128,9 +159,13 @@ extension Dictionary where Key == String, Value == String {
 }
 
 extension Site {
-    /// The VMs by ID (the first of duplicates). Not part of `SiteIndex`: with ten thousand VMs
-    /// it costs more than the rest of the index, and only binding checks need it.
-    public var virtualMachinesByID: [VMID: VirtualMachine] {
-        Dictionary(virtualMachines.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+    /// Each VM's position in `virtualMachines` (the first of duplicates): a lookup that copies
+    /// no VM. Not part of `SiteIndex`: with ten thousand VMs it costs more than the rest of the
+    /// index, and only binding checks need it.
+    public var virtualMachineIndices: [VMID: Int] {
+        var indices: [VMID: Int] = [:]
+        indices.reserveCapacity(virtualMachines.count)
+        for (i, vm) in virtualMachines.enumerated() where indices[vm.id] == nil { indices[vm.id] = i }
+        return indices
     }
 }

@@ -345,16 +345,19 @@ public struct SiteValidator {
     // MARK: - Bindings
 
     private mutating func checkBindings() {
-        var boundInterface: [String: NetworkBinding] = [:]
-        var addressOwner: [String: NetworkBinding] = [:]
-        var hostnameOwner: [String: NetworkBinding] = [:]
-        let virtualMachines = site.virtualMachinesByID
+        // Binding names, not bindings, and VM positions, not VMs: for a large site these maps
+        // would otherwise hold a second copy of every binding and VM.
+        var boundInterface: [String: String] = [:]
+        var addressOwner: [String: String] = [:]
+        var hostnameOwner: [String: String] = [:]
+        let virtualMachines = site.virtualMachineIndices
         for binding in site.bindings {
-            guard let vm = virtualMachines[binding.vm] else {
+            guard let position = virtualMachines[binding.vm] else {
                 reference(binding, "spec.vm", .virtualMachine, binding.vm.description, exists: false,
                           known: virtualMachines.keys.map(\.description))
                 continue
             }
+            let vm = site.virtualMachines[position]
             guard let interface = vm.interfaces.first(where: { $0.name == binding.interface }) else {
                 report(binding, "spec.interface", "VM \(vm.id) has no interface \"\(binding.interface)\" (it has: \(vm.interfaces.map(\.name).joined(separator: ", ")))",
                        suggestion: Suggestion.nearest(to: binding.interface, in: vm.interfaces.map(\.name)))
@@ -362,9 +365,9 @@ public struct SiteValidator {
             }
             let interfaceKey = "\(vm.id) \(interface.name)"
             if let other = boundInterface[interfaceKey] {
-                report(binding, "spec.interface", "interface \(interface.name) of \(vm.id) is already bound by NetworkBinding/\(other.name)")
+                report(binding, "spec.interface", "interface \(interface.name) of \(vm.id) is already bound by NetworkBinding/\(other)")
             } else {
-                boundInterface[interfaceKey] = binding
+                boundInterface[interfaceKey] = binding.name
             }
             guard let network = index.networks[interface.network] else { continue }
             if !network.subnet.contains(binding.address) {
@@ -379,15 +382,15 @@ public struct SiteValidator {
             }
             let addressKey = "\(network.name) \(binding.address)"
             if let other = addressOwner[addressKey] {
-                report(binding, "spec.address", "\(binding.address) is already bound on network \"\(network.name)\" by NetworkBinding/\(other.name)")
+                report(binding, "spec.address", "\(binding.address) is already bound on network \"\(network.name)\" by NetworkBinding/\(other)")
             } else {
-                addressOwner[addressKey] = binding
+                addressOwner[addressKey] = binding.name
             }
             let hostnameKey = "\(network.name) \(binding.hostname.lowercased())"
             if let other = hostnameOwner[hostnameKey] {
-                report(binding, "spec.hostname", "host name \"\(binding.hostname)\" is already bound on network \"\(network.name)\" by NetworkBinding/\(other.name)")
+                report(binding, "spec.hostname", "host name \"\(binding.hostname)\" is already bound on network \"\(network.name)\" by NetworkBinding/\(other)")
             } else {
-                hostnameOwner[hostnameKey] = binding
+                hostnameOwner[hostnameKey] = binding.name
             }
         }
     }

@@ -18,11 +18,11 @@ struct DHCPPlanner {
 
     /// The server each binding's reservation lives on.
     static func desiredReservations(_ site: Site, index: SiteIndex) -> (byServer: [String: [Reservation]], problems: [Plan.Problem]) {
-        let virtualMachines = site.virtualMachinesByID
+        let virtualMachines = site.virtualMachineIndices
         var desired: [String: [Reservation]] = [:]
         var problems: [Plan.Problem] = []
         for binding in site.bindings {
-            guard let vm = virtualMachines[binding.vm],
+            guard let position = virtualMachines[binding.vm], case let vm = site.virtualMachines[position],
                 let interface = vm.interfaces.first(where: { $0.name == binding.interface }),
                 let network = index.networks[interface.network], let server = network.dhcpServer
             else { continue }

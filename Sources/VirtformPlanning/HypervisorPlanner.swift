@@ -19,8 +19,6 @@ struct HypervisorPlanner {
         /// VMs whose domain carried a mark without a site and is now adopted by this site.
         var adopted: [VMID] = []
         var fingerprints: [String: String] = [:]
-        /// Every owned domain found, by its VM (declared or not; the first of several copies).
-        var domains: [VMID: ObservedDomain] = [:]
     }
 
     func plan() -> Result {
@@ -64,7 +62,6 @@ struct HypervisorPlanner {
             }
         }
         if options.showUnmanaged { plan.unmanaged.sort { ($0.host, $0.name) < ($1.host, $1.name) } }
-        plan.domains = owned
 
         // What each host runs, counted only when a VM has to be placed (a plan without creates or
         // migrations never needs it).
@@ -109,15 +106,14 @@ struct HypervisorPlanner {
                         action: .migrate, resource: resource, system: .host(domain.host),
                         operation: .migrateDomain(name: domain.name, destination: destination?.name ?? ""),
                         before: .domain(domain.spec), after: desired.map(ResourceState.domain),
-                        fields: desired.map { DomainDifference(persistent: domain.spec, live: nil, desired: $0).fields } ?? [],
+                        fields: desired.map { DomainDifference(persistent: domain.spec, live: nil, running: false, desired: $0).fields } ?? [],
                         reason: "its placement no longer allows host \(domain.host)",
                         blocked: "live migration is carried out by the cluster feature, which has not landed yet",
                         destination: destination?.name))
                     continue
                 }
                 let desired = DomainSpec.desired(for: vm, on: host, index: index)
-                // A transient domain was read from its live definition: that is what runs.
-                let difference = DomainDifference(persistent: domain.spec, live: running ? domain.live ?? domain.spec : nil, desired: desired)
+                let difference = DomainDifference(persistent: domain.spec, live: domain.live, running: running, desired: desired)
                 let fields = difference.fields
                 let markChanged = domain.ownership?.deletionProtection != vm.deletionProtection || domain.ownership?.site != site.name
                 if !fields.isEmpty || markChanged || !domain.persistent {
@@ -311,7 +307,12 @@ struct DomainDifference {
     /// On a running guest only memory within the live maximum is changed live (the balloon);
     /// everything else is written to the definition and waits for the next start, shown as
     /// pending until then.
-    init(persistent: DomainSpec, live running: DomainSpec?, desired: DomainSpec) {
+    /// `live` is what a running guest runs (nil: the same as `persistent`, as for a transient
+    /// domain, which is read from its live definition).
+    init(persistent: DomainSpec, live liveSpec: DomainSpec?, running: Bool, desired: DomainSpec) {
+        // The common case of a large plan: nothing differs.
+        if persistent == desired && (!running || liveSpec == nil || liveSpec == desired) { return }
+        let running = running ? liveSpec ?? persistent : nil
         let definition = persistent.differences(to: desired)
         guard let running else {
             fields = definition.map { FieldChange(field: $0.field, before: $0.before, after: $0.after, effect: .applied) }

@@ -24,10 +24,14 @@ public enum PlanRenderer {
     public static func text(_ plan: Plan, color: Bool = false) -> String {
         func paint(_ text: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
         var lines: [String] = plan.warnings.map { paint("warning: \($0)", "33") }
-        let systems = Set(plan.changes.map(\.system)).union(plan.unmanaged.map { SystemAddress.host($0.host) }).sorted()
+        // Changes by system, in plan order, found in one pass.
+        var bySystem: [SystemAddress: [Int]] = [:]
+        for (i, change) in plan.changes.enumerated() { bySystem[change.system, default: []].append(i) }
+        let systems = Set(bySystem.keys).union(plan.unmanaged.map { SystemAddress.host($0.host) }).sorted()
         for system in systems {
             lines.append(paint(system.kind == .host ? "Host \(system.name)" : system.description, "1"))
-            for change in plan.changes where change.system == system {
+            for i in bySystem[system] ?? [] {
+                let change = plan.changes[i]
                 let (symbol, code) = symbolAndColor(change.action)
                 var headline = "  \(paint(symbol, code)) \(change.resource)  \(change.action.rawValue)"
                 if let destination = change.destination { headline += " → \(destination)" }

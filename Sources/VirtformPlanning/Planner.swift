@@ -69,25 +69,31 @@ public struct Planner {
         }
 
         if observation.scope == .everything {
-            planStorageAndDHCP(into: &plan, domains: hypervisors.domains, unreachableHosts: unreachableHosts.map(\.host))
+            planStorageAndDHCP(into: &plan, unreachableHosts: unreachableHosts.map(\.host))
             markUnknownAcrossSystems(&plan)
             linkAcrossSystems(&plan)
         }
         propagateBlocks(&plan)
-        plan.changes.sort { ($0.system, $0.resource, Self.order($0.action), $0.id) < ($1.system, $1.resource, Self.order($1.action), $1.id) }
+        Self.sort(&plan.changes)
         plan.summarize()
         return plan
     }
 
     // MARK: Storage and DHCP
 
-    private func planStorageAndDHCP(into plan: inout Plan, domains: [VMID: ObservedDomain], unreachableHosts: [String]) {
+    private func planStorageAndDHCP(into plan: inout Plan, unreachableHosts: [String]) {
         let declared = Set(site.virtualMachines.map(\.id))
         // Domains deleted by this plan (runnable deletions) no longer hold their disks.
         let deleted = Set(plan.changes.filter { $0.action == .delete && $0.blocked == nil }.compactMap(\.vm))
         var definedDisks = Set<String>()
         var runningDisks = Set<String>()
+        // This site's domains by VM (the first of several copies), and the disks in use.
+        var domains: [VMID: ObservedDomain] = [:]
         for domain in observation.hosts.domains {
+            if let owner = domain.ownership, owner.site == site.name || (owner.site == nil && declared.contains(owner.vm)),
+                domains[owner.vm] == nil {
+                domains[owner.vm] = domain
+            }
             let goes = domain.ownership.map { deleted.contains($0.vm) } ?? false
             for disk in domain.spec.disks {
                 if !goes { definedDisks.insert(disk.target) }
@@ -248,4 +254,31 @@ public struct Planner {
     }
 
     private static func order(_ action: Change.Action) -> Int { Change.Action.allCases.firstIndex(of: action)! }
+
+    /// By system, resource, action and id: the keys are sorted, then each change moved once
+    /// (a change is a large value; sorting the changes themselves copied each many times).
+    static func sort(_ changes: inout [Change]) {
+        struct Key {
+            var system: SystemAddress
+            var resource: String
+            var action: Int
+            var id: String
+            var index: Int
+        }
+        var keys = changes.indices.map { i in
+            Key(system: changes[i].system, resource: changes[i].resource, action: Self.order(changes[i].action), id: changes[i].id, index: i)
+        }
+        keys.sort { a, b in
+            if a.system != b.system { return a.system < b.system }
+            if a.resource != b.resource { return a.resource < b.resource }
+            if a.action != b.action { return a.action < b.action }
+            return a.id < b.id
+        }
+        let order = keys.map(\.index)
+        guard order != Array(changes.indices) else { return }
+        var sorted: [Change] = []
+        sorted.reserveCapacity(changes.count)
+        for i in order { sorted.append(changes[i]) }
+        changes = sorted
+    }
 }

@@ -39,8 +39,12 @@ public struct PoolContents: Sendable, Hashable {
     public var targets: [ObservedTarget]?
     /// For each of virtform's targets (by IQN): what the portal serves as LUN 1.
     public var served: [String: ServedLUN]
+    /// What the pool's driver can do (after its probe).
+    public var capabilities: StorageCapabilities
 
-    public init(observation: PoolObservation, targets: [ObservedTarget]?, served: [String: ServedLUN] = [:]) {
+    public init(observation: PoolObservation, targets: [ObservedTarget]?, served: [String: ServedLUN] = [:],
+                capabilities: StorageCapabilities = StorageCapabilities(cloneMethod: nil, canImport: true, reportsExclusiveBytes: false)) {
+        self.capabilities = capabilities
         self.observation = observation
         self.targets = targets
         self.served = served

@@ -123,10 +123,14 @@ struct StoragePlanner {
                 }
             } else {
                 let how = image.source.map { "imported from \($0)" } ?? "blank"
+                // Known before anything runs: a driver that cannot import blocks the change here.
+                let cannot = image.source != nil && !contents.capabilities.canImport
+                    ? "the \(pool.driver.rawValue) driver of pool \(pool.name) cannot import images; create the master on the pool by hand, or declare it without `source`"
+                    : nil
                 add(Change(action: .create, resource: resource, system: system,
                            operation: .createImage(project: project, name: name, size: size, source: image.source),
                            after: ResourceState(volume: .init(project: project, name: name, size: size, source: image.source)),
-                           reason: "declared in \(image.provenance.document.file)",
+                           reason: "declared in \(image.provenance.document.file)", blocked: cannot,
                            summary: "\(how), \(size.map { "\(ByteSize(bytes: $0))" } ?? "its source's size")"),
                     fingerprint: Plan.absent, after: ["StorageProject/\(project)"])
             }
@@ -156,7 +160,7 @@ struct StoragePlanner {
         let (project, name) = (vm.project, vm.name)
         let desired = ResourceState(volume: .init(project: project, name: name, size: size, origin: source))
         guard let seen = observation.volume(project: vm.project, name: vm.name) else {
-            let method = observation.cloneMethod.map { $0 == .sparseCopy ? "sparse copy (no reflinks on this filesystem)" : $0.rawValue } ?? "clone"
+            let method = (observation.cloneMethod ?? contents.capabilities.cloneMethod).map { $0 == .sparseCopy ? "sparse copy (no reflinks on this filesystem)" : $0.rawValue } ?? "clone"
             var change = Change(action: .create, resource: resource, system: system,
                                 operation: .cloneVolume(source: source, project: project, name: name, size: disk.size?.bytes),
                                 after: desired, reason: "disk of VirtualMachine/\(vm.id)",

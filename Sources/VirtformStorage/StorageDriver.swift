@@ -2,24 +2,6 @@ import Foundation
 import VirtformModel
 import VirtformSystem
 
-
-/// What a driver can do, as data (so plans can say it before anything runs).
-public struct StorageCapabilities: Sendable, Hashable {
-    /// How clones are made on this pool; for `dir`, known only after `probe()`.
-    public var cloneMethod: CloneMethod?
-    /// Whether `importImage` works.
-    public var canImport: Bool
-    /// Whether observation reports exclusive bytes.
-    public var reportsExclusiveBytes: Bool
-
-    public init(cloneMethod: CloneMethod?, canImport: Bool, reportsExclusiveBytes: Bool) {
-        self.cloneMethod = cloneMethod
-        self.canImport = canImport
-        self.reportsExclusiveBytes = reportsExclusiveBytes
-    }
-}
-
-
 /// A storage pool's driver: projects (folders of volumes), master images, read-only snapshots,
 /// clones. Every object it creates carries an `OwnershipMark`; objects without one are reported
 /// as unowned and every modifying operation on them throws `StorageError.Code.unowned`.

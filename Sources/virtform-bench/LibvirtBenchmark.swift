@@ -52,8 +52,11 @@ func planApplyBenchmark() async throws {
         let serial = try Measured.run([virtform, "apply", "--auto-approve", "--parallelism", "1", "--per-host", "1", directory])
         guard serial.status == 0, try await count() == vms else { throw BenchmarkError("serial apply failed (exit \(serial.status))") }
         try await wipe(keepers)
-        let parallel = try Measured.run([virtform, "apply", "--auto-approve", "--parallelism", "\(parallelism)",
-                                         "--per-host", "\(perHostLimit)", directory])
+        // VIRTFORM_BENCH_PERF=FILE records the parallel apply with `perf record -g` into FILE (its
+        // time is then not comparable).
+        let profile = ProcessInfo.processInfo.environment["VIRTFORM_BENCH_PERF"].map { ["/usr/bin/perf", "record", "-F", "499", "-g", "-o", $0, "--"] } ?? []
+        let parallel = try Measured.run(profile + [virtform, "apply", "--auto-approve", "--parallelism", "\(parallelism)",
+                                                   "--per-host", "\(perHostLimit)", directory])
         guard parallel.status == 0, try await count() == vms else { throw BenchmarkError("parallel apply failed (exit \(parallel.status))") }
         print(String(format: "apply from scratch (define + start %d domains): one at a time %.2f s (virtform's own CPU %.2f s), parallel (%d in flight, %d per host) %.2f s (CPU %.2f s): %.1fx",
                      vms, serial.seconds, serial.cpuSeconds, parallelism, perHostLimit, parallel.seconds, parallel.cpuSeconds,

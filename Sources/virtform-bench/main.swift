@@ -48,6 +48,12 @@ func dispatch() async throws {
     switch arguments.first {
     case "load-validate", nil:
         try loadValidate()
+    case "generate":
+        // The large site alone, for measuring a command by hand (`/usr/bin/time -v virtform validate DIR`).
+        guard let i = arguments.firstIndex(of: "--out"), i + 1 < arguments.count else { throw BenchmarkError("generate needs --out DIR") }
+        let generated = try SiteGenerator(vms: option("vms", default: 10_000), hosts: option("hosts", default: 500))
+            .write(to: URL(fileURLWithPath: arguments[i + 1]))
+        print("wrote \(generated.files) files, \(ByteSize(bytes: UInt64(generated.bytes)))")
     case "plan-apply":
         try await planApplyBenchmark()
     case "raw-apply":
@@ -63,6 +69,7 @@ func dispatch() async throws {
     default:
         print("""
             usage: virtform-bench load-validate [--vms N] [--hosts N] [--runs N]
+                   virtform-bench generate --out DIR [--vms N] [--hosts N]
                    virtform-bench plan-apply [--hosts N] [--vms-per-host N] [--runs N]   (root; a temporary lab)
                    virtform-bench raw-apply [--hosts N] [--vms-per-host N] [--per-host N] (root; a temporary lab)
                    virtform-bench storage-clone [--runs N] [--luns N]                    (root; btrfs-progs, tgt)

@@ -131,6 +131,33 @@ struct Failure: Error, CustomStringConvertible {
         }
     }
 
+    /// A migration counts against its source host, its destination host and the cluster's
+    /// migration limit at once; each key keeps its own limit.
+    @Test func aNodeCountsAgainstEveryOneOfItsKeys() async throws {
+        let tracker = ConcurrencyTracker()
+        var builder = ActionGraph<String>.Builder()
+        for n in 0..<12 {
+            let (source, destination) = n % 2 == 0 ? ("hv1", "hv2") : ("hv2", "hv3")
+            builder.add("move-\(n)", keys: [source, destination, "migrations"], label: "move \(n)") {
+                for key in [source, destination, "migrations"] { tracker.enter(key) }
+                defer { for key in [source, destination, "migrations"] { tracker.leave(key) } }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        for n in 0..<6 {
+            builder.add("other-\(n)", keys: ["hv3"], label: "other \(n)") {
+                tracker.enter("hv3")
+                defer { tracker.leave("hv3") }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        let limits = Executor.Limits(global: 100, perKey: 3, keyLimits: ["migrations": 2])
+        let summary = await Executor.run(try builder.build(), limits: limits)
+        #expect(summary.isSuccess && summary.succeeded == 18)
+        #expect((1...2).contains(tracker.maximum("migrations")))
+        for host in ["hv1", "hv2", "hv3"] { #expect((1...3).contains(tracker.maximum(host))) }
+    }
+
     @Test func globalLimitIsRespected() async throws {
         let tracker = ConcurrencyTracker()
         var builder = ActionGraph<Int>.Builder()

@@ -192,6 +192,19 @@ struct SitePlannerTests {
         #expect(migrate.fields.map(\.field) == ["memory"])
     }
 
+    @Test func whatThePoolsDriverCannotDoIsBlockedInThePlan() throws {
+        var world = World()
+        world.canImport = false
+        var site = referenceSite
+        let i = try #require(site.images.firstIndex { $0.meta.name == "osol-0811" })
+        site.images[i].source = "/srv/images/osol-0811.raw"
+        let plan = world.plan(site)
+        let create = try #require(plan.change("create Image/masters/osol-0811"))
+        #expect(create.blocked?.contains("cannot import images") == true)
+        // And everything cloned from it waits with it, instead of failing at apply.
+        #expect(plan.change("create StorageVolume/appl-1/vm-1")?.blocked?.hasPrefix("waits for") == true)
+    }
+
     @Test func everyOperationSurvivesASavedPlan() throws {
         var world = World.applied()
         world.projects["appl-1"]?.volumes.removeAll { $0.name == "vm-2" }

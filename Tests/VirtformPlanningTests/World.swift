@@ -17,6 +17,8 @@ struct World {
     var served: [String: ServedLUN] = [:]
     var reservations: [Reservation] = []
     var poolUnreachable: String?
+    /// Whether the pool's driver can import images (zfs cannot).
+    var canImport = true
     var dhcpUnreachable: String?
     private var nextTID = 1
     /// The site the storage drivers name in their marks (they are made for one site).
@@ -37,7 +39,8 @@ struct World {
         let subnets = site.networks.filter { $0.dhcpServer == Self.dhcpServer }.map(\.subnet)
         let pool: PoolReading = poolUnreachable.map { .unreachable(reason: $0) } ?? .read(PoolContents(
             observation: PoolObservation(pool: Self.pool, projects: projects.values.sorted { $0.name < $1.name }, cloneMethod: .reflink),
-            targets: targets.sorted { $0.iqn < $1.iqn }, served: served))
+            targets: targets.sorted { $0.iqn < $1.iqn }, served: served,
+            capabilities: StorageCapabilities(cloneMethod: .reflink, canImport: canImport, reportsExclusiveBytes: true)))
         let dhcp: DHCPReading = dhcpUnreachable.map { .unreachable(reason: $0) } ?? .read(DHCPObservation(
             server: Self.dhcpServer, subnets: subnets,
             endpoints: [EndpointObservation(name: Self.endpoint, state: .observed(reservations: reservations, unservedSubnets: []))],

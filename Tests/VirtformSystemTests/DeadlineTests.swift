@@ -24,3 +24,28 @@ struct DeadlineTests {
         await #expect(throws: Failure.self) { try await withDeadline(.seconds(5), "failing") { throw Failure() } }
     }
 }
+
+@Suite("Blocking thread pool")
+struct BlockingThreadPoolTests {
+    @Test func aKeyWhoseCallsHangHoldsAtMostItsShareOfTheThreads() async throws {
+        let pool = BlockingThreadPool(threadCount: 2, name: "test-pool", perKey: 2, maxThreads: 4)
+        let gate = DispatchSemaphore(value: 0)
+        // Six calls to a system that does not answer: only two of them may hold a thread.
+        for _ in 0..<6 { pool.submit(key: "frozen") { gate.wait() } }
+        defer { for _ in 0..<6 { gate.signal() } }
+        // Every thread would be taken without the cap; with it, another system's call runs.
+        let answer = try await withDeadline(.seconds(10), "a call to a healthy system") {
+            try await pool.run(key: "healthy") { 42 }
+        }
+        #expect(answer == 42)
+    }
+
+    @Test func callsWithoutAKeyAndOfManyKeysAllRun() async throws {
+        let pool = BlockingThreadPool(threadCount: 1, name: "test-pool-2", perKey: 1, maxThreads: 3)
+        let results = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<20 { group.addTask { try await pool.run(key: i % 2 == 0 ? nil : "k\(i % 3)") { i } } }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(results.sorted() == Array(0..<20))
+    }
+}

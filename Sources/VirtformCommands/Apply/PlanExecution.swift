@@ -52,16 +52,25 @@ enum PlanExecution {
                     return nil
                 }
                 let server = change.system.name
+                let system = change.system.description
                 builder.add(id, keys: keys(for: change),
                             label: "write \(edits.count) reservation change\(edits.count == 1 ? "" : "s") to \(change.system)",
                             dependsOn: dependencies) {
-                    try await systems.writeReservations(edits, server: server)
+                    do {
+                        try await systems.writeReservations(edits, server: server)
+                    } catch {
+                        throw SystemFailure.from(error, system: system)
+                    }
                 }
                 continue
             }
             let dependencies = try change.dependsOn.map { try node($0, of: nodeOf, for: change) }
             builder.add(change.id, keys: keys(for: change), label: "\(change.id) on \(change.system)", dependsOn: dependencies) {
-                try await systems.run(change, shutdownTimeout: settings.shutdownTimeout)
+                do {
+                    try await systems.run(change, shutdownTimeout: settings.shutdownTimeout)
+                } catch {
+                    throw SystemFailure.from(error, system: change.system.description)
+                }
             }
         }
         return (try builder.build(), keyLimits)

@@ -20,8 +20,11 @@ struct SiteOptions: ParsableArguments {
         try loadResult(json: json).site
     }
 
+    /// The same, with the files read and their digests. The parsed documents are let go once
+    /// the site is valid: a plan names files, not fields, and for a large site they are most of
+    /// its memory.
     func loadResult(json: Bool = false) throws -> LoadResult {
-        let result = ManifestLoader.load(paths: effectivePaths)
+        var result = ManifestLoader.load(paths: effectivePaths)
         if !result.isValid {
             let output = Output.current
             output.writeError(DiagnosticReport.text(result, output: output))
@@ -38,6 +41,7 @@ struct SiteOptions: ParsableArguments {
             }
             throw ExitCode(1)
         }
+        result.site.dropSourceMaps()
         return result
     }
 }

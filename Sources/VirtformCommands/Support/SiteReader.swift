@@ -80,7 +80,7 @@ enum SiteReader {
             try await driver.probe()
             let observation = try await driver.observe()
             guard let export = pool.export else {
-                return (pool.name, .read(PoolContents(observation: observation, targets: nil)), driver, nil)
+                return (pool.name, .read(PoolContents(observation: observation, targets: nil, capabilities: driver.capabilities)), driver, nil)
             }
             let exporter = try ExportDrivers.driver(for: export, tgtControlPort: export.controlPort)
             try await exporter.probe()
@@ -105,7 +105,8 @@ enum SiteReader {
                 }
                 return await group.reduce(into: [String: ServedLUN]()) { $0[$1.0] = $1.1 }
             }
-            return (pool.name, .read(PoolContents(observation: observation, targets: targets, served: served)), driver, exporter)
+            return (pool.name, .read(PoolContents(observation: observation, targets: targets, served: served, capabilities: driver.capabilities)),
+                    driver, exporter)
         } catch {
             return (pool.name, .unreachable(reason: "\(error)"), nil, nil)
         }

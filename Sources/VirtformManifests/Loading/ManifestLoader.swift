@@ -42,6 +42,7 @@ public enum ManifestLoader {
         // Each file's text is read and checked on its own, in parallel; the results are merged in order.
         let perFile = parallelMap(files) { readFile($0) }
         var site = Site()
+        site.reserveCapacity(for: perFile.map(\.site))
         var stoppedEarly = false
         for result in perFile {
             site.merge(result.site)
