@@ -199,31 +199,36 @@ public struct Planner {
     /// exist; it starts after its definition, its disk's export and its reservations; a
     /// domain's deletion comes before the deletion of its target, its LUN and its reservations.
     private func linkAcrossSystems(_ plan: inout Plan) {
-        var idsByResource: [String: [(action: Change.Action, id: String)]] = [:]
-        for change in plan.changes { idsByResource[change.resource, default: []].append((change.action, change.id)) }
-        func ids(_ resource: String, _ actions: Set<Change.Action>) -> [String] {
-            (idsByResource[resource] ?? []).filter { actions.contains($0.action) }.map(\.id)
-        }
-        var reservationsOf: [VMID: [String]] = [:]
-        for change in plan.changes where change.system.kind == .dhcpServer && change.action != .delete {
-            if let vm = (change.after?.reservation ?? change.before?.reservation)?.owner?.vm { reservationsOf[vm, default: []].append(change.id) }
-        }
-        for position in plan.changes.indices {
-            let change = plan.changes[position]
-            var extra: [String] = []
+        // What a VM's domain changes wait for, and what waits for its deletion, by VM.
+        var disk: [VMID: [String]] = [:]
+        var reservations: [VMID: [String]] = [:]
+        var deletions: [VMID: [String]] = [:]
+        for change in plan.changes {
             switch change.system.kind {
             case .host:
-                guard let vm = change.vm else { continue }
-                let disk = ids("StorageVolume/\(vm)", [.create]) + ids("ISCSITarget/\(vm)", [.create, .update])
-                switch change.action {
-                case .create, .update: extra = disk
-                case .start, .restart:
-                    extra = ids(change.resource, [.create, .update]) + disk + (reservationsOf[vm] ?? [])
-                default: break
+                if change.action == .delete, let vm = change.vm { deletions[vm, default: []].append(change.id) }
+            case .storagePool, .exportServer:
+                let isDisk = change.resource.hasPrefix("StorageVolume/") ? change.action == .create
+                    : change.resource.hasPrefix("ISCSITarget/") && (change.action == .create || change.action == .update)
+                if isDisk, let vm = change.subjectVM { disk[vm, default: []].append(change.id) }
+            case .dhcpServer:
+                if change.action != .delete, let vm = change.subjectVM { reservations[vm, default: []].append(change.id) }
+            }
+        }
+        guard !disk.isEmpty || !reservations.isEmpty || !deletions.isEmpty else { return }
+        for position in plan.changes.indices {
+            let extra: [String]
+            switch plan.changes[position].system.kind {
+            case .host:
+                guard !disk.isEmpty || !reservations.isEmpty, let vm = plan.changes[position].vm else { continue }
+                switch plan.changes[position].action {
+                case .create, .update: extra = disk[vm] ?? []
+                case .start, .restart: extra = (disk[vm] ?? []) + (reservations[vm] ?? [])
+                default: continue
                 }
             case .exportServer, .storagePool, .dhcpServer:
-                guard change.action == .delete, let vm = change.subjectVM, !change.resource.hasPrefix("Image/") else { continue }
-                extra = ids("VirtualMachine/\(vm)", [.delete])
+                guard !deletions.isEmpty, plan.changes[position].action == .delete, let vm = plan.changes[position].subjectVM else { continue }
+                extra = deletions[vm] ?? []
             }
             for id in extra where !plan.changes[position].dependsOn.contains(id) { plan.changes[position].dependsOn.append(id) }
         }

@@ -62,6 +62,42 @@ func planApplyBenchmark() async throws {
                      vms, serial.seconds, serial.cpuSeconds, parallelism, perHostLimit, parallel.seconds, parallel.cpuSeconds,
                      serial.seconds / parallel.seconds))
 
+        // 1b. Parallel apply against the raw ceiling (define + start straight through the wrapper,
+        // the same calls in flight per host), side by side in this lab: pairs, alternating.
+        let pairs = option("apply-pairs", default: 3)
+        if pairs > 0 {
+            let (xmls, uris) = try renderedDomains(directory)
+            var ratios: [Double] = []
+            var raws: [Double] = []
+            var applies: [Double] = [parallel.seconds]
+            for pair in 0..<pairs {
+                try await wipe(keepers)
+                let rawStart = ContinuousClock.now
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (host, list) in xmls {
+                        let uri = uris[host]!
+                        group.addTask { try await defineAndStartShared(list, uri: uri, slots: perHostLimit) }
+                    }
+                    try await group.waitForAll()
+                }
+                let raw = inSeconds(rawStart.duration(to: .now))
+                guard try await count() == vms else { throw BenchmarkError("the raw ceiling made the wrong number of domains") }
+                raws.append(raw)
+                if pair > 0 {
+                    try await wipe(keepers)
+                    let again = try Measured.run([virtform, "apply", "--auto-approve", "--parallelism", "\(parallelism)",
+                                                  "--per-host", "\(perHostLimit)", directory])
+                    guard again.status == 0, try await count() == vms else { throw BenchmarkError("parallel apply failed (exit \(again.status))") }
+                    applies.append(again.seconds)
+                }
+                ratios.append(applies[pair] / raw)
+            }
+            print(String(format: "parallel apply against the raw ceiling (define + start, %d per host, one connection per host), %d pairs: apply %@ s, raw %@ s, ratios %@; median %.2f (target <= 1.15)",
+                         perHostLimit, pairs, applies.map { String(format: "%.2f", $0) }.joined(separator: " "),
+                         raws.map { String(format: "%.2f", $0) }.joined(separator: " "),
+                         ratios.map { String(format: "%.2f", $0) }.joined(separator: " "), median(ratios)))
+        }
+
         // 2. No-change plan against the raw loop, in this process.
         let loaded = ManifestLoader.load(paths: [directory])
         guard loaded.isValid else { throw BenchmarkError("the generated site is not valid: \(loaded.diagnostics.prefix(3))") }

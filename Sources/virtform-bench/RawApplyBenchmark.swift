@@ -26,16 +26,7 @@ func rawApplyBenchmark() async throws {
         _ = try SiteGenerator(vms: hostCount * perHost, hosts: hostCount, hostsPerCluster: hostCount,
                               lab: (hosts.map(\.testURI), lab.configuration.root + "/pool"))
             .write(to: URL(fileURLWithPath: directory))
-        let loaded = ManifestLoader.load(paths: [directory])
-        guard loaded.isValid else { throw BenchmarkError("the generated site is not valid: \(loaded.diagnostics.prefix(3))") }
-        let plan = Planner(site: loaded.site, observed: ObservedSite(hosts: Dictionary(uniqueKeysWithValues:
-            loaded.site.hosts.map { ($0.name, HostObservation.reachable([])) }))).plan()
-        var xmls: [String: [String]] = [:]
-        for change in plan.changes where change.action == .create {
-            guard let (spec, ownership) = change.definition else { continue }
-            xmls[change.host, default: []].append(DomainXML.render(spec, ownership: ownership, uuid: UUID().uuidString.lowercased()))
-        }
-        let uris = Dictionary(uniqueKeysWithValues: loaded.site.hosts.map { ($0.name, $0.uri) })
+        let (xmls, uris) = try renderedDomains(directory)
         enum Way: String, CaseIterable { case serial, shared, pooled, transient }
         var serialSeconds = 0.0
         print("site: \(hostCount * perHost) VMs on \(hostCount) lab hosts (test driver); \(slots) calls in flight per host")
@@ -50,20 +41,7 @@ func rawApplyBenchmark() async throws {
                         for xml in list { try await connection.define(xml: xml).create() }
                         await connection.close()
                     case .shared:
-                        group.addTask {
-                            let connection = try await Connection.open(uri: uri)
-                            try await withThrowingTaskGroup(of: Void.self) { inner in
-                                for slot in 0..<slots {
-                                    inner.addTask {
-                                        for xml in stride(from: slot, to: list.count, by: slots).map({ list[$0] }) {
-                                            try await connection.define(xml: xml).create()
-                                        }
-                                    }
-                                }
-                                try await inner.waitForAll()
-                            }
-                            await connection.close()
-                        }
+                        group.addTask { try await defineAndStartShared(list, uri: uri, slots: slots) }
                     case .pooled, .transient:
                         for slot in 0..<slots {
                             group.addTask {
@@ -92,4 +70,36 @@ func rawApplyBenchmark() async throws {
             try await wipe(keepers)
         }
     }
+}
+
+/// The domain XML a first plan of the generated site at `directory` would define, by host, and
+/// each host's URI (rendering is not part of what the raw runs time).
+func renderedDomains(_ directory: String) throws -> (xmls: [String: [String]], uris: [String: String]) {
+    let loaded = ManifestLoader.load(paths: [directory])
+    guard loaded.isValid else { throw BenchmarkError("the generated site is not valid: \(loaded.diagnostics.prefix(3))") }
+    let plan = Planner(site: loaded.site, observed: ObservedSite(hosts: Dictionary(uniqueKeysWithValues:
+        loaded.site.hosts.map { ($0.name, HostObservation.reachable([])) }))).plan()
+    var xmls: [String: [String]] = [:]
+    for change in plan.changes where change.action == .create {
+        guard let (spec, ownership) = change.definition else { continue }
+        xmls[change.host, default: []].append(DomainXML.render(spec, ownership: ownership, uuid: UUID().uuidString.lowercased()))
+    }
+    return (xmls, Dictionary(uniqueKeysWithValues: loaded.site.hosts.map { ($0.name, $0.uri) }))
+}
+
+/// The raw parallel ceiling: `list` defined and started on one connection to `uri`, `slots`
+/// calls in flight.
+func defineAndStartShared(_ list: [String], uri: String, slots: Int) async throws {
+    let connection = try await Connection.open(uri: uri)
+    try await withThrowingTaskGroup(of: Void.self) { inner in
+        for slot in 0..<slots {
+            inner.addTask {
+                for xml in stride(from: slot, to: list.count, by: slots).map({ list[$0] }) {
+                    try await connection.define(xml: xml).create()
+                }
+            }
+        }
+        try await inner.waitForAll()
+    }
+    await connection.close()
 }

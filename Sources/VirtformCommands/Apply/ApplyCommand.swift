@@ -101,7 +101,7 @@ struct ApplyCommand: AsyncParsableCommand {
         if !autoApprove { try confirm(count: runnable.count) }
 
         let settings = PlanExecution.Settings(parallelism: parallelism, perHost: perHost, shutdownTimeout: shutdownTimeout)
-        let summary = try await PlanExecution.run(plan, systems: reconciliation.systems, settings: settings, output: output)
+        let summary = try await PlanExecution.run(runnable, systems: reconciliation.systems, settings: settings, output: output)
         output.line("Apply: \(summary.succeeded) done, \(summary.failed) failed, \(summary.skipped) skipped"
             + (summary.notStarted > 0 ? ", \(summary.notStarted) not started" : "")
             + (blocked > 0 ? "; \(blocked) change\(blocked == 1 ? "" : "s") stayed blocked" : "") + "."

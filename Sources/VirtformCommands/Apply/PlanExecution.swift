@@ -30,8 +30,7 @@ enum PlanExecution {
         }
     }
 
-    static func build(_ plan: Plan, systems: ConnectedSystems, settings: Settings) throws -> (ActionGraph<String>, [String: Int]) {
-        let runnable = plan.runnable
+    static func build(_ runnable: [Change], systems: ConnectedSystems, settings: Settings) throws -> (ActionGraph<String>, [String: Int]) {
         var nodeOf: [String: String] = [:]
         for change in runnable { nodeOf[change.id] = nodeID(for: change) }
         var builder = ActionGraph<String>.Builder()
@@ -83,8 +82,9 @@ enum PlanExecution {
         return node
     }
 
-    static func run(_ plan: Plan, systems: ConnectedSystems, settings: Settings, output: Output) async throws -> Executor.Summary<String> {
-        let (graph, keyLimits) = try build(plan, systems: systems, settings: settings)
+    /// Runs `runnable`, the plan's changes that are not blocked.
+    static func run(_ runnable: [Change], systems: ConnectedSystems, settings: Settings, output: Output) async throws -> Executor.Summary<String> {
+        let (graph, keyLimits) = try build(runnable, systems: systems, settings: settings)
         let limits = Executor.Limits(global: settings.parallelism, perKey: settings.perHost, keyLimits: keyLimits)
         return await Executor.run(graph, limits: limits) { event in
             switch event {

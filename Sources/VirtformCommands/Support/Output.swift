@@ -15,13 +15,30 @@ public struct Output: Sendable {
         self.useColor = useColor
     }
 
+    /// Each call is one `write(2)` of the whole text (a line as it happens, even into a pipe),
+    /// without the copy into `Data` that `FileHandle` makes: apply writes two lines per action.
     public static let standard = Output(
-        write: { text in FileHandle.standardOutput.write(Data(text.utf8)) },
-        writeError: { text in FileHandle.standardError.write(Data(text.utf8)) },
+        write: { text in writeAll(STDOUT_FILENO, text) },
+        writeError: { text in writeAll(STDERR_FILENO, text) },
         useColor: isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
     )
 
     @TaskLocal public static var current = Output.standard
+
+    private static func writeAll(_ descriptor: Int32, _ text: String) {
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Foundation.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return  // a closed pipe or a full disk: nothing more to say there
+                }
+                offset += written
+            }
+        }
+    }
 
     public func line(_ text: String = "") { write(text + "\n") }
     public func errorLine(_ text: String) { writeError(text + "\n") }
