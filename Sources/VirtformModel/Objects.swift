@@ -425,18 +425,7 @@ public struct NetworkBinding: SiteObject {
     }
 }
 
-extension VMID: Codable {
-    /// Encoded as `project/name`.
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let id = VMID(parsing: text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a VM id: \(text)"))
-        }
-        self = id
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
+/// Encoded as `project/name`.
+extension VMID: TextCoded {
+    public init?(text: String) { self.init(parsing: text) }
 }

@@ -261,104 +261,79 @@ struct StackSite: Sendable {
             """
     }
 
-    /// Site `stack-b` on the same systems: its own projects, master, VM, MAC and address.
+    /// Site `stack-b` on the same systems: its own projects, master, VM, MAC and address (and
+    /// the same binding name, which the sites' marks keep apart).
     func writeSecondSite(to directory: String, withWeb: Bool) throws {
-        var text = """
-            apiVersion: virtform.io/v1alpha1
-            kind: Site
-            metadata: {name: stack-b}
-            spec: {}
-            ---
-            apiVersion: virtform.io/v1alpha1
-            kind: StorageProject
-            metadata: {name: b-masters}
-            spec: {pool: stack-pool}
-            ---
-            apiVersion: virtform.io/v1alpha1
-            kind: StorageProject
-            metadata: {name: b-apps}
-            spec: {pool: stack-pool}
-            ---
-            apiVersion: virtform.io/v1alpha1
-            kind: Image
-            metadata: {name: base}
-            spec: {project: b-masters, size: 64MiB, snapshots: [v1]}
-            ---
-
-            """ + systems()
-        if withWeb {
-            text += """
-                ---
-                apiVersion: virtform.io/v1alpha1
-                kind: VirtualMachine
-                metadata: {name: web-1}
-                spec:
-                  project: b-apps
-                  memory: 64MiB
-                  vcpus: 1
-                  disk: {from: b-masters/base@v1}
-                  interfaces: [{network: public, mac: "02:00:00:00:10:02"}]
-                  placement: {host: stack-h1}
-                  power: running
-                ---
-                apiVersion: virtform.io/v1alpha1
-                kind: NetworkBinding
-                metadata: {name: web-1-public}
-                spec: {vm: b-apps/web-1, interface: public, address: 192.168.76.72, hostname: b-web-1}
-
-                """
-        }
-        try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+        try manifests(site: "stack-b", prefix: "b-", web: withWeb ? Web(mac: "02:00:00:00:10:02", address: "192.168.76.72", hostname: "b-web-1") : nil)
+            .write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
     }
 
     func write(withWeb: Bool, diskSize: String? = nil, protected: Bool = false, initiators: [String] = []) throws {
+        let web = withWeb ? Web(mac: Self.webMAC, address: "192.168.76.71", hostname: "web-1", diskSize: diskSize, protected: protected) : nil
+        try manifests(site: "stack-a", prefix: "", web: web, initiators: initiators)
+            .write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+    }
+
+    /// The guest `web-1` of a site, with its binding `web-1-public`.
+    struct Web {
+        var mac: String
+        var address: String
+        var hostname: String
+        var diskSize: String?
+        var protected = false
+    }
+
+    /// A site's manifests on the stack's systems: projects `<prefix>masters` and `<prefix>appl`
+    /// (`b-apps` for the second site), the master `base@v1`, and `web-1` when given.
+    func manifests(site: String, prefix: String, web: Web?, initiators: [String] = []) -> String {
+        let (masters, apps) = (prefix + "masters", prefix.isEmpty ? "appl" : prefix + "apps")
         var text = """
             apiVersion: virtform.io/v1alpha1
             kind: Site
-            metadata: {name: stack-a}
+            metadata: {name: \(site)}
             spec: {}
             ---
             apiVersion: virtform.io/v1alpha1
             kind: StorageProject
-            metadata: {name: masters}
+            metadata: {name: \(masters)}
             spec: {pool: stack-pool}
             ---
             apiVersion: virtform.io/v1alpha1
             kind: StorageProject
-            metadata: {name: appl}
+            metadata: {name: \(apps)}
             spec: {pool: stack-pool}
             ---
             apiVersion: virtform.io/v1alpha1
             kind: Image
             metadata: {name: base}
-            spec: {project: masters, size: 64MiB, snapshots: [v1]}
+            spec: {project: \(masters), size: 64MiB, snapshots: [v1]}
             ---
 
             """ + systems(initiators: initiators)
-        if withWeb {
+        if let web {
             text += """
                 ---
                 apiVersion: virtform.io/v1alpha1
                 kind: VirtualMachine
                 metadata: {name: web-1}
                 spec:
-                  project: appl
+                  project: \(apps)
                   type: hvm
                   memory: 64MiB
                   vcpus: 1
-                  disk: {from: masters/base@v1\(diskSize.map { ", size: \($0)" } ?? "")}
-                  interfaces: [{network: public, mac: "\(Self.webMAC)"}]
+                  disk: {from: \(masters)/base@v1\(web.diskSize.map { ", size: \($0)" } ?? "")}
+                  interfaces: [{network: public, mac: "\(web.mac)"}]
                   placement: {host: stack-h1}
                   power: running
-                  deletionProtection: \(protected)
+                  deletionProtection: \(web.protected)
                 ---
                 apiVersion: virtform.io/v1alpha1
                 kind: NetworkBinding
                 metadata: {name: web-1-public}
-                spec: {vm: appl/web-1, interface: public, address: 192.168.76.71, hostname: web-1}
+                spec: {vm: \(apps)/web-1, interface: public, address: \(web.address), hostname: \(web.hostname)}
 
                 """
         }
-        try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+        return text
     }
 }
