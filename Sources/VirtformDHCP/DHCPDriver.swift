@@ -35,8 +35,9 @@ public protocol DHCPDriver: Sendable {
     /// running); throws a `DHCPError` saying which endpoint and what to do otherwise.
     func probe() async throws
 
-    /// Reads the reservations of `subnets` on every endpoint. An endpoint that cannot be read is
-    /// reported as `.unreachable`, never as empty.
+    /// Reads the reservations of `subnets` on every endpoint, and virtform's own reservations in
+    /// any other subnet (what a site left where it no longer declares a network). An endpoint
+    /// that cannot be read is reported as `.unreachable`, never as empty.
     func observe(subnets: [IPv4Subnet]) async throws -> DHCPObservation
 
     /// Applies `changes` to every endpoint, in one write per endpoint. If an endpoint changed

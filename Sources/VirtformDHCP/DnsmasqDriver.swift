@@ -67,7 +67,7 @@ public struct DnsmasqDriver: DHCPDriver {
         for endpoint in server.endpoints {
             do {
                 let text = try read(endpoint)
-                let reservations = DnsmasqHostsFile(parsing: text).reservations(in: subnets)
+                let reservations = DnsmasqHostsFile(parsing: text).reservations(in: subnets, ownedElsewhere: true)
                 // dnsmasq serves whatever subnets its ranges say; the file cannot tell.
                 observations.append(EndpointObservation(name: endpoint.name, state: .observed(reservations: reservations, unservedSubnets: [])))
                 versions[endpoint.name] = .init(hash: StableHash.of(text).hex, reservations: reservations)

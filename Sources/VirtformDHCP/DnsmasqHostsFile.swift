@@ -92,14 +92,15 @@ struct DnsmasqHostsFile: Hashable, Sendable {
         return !digits.isEmpty && digits.allSatisfy { $0.isASCII && $0.isNumber }
     }
 
-    /// The reservations whose address lies in one of `subnets`, owned or not.
-    func reservations(in subnets: [IPv4Subnet]) -> [Reservation] {
+    /// The reservations whose address lies in one of `subnets`, owned or not; with
+    /// `ownedElsewhere`, also virtform's own entries outside them (a site's leftovers in a subnet
+    /// it no longer declares), each in the /32 of its address since the file names no subnet.
+    func reservations(in subnets: [IPv4Subnet], ownedElsewhere: Bool = false) -> [Reservation] {
         lines.compactMap { line in
             switch line {
             case .owned(let mark, let mac, let address, let hostname):
-                return subnets.first { $0.contains(address) }.map {
-                    Reservation(subnet: $0, mac: mac, address: address, hostname: hostname, owner: mark)
-                }
+                let subnet = subnets.first { $0.contains(address) } ?? (ownedElsewhere ? IPv4Subnet(parsing: "\(address)/32") : nil)
+                return subnet.map { Reservation(subnet: $0, mac: mac, address: address, hostname: hostname, owner: mark) }
             case .foreign(let text):
                 guard let entry = Self.simpleEntry(text), let subnet = subnets.first(where: { $0.contains(entry.address) }) else { return nil }
                 return Reservation(subnet: subnet, mac: entry.mac, address: entry.address, hostname: entry.hostname, owner: nil)

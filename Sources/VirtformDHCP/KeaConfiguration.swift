@@ -9,18 +9,25 @@ import VirtformModel
 enum KeaConfiguration {
     static let markKey = "virtform"
 
-    /// The reservations of `subnets` (owned or not) and the subnets the configuration lacks.
-    /// Reservations identified by something other than a MAC (`client-id`, `duid`…) or without
-    /// an address are left out: virtform neither makes nor matches those.
-    static func reservations(in config: JSONValue, subnets: [IPv4Subnet]) -> (reservations: [Reservation], unserved: [IPv4Subnet]) {
+    /// The reservations of `subnets` (owned or not) and the subnets the configuration lacks;
+    /// with `ownedElsewhere`, also virtform's own reservations in every other subnet (what a site
+    /// left in a subnet it no longer declares). Reservations identified by something other than a
+    /// MAC (`client-id`, `duid`…) or without an address are left out: virtform neither makes nor
+    /// matches those.
+    static func reservations(in config: JSONValue, subnets: [IPv4Subnet], ownedElsewhere: Bool = false)
+        -> (reservations: [Reservation], unserved: [IPv4Subnet])
+    {
         let wanted = Set(subnets)
         var found = Set<IPv4Subnet>()
         var result: [Reservation] = []
         for subnet in allSubnets(config) {
-            guard let text = subnet["subnet"]?.stringValue, let prefix = IPv4Subnet(parsing: text), wanted.contains(prefix) else { continue }
-            found.insert(prefix)
+            guard let text = subnet["subnet"]?.stringValue, let prefix = IPv4Subnet(parsing: text) else { continue }
+            let isWanted = wanted.contains(prefix)
+            guard isWanted || ownedElsewhere else { continue }
+            if isWanted { found.insert(prefix) }
             for entry in subnet["reservations"]?.arrayValue ?? [] {
-                if let r = reservation(entry, subnet: prefix) { result.append(r) }
+                guard let r = reservation(entry, subnet: prefix), isWanted || r.owner != nil else { continue }
+                result.append(r)
             }
         }
         return (result, subnets.filter { !found.contains($0) })

@@ -46,7 +46,7 @@ public struct KeaDriver: DHCPDriver {
                 group.addTask {
                     do {
                         let (config, hash) = try await readConfiguration(endpoint)
-                        let found = KeaConfiguration.reservations(in: config, subnets: subnets)
+                        let found = KeaConfiguration.reservations(in: config, subnets: subnets, ownedElsewhere: true)
                         return Read(index: index,
                                     observation: EndpointObservation(name: endpoint.name, state: .observed(reservations: found.reservations, unservedSubnets: found.unserved)),
                                     version: .init(hash: hash, reservations: found.reservations))

@@ -57,6 +57,11 @@ struct PureTests {
         #expect(KeaConfiguration.reservations(in: changed, subnets: [publicSubnet]).reservations.filter { $0.owner != nil } == [moved])
         let removed = try KeaConfiguration.applying([.remove(moved), .remove(back)], to: changed, endpoint: "kea-1")
         #expect(removed == Self.config)
+
+        // A site's reservation in a subnet it no longer declares is found, and only virtform's.
+        let elsewhere = KeaConfiguration.reservations(in: edited, subnets: [publicSubnet], ownedElsewhere: true).reservations
+        #expect(elsewhere.contains(back) && !elsewhere.contains { $0.owner == nil && $0.subnet == backendSubnet })
+        #expect(!KeaConfiguration.reservations(in: edited, subnets: [publicSubnet]).reservations.contains(back))
     }
 
     @Test(arguments: [

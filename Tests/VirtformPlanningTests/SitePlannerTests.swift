@@ -192,6 +192,18 @@ struct SitePlannerTests {
         #expect(migrate.fields.map(\.field) == ["memory"])
     }
 
+    @Test func aReservationLeftInASubnetNoNetworkNamesIsPlannedAway() throws {
+        var world = World.applied()
+        let stray = Reservation(subnet: IPv4Subnet(parsing: "10.9.0.0/24")!, mac: MACAddress(parsing: "02:00:00:00:99:01")!,
+                                address: IPv4Address(parsing: "10.9.0.5")!, hostname: "old",
+                                owner: OwnerMark(binding: "old-binding", vm: VMID(project: "appl-1", name: "old"), interface: "lan", site: "lab"))
+        world.reservations.append(stray)
+        let plan = world.plan(referenceSite, .init(allowDestroy: true))
+        let delete = try #require(plan.change("delete NetworkBinding/old-binding"))
+        #expect(delete.blocked == nil)
+        #expect(delete.operation == .reservation(change: .remove(stray)))
+    }
+
     @Test func whatThePoolsDriverCannotDoIsBlockedInThePlan() throws {
         var world = World()
         world.canImport = false
