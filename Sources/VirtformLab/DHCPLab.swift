@@ -137,7 +137,7 @@ public actor DHCPLab {
     public static func unmetRequirements(server: DHCPLabServer = .kea) -> String? {
         var missing: [String] = []
         if geteuid() != 0 { missing.append("root privileges (running as uid \(geteuid()))") }
-        for (program, package) in [("ip", "iproute2"), ("busybox", "busybox"), (server.program, server.package)]
+        for (program, package) in [("ip", "iproute2"), ("busybox", "busybox-static"), (server.program, server.package)]
         where Executables.find(program) == nil {
             missing.append("\(program) (install \(package))")
         }

@@ -128,6 +128,68 @@ struct StackTests {
         }
     }
 
+    /// Live means live, on a real guest: a QEMU guest that boots a kernel from its iSCSI LUN
+    /// (a master image imported from `GuestImage`) and runs the balloon driver gets a lowered
+    /// memory while it runs, as `virsh dommemstat` shows, and the plan is clean afterwards.
+    @Test(.enabled(if: GuestImage.unmetRequirements() == nil, Comment(rawValue: GuestImage.unmetRequirements() ?? "")))
+    func aLoweredMemoryReachesTheRunningGuest() async throws {
+        try await StackSite.with { site in
+            let image = site.root + "/guest.img"
+            try await GuestImage.build(at: image, scratch: site.root + "/guest-build")
+            let directory = site.root + "/manifests-qemu"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            func write(memory: String) throws {
+                let text = site.manifests(site: "stack-a", prefix: "", web: nil, image: image, qemu: true) + """
+                    ---
+                    apiVersion: virtform.io/v1alpha1
+                    kind: VirtualMachine
+                    metadata: {name: guest}
+                    spec:
+                      project: appl
+                      memory: \(memory)
+                      vcpus: 1
+                      disk: {from: masters/base@v1}
+                      placement: {host: stack-h1}
+                      power: running
+
+                    """
+                try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+            }
+            try write(memory: "160MiB")
+            var (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            try #require(code == 0, "\(output)")
+            // Booted, with the balloon driver reporting: its statistics appear.
+            let virsh = try #require(Executables.find("virsh"))
+            let stats = [virsh, "-c", site.hosts[0].qemuURI, "dommemstat", "appl:guest"]
+            var said = ""
+            let booted = await poll(within: .seconds(180), every: .milliseconds(500)) {
+                said = (try? await Command.run(stats).checked(stats).standardOutput) ?? ""
+                return said.contains("available ")
+            }
+            try #require(booted, "the guest's balloon driver never reported: \(said)")
+
+            try write(memory: "112MiB")
+            (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            #expect(code == 0, "\(output)")
+            #expect(output.contains("memory: 160MiB → 112MiB (live)"), "\(output)")
+            // The guest's balloon driver gives the memory back.
+            var actual: String?
+            let reached = await poll(within: .seconds(120), every: .milliseconds(500)) {
+                actual = try? await Command.run(stats).checked(stats).standardOutput
+                    .split(separator: "\n").first { $0.hasPrefix("actual ") }.map(String.init)
+                return actual == "actual \(112 << 10)"
+            }
+            #expect(reached, "virsh dommemstat says \(actual ?? "nothing")")
+            // libvirt's live definition follows the balloon's events (QEMU sends at most one a
+            // second); once it has, the plan is clean.
+            let clean = await poll(within: .seconds(30), every: .milliseconds(500)) {
+                (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
+                return code == 0
+            }
+            #expect(clean, "\(output)")
+        }
+    }
+
     /// Two sites with different names on the same hypervisor, pool, target server and Kea: each
     /// applies, each plans clean, neither sees the other's objects as its own, and one that
     /// drops everything deletes only what it made.
@@ -226,17 +288,18 @@ struct StackSite: Sendable {
 
     /// The host, pool and DHCP server the site's manifests name (the same for a second site);
     /// `initiators` restricts the pool's targets to those initiator names.
-    func systems(initiators: [String] = []) -> String {
+    func systems(initiators: [String] = [], qemu: Bool = false) -> String {
         let restricted = initiators.isEmpty ? "" : ", initiators: [\(initiators.joined(separator: ", "))]"
+        let driver = qemu ? "domainType: qemu\n  guestNetworking: user-mode" : "domainType: test"
         return """
             apiVersion: virtform.io/v1alpha1
             kind: Host
             metadata: {name: stack-h1}
             spec:
-              uri: "\(hosts[0].testURI)"
+              uri: "\(qemu ? hosts[0].qemuURI : hosts[0].testURI)"
               capacity: {memory: 8GiB, vcpus: 8}
               bridges: [fe0]
-              domainType: test
+              \(driver)
             ---
             apiVersion: virtform.io/v1alpha1
             kind: StoragePool
@@ -285,7 +348,9 @@ struct StackSite: Sendable {
 
     /// A site's manifests on the stack's systems: projects `<prefix>masters` and `<prefix>appl`
     /// (`b-apps` for the second site), the master `base@v1`, and `web-1` when given.
-    func manifests(site: String, prefix: String, web: Web?, initiators: [String] = []) -> String {
+    /// `image` is the master's source (blank without one); `qemu` makes the host run real QEMU
+    /// guests instead of the test driver's.
+    func manifests(site: String, prefix: String, web: Web?, initiators: [String] = [], image: String? = nil, qemu: Bool = false) -> String {
         let (masters, apps) = (prefix + "masters", prefix.isEmpty ? "appl" : prefix + "apps")
         var text = """
             apiVersion: virtform.io/v1alpha1
@@ -306,10 +371,10 @@ struct StackSite: Sendable {
             apiVersion: virtform.io/v1alpha1
             kind: Image
             metadata: {name: base}
-            spec: {project: \(masters), size: 64MiB, snapshots: [v1]}
+            spec: {project: \(masters), size: 64MiB, snapshots: [v1]\(image.map { ", source: \"\($0)\"" } ?? "")}
             ---
 
-            """ + systems(initiators: initiators)
+            """ + systems(initiators: initiators, qemu: qemu)
         if let web {
             text += """
                 ---
