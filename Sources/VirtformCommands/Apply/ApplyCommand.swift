@@ -112,10 +112,13 @@ struct ApplyCommand: AsyncParsableCommand {
 
     static func loadSavedPlan(_ path: String) throws -> Plan {
         guard let data = FileManager.default.contents(atPath: path) else { throw CommandFailure("cannot read the saved plan \(path)") }
+        // Format 1 wrote its version as a string.
         struct Version: Decodable { var formatVersion: Int? }
-        let version = (try? PlanRenderer.decoder.decode(Version.self, from: data))?.formatVersion
-        guard version == Plan.formatVersion else {
-            throw CommandFailure("\(path) is \(version.map { "a plan of format \($0)" } ?? "not a saved plan of this virtform"); this virtform reads format \(Plan.formatVersion). Make it again with `virtform plan --out FILE`.")
+        struct OldVersion: Decodable { var formatVersion: String? }
+        let version = (try? PlanRenderer.decoder.decode(Version.self, from: data))?.formatVersion.map(String.init)
+            ?? (try? PlanRenderer.decoder.decode(OldVersion.self, from: data))?.formatVersion
+        guard version == String(Plan.formatVersion) else {
+            throw CommandFailure("\(path) is \(version.map { "a plan of format \($0)" } ?? "not a saved plan"); this virtform reads format \(Plan.formatVersion). Make it again with `virtform plan --out FILE`.")
         }
         do {
             return try PlanRenderer.decode(data)
