@@ -323,8 +323,14 @@ struct DomainDifference {
         if memoryLive && running.currentMemoryKiB != desired.currentMemoryKiB {
             live = LiveUpdate(memoryKiB: desired.currentMemoryKiB)
         }
+        // Asked for already (the definition says so) while the guest still holds all of its
+        // maximum: it does not follow the balloon (no driver), so only a restart brings the
+        // memory down. The live request is made again, and the restart is pending.
+        let ignoresBalloon = live != nil && persistent.memoryKiB == desired.memoryKiB
+            && persistent.currentMemoryKiB == desired.currentMemoryKiB && running.currentMemoryKiB == running.memoryKiB
+            && desired.currentMemoryKiB < running.currentMemoryKiB
         var runningDesired = desired
-        if memoryLive {
+        if memoryLive && !ignoresBalloon {
             // A higher live maximum is no difference the guest notices.
             runningDesired.memoryKiB = running.memoryKiB
             runningDesired.currentMemoryKiB = running.currentMemoryKiB

@@ -271,6 +271,19 @@ struct LiveChangeTests {
         #expect(world.plan(site).isClean)
     }
 
+    @Test func aGuestThatDoesNotFollowTheBalloonIsPendingARestart() throws {
+        var world = World.applied()
+        let site = Self.with("appl-1/vm-1") { $0.memory = .mebibytes(32) }
+        world.apply(world.plan(site))
+        // The guest has no balloon driver: it keeps all of its memory.
+        world.changeLive("appl-1/vm-1") { $0.currentMemoryKiB = 64 << 10 }
+        let plan = world.plan(site)
+        #expect(plan.change("update VirtualMachine/appl-1/vm-1")?.fields
+            == [FieldChange(field: "memory", before: "64MiB in use", after: "32MiB", effect: .live)])
+        let restart = try #require(plan.change("restart VirtualMachine/appl-1/vm-1"))
+        #expect(restart.fields.map(\.field) == ["memory"] && restart.blocked != nil)
+    }
+
     @Test func memoryAboveTheLiveMaximumWaitsForARestart() throws {
         let world = World.applied()
         let plan = world.plan(Self.with("appl-1/vm-1") { $0.memory = .mebibytes(128) })
