@@ -43,6 +43,10 @@ public enum LibvirtRuntime {
     static let eventLoopRunning: Bool = {
         // Required before libvirt is used from several threads.
         _ = virInitialize()
+        // A daemon that dies while a call is in flight makes libvirt's next write hit a closed
+        // socket; with SIGPIPE's default action that kills the whole process instead of failing
+        // the call. libvirt expects its clients to ignore it; writes then fail with EPIPE.
+        signal(SIGPIPE, SIG_IGN)
         // Without a handler libvirt prints every error to stderr by itself; errors here are
         // reported through LibvirtError instead.
         virSetErrorFunc(nil, { _, _ in })
