@@ -112,7 +112,8 @@ public actor StorageLab {
     private func mountPool() async throws {
         let c = configuration
         if Self.mountSource(c.mountPoint) != nil { return }
-        if !FileSystem.exists(c.poolReadyMarker) {
+        // A marker without its image (the image removed by hand) is no ready pool either.
+        if !FileSystem.exists(c.poolReadyMarker) || !FileSystem.exists(c.poolImage) {
             unlink(c.poolImage)
             let fd = open(c.poolImage, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw LabError("failed to create \(c.poolImage): \(String(cString: strerror(errno)))") }
