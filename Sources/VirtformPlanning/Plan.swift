@@ -25,6 +25,9 @@ public struct Plan: Codable, Sendable {
     public var foreign: [ForeignObject] = []
     /// Things to know that do not stop the plan (no `Site` document, objects adopted).
     public var warnings: [String] = []
+    /// Every change apply will not carry out, and why (the same as each change's `blocked`,
+    /// gathered for readers of the JSON; filled by `summarize()`).
+    public var blocked: [BlockedChange] = []
     /// Resource → fingerprint of what it was observed as (`absent` for what is to be created),
     /// for apply to check that a saved plan still matches what is there.
     public var fingerprints: [String: String] = [:]
@@ -57,7 +60,6 @@ public struct Plan: Codable, Sendable {
     /// Nothing to do and nothing in doubt: no changes, errors, unknowns or unreadable systems.
     public var isClean: Bool { changes.isEmpty && errors.isEmpty && unknown.isEmpty && unreachable.isEmpty }
 
-    public var blocked: [Change] { changes.filter { $0.blocked != nil } }
     public var runnable: [Change] { changes.filter { $0.blocked == nil } }
 
     public func count(_ action: Change.Action) -> Int { changes.filter { $0.action == action }.count }
@@ -90,6 +92,7 @@ public struct Plan: Codable, Sendable {
         summary.unreachable = unreachable.count
         summary.foreign = foreign.count
         self.summary = summary
+        blocked = changes.compactMap { change in change.blocked.map { BlockedChange(id: change.id, reason: $0) } }
     }
 
     public struct Sources: Codable, Sendable, Hashable {
@@ -135,6 +138,15 @@ public struct Plan: Codable, Sendable {
         public var resource: String
         public var reason: String
         public init(resource: String, reason: String) { self.resource = resource; self.reason = reason }
+    }
+
+    public struct BlockedChange: Codable, Sendable, Hashable {
+        public var id: String
+        public var reason: String
+        public init(id: String, reason: String) {
+            self.id = id
+            self.reason = reason
+        }
     }
 
     public struct ForeignObject: Codable, Sendable, Hashable {

@@ -102,7 +102,7 @@ struct SiteIdentityTests {
         #expect(!plan.changes.isEmpty)
         #expect(plan.changes.allSatisfy { $0.action == .delete })
         #expect(plan.changes.allSatisfy { $0.resource.contains("b-") }, "\(plan.changes.map(\.id))")
-        #expect(plan.blocked.isEmpty, "\(plan.blocked.map { "\($0.id): \($0.blocked!)" })")
+        #expect(plan.blocked.isEmpty, "\(plan.blocked.map { "\($0.id): \($0.reason)" })")
     }
 
     @Test func aNameAnotherSiteHoldsIsAnError() throws {

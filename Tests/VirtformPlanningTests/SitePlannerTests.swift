@@ -70,7 +70,7 @@ struct SitePlannerTests {
 
     @Test func aRemovedVMGoesWithItsDiskTargetAndReservationsInOrder() throws {
         let plan = World.applied().plan(Self.without("appl-1/vm-1"), .init(allowDestroy: true))
-        #expect(plan.blocked.isEmpty, "\(plan.blocked.map { "\($0.id): \($0.blocked!)" })")
+        #expect(plan.blocked.isEmpty, "\(plan.blocked.map { "\($0.id): \($0.reason)" })")
         let domain = "delete VirtualMachine/appl-1/vm-1"
         #expect(plan.change("delete ISCSITarget/appl-1/vm-1")?.dependsOn == [domain])
         #expect(Set(try #require(plan.change("delete StorageVolume/appl-1/vm-1")).dependsOn) == ["delete ISCSITarget/appl-1/vm-1", domain])
