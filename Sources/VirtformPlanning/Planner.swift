@@ -95,9 +95,11 @@ public struct Planner {
                 domains[owner.vm] = domain
             }
             let goes = domain.ownership.map { deleted.contains($0.vm) } ?? false
-            for disk in domain.spec.disks {
+            let running = domain.state == .running || domain.state == .paused
+            // A running guest may still use a disk its definition no longer names.
+            for disk in domain.spec.disks + (running ? domain.live?.disks ?? [] : []) {
                 if !goes { definedDisks.insert(disk.target) }
-                if domain.state == .running || domain.state == .paused { runningDisks.insert(disk.target) }
+                if running { runningDisks.insert(disk.target) }
             }
         }
         let hostsNotRead = unreachableHosts

@@ -284,6 +284,19 @@ struct LiveChangeTests {
         #expect(restart.fields.map(\.field) == ["memory"] && restart.blocked != nil)
     }
 
+    @Test func aDiskTheRunningGuestStillUsesIsNotDeleted() throws {
+        var world = World.applied()
+        let site = Self.with("appl-1/vm-1") { $0.disk = nil }
+        world.apply(world.plan(site, .init(allowDestroy: true)))
+        // The definition has no disk now; the running guest still has it until it restarts.
+        let plan = world.plan(site, .init(allowDestroy: true))
+        #expect(plan.change("delete StorageVolume/appl-1/vm-1")?.blocked == "a defined domain still uses it")
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.fields.map(\.field) == ["disks"])
+        world.apply(world.plan(site, .init(allowDestroy: true, allowRestart: true)))
+        let after = world.plan(site, .init(allowDestroy: true))
+        #expect(after.change("delete StorageVolume/appl-1/vm-1")?.blocked == nil)
+    }
+
     @Test func memoryAboveTheLiveMaximumWaitsForARestart() throws {
         let world = World.applied()
         let plan = world.plan(Self.with("appl-1/vm-1") { $0.memory = .mebibytes(128) })
