@@ -309,4 +309,30 @@ func plannerBenchmark() throws {
     }
     print(String(format: "no-change diff of %d VMs on %d hosts: median %.3f s, best %.3f s over %d runs",
                  hostCount * perHost, hostCount, median(times), times.min() ?? 0, runs))
+
+    // What apply does before its first action on an empty site: plan every system from
+    // scratch (its pool and DHCP servers read as empty), then render the plan as text.
+    let empty = SiteObservation(
+        hosts: ObservedSite(hosts: Dictionary(uniqueKeysWithValues: loaded.site.hosts.map { ($0.name, HostObservation.reachable([])) })),
+        pools: Dictionary(uniqueKeysWithValues: loaded.site.pools.map {
+            ($0.name, PoolReading.read(PoolContents(observation: PoolObservation(pool: $0.name, projects: [], cloneMethod: .reflink), targets: [])))
+        }),
+        dhcpServers: Dictionary(uniqueKeysWithValues: loaded.site.dhcpServers.map {
+            ($0.meta.name, DHCPReading.read(DHCPObservation(server: $0.meta.name, subnets: [], endpoints: [], token: DHCPVersionToken(endpoints: [:]))))
+        }))
+    var planTimes: [Double] = []
+    var renderTimes: [Double] = []
+    var changes = 0
+    for _ in 0..<runs {
+        let start = ContinuousClock.now
+        let plan = Planner(site: loaded.site, observation: empty).plan()
+        let rendered = ContinuousClock.now
+        let text = PlanRenderer.text(plan)
+        planTimes.append(inSeconds(start.duration(to: rendered)))
+        renderTimes.append(inSeconds(rendered.duration(to: .now)))
+        changes = plan.changes.count
+        guard !text.isEmpty, plan.errors.isEmpty else { throw BenchmarkError("the from-scratch plan has errors: \(plan.errors.prefix(3))") }
+    }
+    print(String(format: "from-scratch plan of every system (%d changes): median %.3f s, rendering it as text %.3f s, over %d runs",
+                 changes, median(planTimes), median(renderTimes), runs))
 }
