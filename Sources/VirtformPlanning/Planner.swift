@@ -262,26 +262,24 @@ public struct Planner {
 
     private static func order(_ action: Change.Action) -> Int { Change.Action.allCases.firstIndex(of: action)! }
 
-    /// By system, resource, action and id: the keys are sorted, then each change moved once
-    /// (a change is a large value; sorting the changes themselves copied each many times).
+    /// By system, resource, action and id. Positions are sorted, reading the changes in place,
+    /// then each change is moved once (a change is a large value; sorting the changes themselves,
+    /// or keys holding copies of their strings, copied each many times).
     static func sort(_ changes: inout [Change]) {
-        struct Key {
-            var system: SystemAddress
-            var resource: String
-            var action: Int
-            var id: String
-            var index: Int
+        let order: [Int] = changes.withUnsafeBufferPointer { buffer in
+            func before(_ i: Int, _ j: Int) -> Bool {
+                let (a, b) = (buffer.baseAddress! + i, buffer.baseAddress! + j)
+                if a.pointee.system != b.pointee.system { return a.pointee.system < b.pointee.system }
+                if a.pointee.resource != b.pointee.resource { return a.pointee.resource < b.pointee.resource }
+                if a.pointee.action != b.pointee.action { return Self.order(a.pointee.action) < Self.order(b.pointee.action) }
+                return a.pointee.id < b.pointee.id
+            }
+            var order = Array(buffer.indices)
+            // Planners mostly append in order already: check before sorting.
+            if zip(order, order.dropFirst()).allSatisfy({ !before($1, $0) }) { return order }
+            order.sort(by: before)
+            return order
         }
-        var keys = changes.indices.map { i in
-            Key(system: changes[i].system, resource: changes[i].resource, action: Self.order(changes[i].action), id: changes[i].id, index: i)
-        }
-        keys.sort { a, b in
-            if a.system != b.system { return a.system < b.system }
-            if a.resource != b.resource { return a.resource < b.resource }
-            if a.action != b.action { return a.action < b.action }
-            return a.id < b.id
-        }
-        let order = keys.map(\.index)
         guard order != Array(changes.indices) else { return }
         var sorted: [Change] = []
         sorted.reserveCapacity(changes.count)
