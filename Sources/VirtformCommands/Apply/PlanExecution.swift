@@ -2,8 +2,6 @@ import VirtformExecution
 import VirtformHypervisor
 import VirtformModel
 import VirtformPlanning
-import VirtformDHCP
-import VirtformStorage
 
 /// Carries a plan out: builds the action graph from the plan's own changes and dependencies
 /// (nothing is derived again from the manifests) and runs each change's operation on its
@@ -15,9 +13,13 @@ enum PlanExecution {
         var shutdownTimeout: Double
     }
 
+    /// Whether a system takes all of a run's changes in one write (its connection is a
+    /// `BatchingSystemConnection`): DHCP servers.
+    static func writesInOneGo(_ kind: SystemAddress.Kind) -> Bool { kind == .dhcpServer }
+
     /// The graph node that carries out change `id`.
     static func nodeID(for change: Change) -> String {
-        change.system.kind == .dhcpServer ? "write \(change.system)" : change.id
+        writesInOneGo(change.system.kind) ? "write \(change.system)" : change.id
     }
 
     /// The resource keys an operation counts against, and the limits of the keys whose limit
@@ -36,27 +38,26 @@ enum PlanExecution {
         var builder = ActionGraph<String>.Builder()
         var keyLimits: [String: Int] = [:]
 
-        // DHCP: one node per server, waiting for everything any of its edits waits for.
+        // A system that writes many changes at once (DHCP) gets one node for all of them,
+        // waiting for everything any of them waits for.
         var batches: [SystemAddress: [Change]] = [:]
-        for change in runnable where change.system.kind == .dhcpServer { batches[change.system, default: []].append(change) }
+        for change in runnable where writesInOneGo(change.system.kind) { batches[change.system, default: []].append(change) }
 
         for change in runnable {
             if change.system.kind == .exportServer { keyLimits[change.system.description] = 1 }
-            if change.system.kind == .dhcpServer {
+            let system = change.system.description
+            let connection = systems[change.system]
+            if writesInOneGo(change.system.kind) {
                 guard let batch = batches.removeValue(forKey: change.system) else { continue }
+                let batching = connection as? any BatchingSystemConnection
                 let id = nodeID(for: change)
                 let dependencies = try Set(batch.flatMap(\.dependsOn)).sorted().map { try node($0, of: nodeOf, for: change) }.filter { $0 != id }
-                let edits = batch.compactMap { change -> ReservationChange? in
-                    if case .reservation(let edit) = change.operation { return edit }
-                    return nil
-                }
-                let server = change.system.name
-                let system = change.system.description
                 builder.add(id, keys: keys(for: change),
-                            label: "write \(edits.count) reservation change\(edits.count == 1 ? "" : "s") to \(change.system)",
+                            label: "write \(batch.count) reservation change\(batch.count == 1 ? "" : "s") to \(change.system)",
                             dependsOn: dependencies) {
                     do {
-                        try await systems.writeReservations(edits, server: server)
+                        guard let batching else { throw CommandFailure("\(system) is not connected") }
+                        try await batching.execute(batch: batch, settings: settings)
                     } catch {
                         throw SystemFailure.from(error, system: system)
                     }
@@ -66,9 +67,10 @@ enum PlanExecution {
             let dependencies = try change.dependsOn.map { try node($0, of: nodeOf, for: change) }
             builder.add(change.id, keys: keys(for: change), label: "\(change.id) on \(change.system)", dependsOn: dependencies) {
                 do {
-                    try await systems.run(change, shutdownTimeout: settings.shutdownTimeout)
+                    guard let connection else { throw CommandFailure("\(system) is not connected") }
+                    try await connection.execute(change, settings: settings)
                 } catch {
-                    throw SystemFailure.from(error, system: change.system.description)
+                    throw SystemFailure.from(error, system: system)
                 }
             }
         }
@@ -100,84 +102,5 @@ enum PlanExecution {
     static func milliseconds(_ duration: Duration) -> String {
         let ms = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
         return ms < 1000 ? "\(ms)ms" : "\(ms / 1000).\(ms % 1000 / 100)s"
-    }
-}
-
-extension ConnectedSystems {
-    /// Runs one change's operation on its system.
-    func run(_ change: Change, shutdownTimeout: Double) async throws {
-        let system = change.system
-        switch change.operation {
-        case .defineDomain(let spec, let ownership, let replacing, let live):
-            let host = try host(system)
-            try await host.define(spec, ownership: ownership, replacing: replacing)
-            if let memory = live?.memoryKiB { try await host.setLiveMemory(spec.name, kib: memory) }
-        case .startDomain(let name):
-            try await host(system).start(name)
-        case .stopDomain(let name):
-            try await host(system).stop(name, timeout: .milliseconds(Int(shutdownTimeout * 1000)))
-        case .restartDomain(let name):
-            let host = try host(system)
-            try await host.stop(name, timeout: .milliseconds(Int(shutdownTimeout * 1000)))
-            try await host.start(name)
-        case .deleteDomain(let name):
-            try await host(system).delete(name)
-        case .migrateDomain:
-            throw HypervisorError("migration is not carried out yet (the cluster feature)")
-        case .createProject(let name):
-            try await pool(system).createProject(name)
-        case .deleteProject(let name):
-            try await pool(system).deleteProject(name)
-        case .createImage(let project, let name, let size, let source):
-            if let source {
-                try await pool(system).importImage(project: project, name: name, source: source, size: size)
-            } else {
-                try await pool(system).createImage(project: project, name: name, size: size ?? 0)
-            }
-        case .createSnapshot(let reference):
-            try await pool(system).createSnapshot(reference)
-        case .deleteSnapshot(let reference):
-            try await pool(system).deleteSnapshot(reference)
-        case .cloneVolume(let source, let project, let name, let size):
-            try await pool(system).clone(from: source, project: project, name: name, size: size)
-        case .growVolume(let project, let name, let size):
-            try await pool(system).grow(project: project, name: name, to: size)
-        case .deleteVolume(let project, let name):
-            try await pool(system).deleteVolume(project: project, name: name)
-        case .exportVolume(let request):
-            try await exporter(system).export([request])
-        case .reexportVolume(let iqn, let request):
-            let exporter = try exporter(system)
-            try await exporter.unexport(iqn: iqn, force: false)
-            try await exporter.export([request])
-        case .unexportVolume(let iqn):
-            try await exporter(system).unexport(iqn: iqn, force: false)
-        case .reservation(let edit):
-            try await writeReservations([edit], server: system.name)
-        case .manual:
-            throw CommandFailure("\(change.id) cannot be carried out by virtform: \(change.blocked ?? change.reason)")
-        }
-    }
-
-    /// One server's reservation edits, in one write per endpoint, against the state read for
-    /// this run (a server edited since is re-checked by the driver).
-    func writeReservations(_ edits: [ReservationChange], server: String) async throws {
-        guard let (driver, token) = dhcpServers[server] else { throw CommandFailure("DHCPServer/\(server) is not connected") }
-        _ = try await driver.apply(edits, basedOn: token)
-    }
-
-    private func host(_ system: SystemAddress) throws -> LibvirtHost {
-        guard system.kind == .host, let host = hosts[system.name] else { throw HypervisorError("host \(system.name) is not connected") }
-        return host
-    }
-
-    private func pool(_ system: SystemAddress) throws -> any StorageDriver {
-        guard system.kind == .storagePool, let pool = pools[system.name] else { throw CommandFailure("\(system) is not connected") }
-        return pool
-    }
-
-    private func exporter(_ system: SystemAddress) throws -> any ExportDriver {
-        guard system.kind == .exportServer, let exporter = exporters[system.name] else { throw CommandFailure("\(system) is not connected") }
-        return exporter
     }
 }

@@ -80,7 +80,8 @@ struct Reconciliation {
     static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10)) async -> Reconciliation {
         LibvirtRuntime.enableEventLoopIfAnyRemote(site.hosts.map(\.uri))
         let reading = await SiteReader.read(site: site, timeout: timeout)
-        let plan = Planner(site: site, observation: reading.observation, options: options).plan()
+        var plan = Planner(site: site, observation: reading.observation, options: options).plan()
+        plan.warnings += DriverRegistry.standInWarnings(site)
         return Reconciliation(site: site, plan: plan, systems: reading.systems)
     }
 }

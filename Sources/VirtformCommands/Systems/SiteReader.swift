@@ -6,15 +6,6 @@ import VirtformPlanning
 import VirtformStorage
 import VirtformSystem
 
-/// The connected systems of one run: what apply carries operations out on. Made by
-/// `SiteReader`, from the same drivers that observed the site.
-struct ConnectedSystems: Sendable {
-    var hosts: [String: LibvirtHost] = [:]
-    var pools: [String: any StorageDriver] = [:]
-    var exporters: [String: any ExportDriver] = [:]
-    var dhcpServers: [String: (driver: any DHCPDriver, token: DHCPVersionToken)] = [:]
-}
-
 /// Reads every system a site names, all at once: the hypervisors, every declared storage pool
 /// with its export server and what its portal serves, and every declared DHCP server. A system
 /// that cannot be read is reported as such, never as empty.
@@ -60,16 +51,20 @@ enum SiteReader {
             return await group.reduce(into: []) { $0.append($1) }
         }
         let hypervisors = await hosts
-        var systems = ConnectedSystems(hosts: hypervisors.sessions)
+        // The systems apply will use: the same drivers that read them.
+        var systems = ConnectedSystems()
+        for (name, session) in hypervisors.sessions { systems.add(HostConnection(address: .host(name), host: session)) }
         var observation = SiteObservation(hosts: hypervisors.observed)
         for (name, reading, driver, exporter) in await pools {
             observation.pools[name] = reading
-            systems.pools[name] = driver
-            systems.exporters[name] = exporter
+            if let driver { systems.add(PoolConnection(address: .pool(name), driver: driver)) }
+            if let exporter { systems.add(ExportConnection(address: .exportServer(name), exporter: exporter)) }
         }
         for (name, reading, driver) in await dhcp {
             observation.dhcpServers[name] = reading
-            if let driver, case .read(let seen) = reading { systems.dhcpServers[name] = (driver, seen.token) }
+            if let driver, case .read(let seen) = reading {
+                systems.add(DHCPConnection(address: .dhcpServer(name), driver: driver, token: seen.token))
+            }
         }
         return Result(observation: observation, systems: systems)
     }
