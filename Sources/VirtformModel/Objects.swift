@@ -343,6 +343,9 @@ public struct VirtualMachine: SiteObject {
     public var power: PowerState
     /// When true, virtform never deletes the guest, even with `--allow-destroy`.
     public var deletionProtection: Bool
+    /// When true, apply restarts the running guest by itself when a change cannot be made live
+    /// (as `--allow-restart` does for every VM).
+    public var allowRestart: Bool
     public var provenance: Provenance
 
     public enum VirtualizationType: String, Sendable, CaseIterable { case hvm, pv }
@@ -380,7 +383,8 @@ public struct VirtualMachine: SiteObject {
 
     public init(meta: ObjectMeta, project: String, type: VirtualizationType = .hvm, memory: ByteSize, vcpus: Int,
                 disk: Disk? = nil, interfaces: [Interface] = [], placement: Placement, power: PowerState = .running,
-                deletionProtection: Bool = false, provenance: Provenance) {
+                deletionProtection: Bool = false, allowRestart: Bool = false, provenance: Provenance) {
+        self.allowRestart = allowRestart
         self.meta = meta
         self.project = project
         self.type = type

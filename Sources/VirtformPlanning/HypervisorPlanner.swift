@@ -136,7 +136,8 @@ struct HypervisorPlanner {
                     plan.changes.append(Change(action: .restart, resource: resource, system: .host(domain.host),
                                                operation: .restartDomain(name: domain.name), fields: difference.pending,
                                                reason: "restart pending: the running guest keeps its old \(difference.pending.map(\.field).joined(separator: ", ")) until it restarts",
-                                               blocked: options.allowRestart ? nil : "restarting a guest needs --allow-restart"))
+                                               blocked: options.allowRestart || vm.allowRestart
+                                                   ? nil : "restarting a guest needs --allow-restart (or spec.allowRestart: true)"))
                 }
                 if vm.power == .running && !running {
                     plan.changes.append(Change(action: .start, resource: resource, system: .host(domain.host),

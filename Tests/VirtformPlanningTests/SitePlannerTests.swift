@@ -255,7 +255,7 @@ struct LiveChangeTests {
         let plan = world.plan(site)
         #expect(plan.change("update VirtualMachine/appl-1/vm-1")?.fields.map(\.effect) == [.restart])
         let restart = try #require(plan.change("restart VirtualMachine/appl-1/vm-1"))
-        #expect(restart.blocked == "restarting a guest needs --allow-restart")
+        #expect(restart.blocked == "restarting a guest needs --allow-restart (or spec.allowRestart: true)")
         #expect(restart.dependsOn == ["update VirtualMachine/appl-1/vm-1"])
         world.apply(plan)
 
@@ -295,6 +295,15 @@ struct LiveChangeTests {
         world.apply(world.plan(site, .init(allowDestroy: true, allowRestart: true)))
         let after = world.plan(site, .init(allowDestroy: true))
         #expect(after.change("delete StorageVolume/appl-1/vm-1")?.blocked == nil)
+    }
+
+    @Test func aVMThatAllowsRestartsIsRestartedWithoutTheFlag() throws {
+        let world = World.applied()
+        let site = Self.with("appl-1/vm-1") { $0.vcpus = 2; $0.allowRestart = true }
+        let plan = world.plan(site)
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.blocked == nil)
+        let other = Self.with("appl-1/vm-2") { $0.vcpus = 2 }
+        #expect(world.plan(other).change("restart VirtualMachine/appl-1/vm-2")?.blocked != nil)
     }
 
     @Test func memoryAboveTheLiveMaximumWaitsForARestart() throws {

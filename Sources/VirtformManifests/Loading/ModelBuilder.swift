@@ -161,7 +161,8 @@ struct ModelBuilder {
             type: string(spec["type"]).flatMap(VirtualMachine.VirtualizationType.init(rawValue:)) ?? .hvm,
             memory: try need(size(spec["memory"]), "memory"), vcpus: try need(spec["vcpus"]?.integer, "spec.vcpus"), disk: disk, interfaces: interfaces,
             placement: placement, power: string(spec["power"]).flatMap(VirtualMachine.PowerState.init(rawValue:)) ?? .running,
-            deletionProtection: boolean(spec["deletionProtection"]) ?? false, provenance: provenance)
+            deletionProtection: boolean(spec["deletionProtection"]) ?? false, allowRestart: boolean(spec["allowRestart"]) ?? false,
+            provenance: provenance)
     }
 
     // MARK: - Values (already checked; absent or null reads as nil)

@@ -136,6 +136,7 @@ public enum ManifestSchema {
         ])), "A host, or a cluster with constraints."),
         Field("power", .choice(VirtualMachine.PowerState.allCases.map(\.rawValue)), "running (default) or stopped."),
         Field("deletionProtection", .boolean, "Never delete this VM, even with --allow-destroy. Default false."),
+        Field("allowRestart", .boolean, "Restart the running guest when a change cannot be made live, as --allow-restart does for every VM. Default false."),
     ])
 
     static let networkBinding = ObjectShape("A VM interface bound to an address and host name in DHCP.", [
