@@ -11,9 +11,12 @@ struct ApplyCommand: AsyncParsableCommand {
         commandName: "apply",
         abstract: "Plan, confirm and carry out the changes (or apply a plan saved with `plan --out`).",
         discussion: """
-            With a saved plan, apply first checks that every resource is still as the plan saw it and \
-            refuses, naming the resources that moved on, if not. Only one apply runs per site at a time. \
-            Exit status: 0 when everything was applied, 1 otherwise.
+            With a saved plan (--plan FILE), apply first checks that no manifest file changed and that every \
+            resource is still as the plan saw it, and refuses, naming what moved on, if not; then it carries out \
+            the saved plan's own operations. Only one apply runs per site at a time. \
+            Exit status: 0 when everything was applied; 3 when everything that could run was applied but changes \
+            stayed blocked (the summary says how many); 1 on an error, a failed action, a system that could not \
+            be read or a refused saved plan.
             """
     )
 
