@@ -145,15 +145,15 @@ public struct SiteValidator {
 
     // MARK: - Storage
 
+    /// What the pool's driver needs and cannot use, from its descriptor (`Drivers`).
     private mutating func checkPool(_ pool: StoragePool) {
-        switch pool.driver {
-        case .btrfs, .dir:
-            if pool.path == nil { report(pool, "spec.path", "driver \(pool.driver.rawValue) needs spec.path, the pool's mount point or folder") }
-            if pool.dataset != nil { report(pool, "spec.dataset", "spec.dataset is for the zfs driver; driver \(pool.driver.rawValue) uses spec.path") }
-            if pool.sshTarget != nil { report(pool, "spec.ssh", "spec.ssh is supported by the zfs driver only") }
-        case .zfs:
-            if pool.dataset == nil { report(pool, "spec.dataset", "driver zfs needs spec.dataset, the parent dataset such as tank/virtform") }
-            if pool.path != nil { report(pool, "spec.path", "spec.path is for the btrfs and dir drivers; driver zfs uses spec.dataset") }
+        guard let driver = Drivers.descriptor(.storagePool, pool.driver.rawValue) else { return }
+        let given: [String: Bool] = ["path": pool.path != nil, "dataset": pool.dataset != nil, "ssh": pool.sshTarget != nil]
+        for (field, purpose) in driver.requires.sorted(by: { $0.key < $1.key }) where given[field] != true {
+            report(pool, "spec.\(field)", "driver \(driver.name) needs spec.\(field), \(purpose)")
+        }
+        for (field, instead) in driver.rejects.sorted(by: { $0.key < $1.key }) where given[field] == true {
+            report(pool, "spec.\(field)", "driver \(driver.name) does not use spec.\(field); use \(instead)")
         }
     }
 

@@ -47,9 +47,11 @@ public final class FileTreeDriver: StorageDriver {
         self.runner = runner
     }
 
+    /// As its descriptor says (`Drivers`); a `dir` pool's clone method once `probe()` found it.
     public var capabilities: StorageCapabilities {
-        StorageCapabilities(cloneMethod: flavor == .btrfs ? .reflink : probedMethod.withLock { $0 },
-                            canImport: true, reportsExclusiveBytes: flavor == .btrfs)
+        var capabilities = Drivers.descriptor(.storagePool, flavor == .btrfs ? "btrfs" : "dir")!.storage!
+        if flavor == .dir { capabilities.cloneMethod = probedMethod.withLock { $0 } }
+        return capabilities
     }
 
     private var allowedMethods: Set<CloneMethod> { flavor == .btrfs ? [.reflink] : [.reflink, .sparseCopy] }

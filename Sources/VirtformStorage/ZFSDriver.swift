@@ -25,9 +25,8 @@ public struct ZFSDriver: StorageDriver {
         self.runner = runner
     }
 
-    public var capabilities: StorageCapabilities {
-        StorageCapabilities(cloneMethod: .zfsClone, canImport: false, reportsExclusiveBytes: true)
-    }
+    /// As its descriptor says (`Drivers`).
+    public var capabilities: StorageCapabilities { Drivers.descriptor(.storagePool, "zfs")!.storage! }
 
     static let listColumns = "name,type,volsize,used,origin,\(OwnershipMark.zfsProperty)"
 

@@ -81,7 +81,7 @@ struct Reconciliation {
         LibvirtRuntime.enableEventLoopIfAnyRemote(site.hosts.map(\.uri))
         let reading = await SiteReader.read(site: site, timeout: timeout)
         var plan = Planner(site: site, observation: reading.observation, options: options).plan()
-        plan.warnings += DriverRegistry.standInWarnings(site)
+        plan.warnings += StandIns.warnings(site)
         return Reconciliation(site: site, plan: plan, systems: reading.systems)
     }
 }

@@ -72,12 +72,12 @@ public enum ManifestSchema {
     ])
 
     static let storagePool = ObjectShape("A storage system that holds projects and LUNs.", [
-        .required("driver", .choice(StoragePool.Driver.allCases.map(\.rawValue)), "btrfs, dir or zfs."),
+        .required("driver", .choice(Drivers.names(.storagePool)), Drivers.describe(.storagePool)),
         Field("path", .string(.absolutePath), "btrfs/dir: the pool's mount point or folder."),
         Field("dataset", .string(.any), "zfs: the parent dataset, e.g. tank/virtform."),
         Field("ssh", .string(.any), "zfs: user@host to run zfs commands on; local when absent."),
         Field("export", .object(ObjectShape("iSCSI export of the pool's LUNs.", [
-            .required("driver", .choice(ISCSIExport.Driver.allCases.map(\.rawValue)), "tgt or lio."),
+            .required("driver", .choice(Drivers.names(.export)), Drivers.describe(.export)),
             .required("portal", .string(.hostPort), "address:port of the iSCSI portal."),
             .required("iqnPrefix", .string(.iqnPrefix), "Targets are named <iqnPrefix>:<project>.<lun>."),
             Field("initiators", .list(.string(.any), unique: true), "Initiator IQNs allowed to log in; all when absent."),
@@ -105,7 +105,7 @@ public enum ManifestSchema {
     ])
 
     static let dhcpServer = ObjectShape("One DHCP server, or an HA pair.", [
-        .required("driver", .choice(DHCPServer.Driver.allCases.map(\.rawValue)), "kea or dnsmasq."),
+        .required("driver", .choice(Drivers.names(.dhcpServer)), Drivers.describe(.dhcpServer)),
         .required("endpoints", .list(.object(ObjectShape("How to reach one server.", [
             .required("name", .string(.name), "Name of this peer."),
             Field("controlSocket", .string(.absolutePath), "kea: path of the unix control socket."),

@@ -1,19 +1,9 @@
 import Testing
 import VirtformModel
-import VirtformPlanning
 @testable import VirtformCommands
 
-@Suite("Driver registry")
-struct DriverRegistryTests {
-    @Test func everyDriverAManifestCanNameIsRegisteredOnce() {
-        let names = StoragePool.Driver.allCases.map { (SystemAddress.Kind.storagePool, $0.rawValue) }
-            + ISCSIExport.Driver.allCases.map { (SystemAddress.Kind.exportServer, $0.rawValue) }
-            + DHCPServer.Driver.allCases.map { (SystemAddress.Kind.dhcpServer, $0.rawValue) }
-        for (kind, name) in names {
-            #expect(DriverRegistry.all.filter { $0.kind == kind && $0.name == name }.count == 1, "\(kind) \(name)")
-        }
-    }
-
+@Suite("Stand-in drivers in a plan")
+struct StandInWarningTests {
     @Test func aPlanSaysWhichOfItsDriversAreStandIns() throws {
         var site = Site()
         site.pools = [
@@ -22,7 +12,7 @@ struct DriverRegistryTests {
                         provenance: .synthetic("test")),
             StoragePool(meta: ObjectMeta(name: "local"), driver: .btrfs, path: "/srv/pool", provenance: .synthetic("test")),
         ]
-        let warnings = DriverRegistry.standInWarnings(site)
+        let warnings = StandIns.warnings(site)
         #expect(warnings.count == 3, "\(warnings)")
         #expect(warnings.allSatisfy { $0.hasPrefix("StoragePool/tank") && $0.contains("a stand-in") })
     }

@@ -1,0 +1,79 @@
+/// One descriptor per driver a manifest can name: which system it drives, what of the object's
+/// `spec` it needs and cannot use, what it can do, and whether it is a stand-in. The validator
+/// checks manifests against these, the schema lists their names, the planner and the plan read
+/// their capabilities and stand-in status; each driver module's factory makes the driver for a
+/// name listed here.
+public struct DriverDescriptor: Sendable, Hashable {
+    public enum System: String, Sendable, Hashable, CaseIterable {
+        /// `StoragePool.spec.driver`.
+        case storagePool
+        /// `StoragePool.spec.export.driver`.
+        case export
+        /// `DHCPServer.spec.driver`.
+        case dhcpServer
+    }
+
+    public var system: System
+    public var name: String
+    /// What it is, in a few words (for people and the schema).
+    public var summary: String
+    /// `spec` fields the driver needs, with what each is for.
+    public var requires: [String: String]
+    /// `spec` fields it cannot use, with what to use instead.
+    public var rejects: [String: String]
+    /// For storage drivers: what they can do before anything is probed (a `dir` pool learns
+    /// its clone method from its probe).
+    public var storage: StorageCapabilities?
+    /// Why it is a stand-in — checked only by the command lines it would run, since the real
+    /// thing cannot run on the machines virtform is tested on — or nil.
+    public var standIn: String?
+
+    public init(system: System, name: String, summary: String, requires: [String: String] = [:], rejects: [String: String] = [:],
+                storage: StorageCapabilities? = nil, standIn: String? = nil) {
+        self.system = system
+        self.name = name
+        self.summary = summary
+        self.requires = requires
+        self.rejects = rejects
+        self.storage = storage
+        self.standIn = standIn
+    }
+}
+
+/// Every driver virtform has.
+public enum Drivers {
+    public static let all: [DriverDescriptor] = [
+        DriverDescriptor(system: .storagePool, name: "btrfs", summary: "a btrfs filesystem: projects are subvolumes, clones reflinks",
+                         requires: ["path": "the pool's mount point or folder"],
+                         rejects: ["dataset": "spec.path", "ssh": "the zfs driver"],
+                         storage: StorageCapabilities(cloneMethod: .reflink, canImport: true, reportsExclusiveBytes: true)),
+        DriverDescriptor(system: .storagePool, name: "dir", summary: "any filesystem: projects are folders, clones reflinks where it has them",
+                         requires: ["path": "the pool's folder"],
+                         rejects: ["dataset": "spec.path", "ssh": "the zfs driver"],
+                         storage: StorageCapabilities(cloneMethod: nil, canImport: true, reportsExclusiveBytes: false)),
+        DriverDescriptor(system: .storagePool, name: "zfs", summary: "a zfs dataset: projects are datasets, LUNs zvols, clones zfs clones",
+                         requires: ["dataset": "the parent dataset such as tank/virtform"],
+                         rejects: ["path": "spec.dataset"],
+                         storage: StorageCapabilities(cloneMethod: .zfsClone, canImport: false, reportsExclusiveBytes: true),
+                         standIn: "ZFS cannot run on the test machines; the driver is checked only by the zfs command lines it runs"),
+        DriverDescriptor(system: .export, name: "tgt", summary: "Linux's user-space iSCSI target (tgtd, tgtadm)"),
+        DriverDescriptor(system: .export, name: "lio", summary: "the kernel's iSCSI target (LIO, targetcli)",
+                         standIn: "LIO needs kernel modules the test machines lack; the driver is checked only by the targetcli command lines it runs"),
+        DriverDescriptor(system: .dhcpServer, name: "kea", summary: "kea-dhcp4 2.2 or newer, over its control socket"),
+        DriverDescriptor(system: .dhcpServer, name: "dnsmasq", summary: "dnsmasq, through its --dhcp-hostsfile"),
+    ]
+
+    public static func descriptor(_ system: DriverDescriptor.System, _ name: String) -> DriverDescriptor? {
+        all.first { $0.system == system && $0.name == name }
+    }
+
+    public static func names(_ system: DriverDescriptor.System) -> [String] {
+        all.filter { $0.system == system }.map(\.name)
+    }
+
+    /// `btrfs: …; dir: …; zfs: … (a stand-in).`, for the schema.
+    public static func describe(_ system: DriverDescriptor.System) -> String {
+        all.filter { $0.system == system }.map { "\($0.name): \($0.summary)\($0.standIn == nil ? "" : " (a stand-in)")" }
+            .joined(separator: "; ") + "."
+    }
+}

@@ -1,0 +1,32 @@
+import Testing
+import VirtformModel
+
+@Suite("Driver descriptors")
+struct DriverTests {
+    @Test func everyDriverAManifestCanNameHasOneDescriptor() {
+        #expect(Drivers.names(.storagePool) == StoragePool.Driver.allCases.map(\.rawValue))
+        #expect(Drivers.names(.export) == ISCSIExport.Driver.allCases.map(\.rawValue))
+        #expect(Drivers.names(.dhcpServer) == DHCPServer.Driver.allCases.map(\.rawValue))
+        #expect(Set(Drivers.all.map { "\($0.system)/\($0.name)" }).count == Drivers.all.count)
+    }
+
+    @Test func aPoolIsCheckedAgainstItsDriversDescriptor() {
+        var site = Site()
+        site.pools = [
+            StoragePool(meta: ObjectMeta(name: "z"), driver: .zfs, path: "/srv/z", provenance: .synthetic("test")),
+            StoragePool(meta: ObjectMeta(name: "b"), driver: .btrfs, dataset: "tank/b", sshTarget: "root@h", provenance: .synthetic("test")),
+        ]
+        let messages = SiteValidator.validate(site).filter { $0.severity == .error }.map(\.message)
+        #expect(messages.contains("driver zfs needs spec.dataset, the parent dataset such as tank/virtform"), "\(messages)")
+        #expect(messages.contains("driver zfs does not use spec.path; use spec.dataset"), "\(messages)")
+        #expect(messages.contains("driver btrfs needs spec.path, the pool's mount point or folder"), "\(messages)")
+        #expect(messages.contains("driver btrfs does not use spec.dataset; use spec.path"), "\(messages)")
+        #expect(messages.contains("driver btrfs does not use spec.ssh; use the zfs driver"), "\(messages)")
+    }
+
+    @Test func storageCapabilitiesAreKnownBeforeAnyProbe() {
+        #expect(Drivers.descriptor(.storagePool, "zfs")?.storage?.canImport == false)
+        #expect(Drivers.descriptor(.storagePool, "btrfs")?.storage?.cloneMethod == .reflink)
+        #expect(Drivers.descriptor(.storagePool, "zfs")?.standIn != nil && Drivers.descriptor(.storagePool, "btrfs")?.standIn == nil)
+    }
+}
