@@ -102,7 +102,6 @@ public struct Planner {
                 if running { runningDisks.insert(disk.target) }
             }
         }
-        let hostsNotRead = unreachableHosts
         let deletionGuard: (VMID) -> String? = { vm in
             if let domain = domains[vm] {
                 if domain.ownership?.deletionProtection == true {
@@ -113,8 +112,8 @@ public struct Planner {
                 }
                 return nil
             }
-            if !hostsNotRead.isEmpty {
-                return "host \(hostsNotRead.joined(separator: ", ")) could not be read and may hold the domain of \(vm); nothing it uses is deleted"
+            if !unreachableHosts.isEmpty {
+                return "host \(unreachableHosts.joined(separator: ", ")) could not be read and may hold the domain of \(vm); nothing it uses is deleted"
             }
             return nil
         }

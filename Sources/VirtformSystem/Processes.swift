@@ -98,7 +98,7 @@ public func withDeadline<T: Sendable>(
                        },
                        timer: Task {
                            guard (try? await Task.sleep(for: limit)) != nil else { return }
-                           race.finish(.failure(SystemError("\(what) did not finish within \(limit)")))
+                           race.finish(.failure(SystemError("\(what) did not finish within \(limit)", timedOut: true)))
                        })
         }
     } onCancel: {

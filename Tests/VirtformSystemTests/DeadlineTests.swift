@@ -8,13 +8,14 @@ struct DeadlineTests {
         let clock = ContinuousClock()
         let start = clock.now
         // Resumes after 3 s whatever happens, as a blocking C call on a thread of its own would.
-        await #expect(throws: SystemError.self) {
+        let error = await #expect(throws: SystemError.self) {
             try await withDeadline(.milliseconds(100), "a stuck call") {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     DispatchQueue.global().asyncAfter(deadline: .now() + 3) { continuation.resume() }
                 }
             }
         }
+        #expect(error?.timedOut == true)
         #expect(clock.now - start < .seconds(2), "returned at the deadline, not when the body ended")
     }
 

@@ -50,11 +50,9 @@ extension SystemFailure {
         case let error as ISCSIError:
             return SystemFailure(.failed, system: system, message: error.description, cause: "iscsi", retryable: true)
         case let error as SystemError:
-            let timedOut = error.message.contains("did not finish within")
-            return SystemFailure(timedOut ? .timeout : .failed, system: system, message: error.message, retryable: true)
+            return SystemFailure(error.timedOut ? .timeout : .failed, system: system, message: error.message, retryable: true)
         case let error as HypervisorError:
-            let missing = error.description.contains("not connected")
-            return SystemFailure(missing ? .unreachable : .failed, system: system, message: error.description, retryable: missing)
+            return SystemFailure(.failed, system: system, message: error.description, retryable: false)
         case let error as CommandFailure:
             return SystemFailure(.failed, system: system, message: error.description, retryable: false)
         default:
