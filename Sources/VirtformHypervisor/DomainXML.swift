@@ -26,10 +26,12 @@ public enum DomainXML {
         lines.append("  </metadata>")
         lines.append("  <memory unit='KiB'>\(spec.memoryKiB)</memory>")
         lines.append("  <currentMemory unit='KiB'>\(spec.currentMemoryKiB)</currentMemory>")
-        lines.append("  <vcpu>\(spec.vcpus)</vcpu>")
+        lines.append(spec.maxVCPUs > spec.vcpus ? "  <vcpu current='\(spec.vcpus)'>\(spec.maxVCPUs)</vcpu>" : "  <vcpu>\(spec.vcpus)</vcpu>")
         if spec.osType == "hvm" {
             // `pc` boots under TCG as well as KVM; libvirt expands it to a versioned machine type.
             lines.append("  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/><boot dev='network'/></os>")
+            // ACPI: a graceful shutdown, and PCI hot-plug (interfaces attached to a running guest).
+            lines.append("  <features><acpi/><apic/></features>")
         } else {
             lines.append("  <os><type>\(escape(spec.osType))</type></os>")
         }
@@ -47,26 +49,46 @@ public enum DomainXML {
             lines.append("      <target dev='\(device)' bus='virtio'/>")
             lines.append("    </disk>")
         }
-        for interface in spec.interfaces {
-            if interface.bridge == DomainSpec.InterfaceSpec.userMode {
-                lines.append("    <interface type='user'>")
-                lines.append("      <mac address='\(escape(interface.mac))'/>")
-            } else {
-                lines.append("    <interface type='bridge'>")
-                lines.append("      <mac address='\(escape(interface.mac))'/>")
-                lines.append("      <source bridge='\(escape(interface.bridge))'/>")
-            }
-            lines.append("      <model type='virtio'/>")
-            lines.append("    </interface>")
-        }
+        for interface in spec.interfaces { lines.append(render(interface, indent: "    ")) }
         lines.append("    <serial type='pty'/>")
         lines.append("  </devices>")
         lines.append("</domain>")
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// One interface's `<interface>` element, as a definition holds it and as a running guest
+    /// is given it (attach) or asked to give it up (detach: libvirt finds it by its MAC).
+    public static func render(_ interface: DomainSpec.InterfaceSpec, indent: String = "") -> String {
+        var lines: [String]
+        if interface.bridge == DomainSpec.InterfaceSpec.userMode {
+            lines = ["<interface type='user'>", "  <mac address='\(escape(interface.mac))'/>"]
+        } else if interface.bridge.hasPrefix("network:") {
+            lines = ["<interface type='network'>", "  <mac address='\(escape(interface.mac))'/>",
+                     "  <source network='\(escape(String(interface.bridge.dropFirst("network:".count))))'/>"]
+        } else {
+            lines = ["<interface type='bridge'>", "  <mac address='\(escape(interface.mac))'/>", "  <source bridge='\(escape(interface.bridge))'/>"]
+        }
+        lines += ["  <model type='virtio'/>", "</interface>"]
+        return lines.map { indent + $0 }.joined(separator: "\n")
+    }
+
     /// The managed fields of a domain and its ownership mark (nil when virtform does not own it).
     public static func parse(_ xml: String) throws -> (spec: DomainSpec, ownership: Ownership?) {
+        let reading = try read(xml)
+        return (reading.spec, reading.ownership)
+    }
+
+    /// What `read` finds in a domain's XML.
+    public struct Reading: Sendable {
+        public var spec: DomainSpec
+        public var ownership: Ownership?
+        /// Whether devices can be hot-plugged into the domain as defined: a `pv` guest, or an
+        /// `hvm` guest with ACPI.
+        public var hotplug: Bool
+    }
+
+    /// The managed fields, the ownership mark and whether the domain can take hot-plugged devices.
+    public static func read(_ xml: String) throws -> Reading {
         let root = try XMLTree.parse(xml, keep: managedElements)
         guard root.name == "domain" else {
             throw ParseError(description: "domain XML has no <domain> root")
@@ -76,7 +98,9 @@ public enum DomainXML {
         }
         let memory = root.child("memory").map { kibibytes($0) } ?? 0
         let currentMemory = root.child("currentMemory").map { kibibytes($0) } ?? memory
-        let vcpus = Int(trimmed(root.child("vcpu")?.stringValue)) ?? 0
+        let vcpuElement = root.child("vcpu")
+        let maxVCPUs = Int(trimmed(vcpuElement?.stringValue)) ?? 0
+        let vcpus = vcpuElement?.attribute("current").flatMap { Int(trimmed($0)) } ?? maxVCPUs
         let osType = trimmed(root.child("os")?.child("type")?.stringValue)
 
         var interfaces: [DomainSpec.InterfaceSpec] = []
@@ -117,15 +141,15 @@ public enum DomainXML {
             }
         }
         let spec = DomainSpec(name: name, domainType: root.attribute("type") ?? "", osType: osType, memoryKiB: memory,
-                              currentMemoryKiB: currentMemory, vcpus: vcpus, interfaces: interfaces, disks: disks)
-        return (spec, ownership(in: root))
+                              currentMemoryKiB: currentMemory, vcpus: vcpus, maxVCPUs: maxVCPUs, interfaces: interfaces, disks: disks)
+        return Reading(spec: spec, ownership: ownership(in: root), hotplug: osType != "hvm" || root.child("features")?.child("acpi") != nil)
     }
 
     /// The elements `parse` reads; the scanner skips everything else unbuilt.
     private static func managedElements(_ ancestors: [String], _ name: String) -> Bool {
         switch (ancestors.count, ancestors.last ?? "", name) {
         case (1, _, "name"), (1, _, "memory"), (1, _, "currentMemory"), (1, _, "vcpu"), (1, _, "os"), (1, _, "metadata"), (1, _, "devices"),
-             (2, "os", "type"), (2, "metadata", "owner"), (2, "devices", "interface"), (2, "devices", "disk"),
+             (1, _, "features"), (2, "features", "acpi"), (2, "os", "type"), (2, "metadata", "owner"), (2, "devices", "interface"), (2, "devices", "disk"),
              (3, "interface", "mac"), (3, "interface", "source"), (3, "disk", "source"),
              (4, "source", "host"):
             return true

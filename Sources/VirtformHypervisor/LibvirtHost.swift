@@ -54,21 +54,23 @@ public final class LibvirtHost: Sendable {
                     } catch let error as LibvirtError where error.code == .noDomain {
                         return nil  // undefined between listing and reading
                     }
-                    let (spec, ownership) = try DomainXML.parse(xml)
+                    let reading = try DomainXML.read(xml)
                     let state = Self.state(summary.state)
                     var live: DomainSpec?  // nil: what runs is the persistent definition
+                    var hotplug = reading.hotplug
                     if summary.isPersistent, state == .running || state == .paused {
                         do {
-                            let running = try DomainXML.parse(try await summary.domain.xml()).spec
+                            let running = try DomainXML.read(try await summary.domain.xml())
                             // Kept only when it differs: most guests run what they are defined as.
-                            live = running == spec ? nil : running
+                            live = running.spec == reading.spec ? nil : running.spec
+                            hotplug = running.hotplug  // what it started with, not what it will start with
                         } catch let error as LibvirtError where error.code == .noDomain || error.code == .operationInvalid {
                             live = nil  // stopped or undefined after the listing: nothing runs
                         }
                     }
                     return ObservedDomain(host: name, name: summary.name, uuid: summary.uuid.uuidString.lowercased(),
                                           state: state, persistent: summary.isPersistent,
-                                          spec: spec, ownership: ownership, live: live)
+                                          spec: reading.spec, ownership: reading.ownership, live: live, hotplug: hotplug)
                 }
             }
             for _ in 0..<parallelism { schedule(next.next()) }
@@ -136,6 +138,28 @@ public final class LibvirtHost: Sendable {
     public func setLiveMemory(_ domainName: String, kib: UInt64) async throws {
         guard let domain = try await connection.domain(named: domainName), try await domain.state.isActive else { return }
         try await domain.setMemory(kib: kib, flags: [.live])
+    }
+
+    /// Brings the running guest's vCPUs up to `count` (within its maximum); a guest that is not
+    /// running has nothing to change.
+    public func setLiveVCPUs(_ domainName: String, count: Int) async throws {
+        guard let domain = try await connection.domain(named: domainName), try await domain.state.isActive else { return }
+        try await domain.setVcpus(count: count, flags: [.live])
+    }
+
+    /// Attaches `attach` to the running guest and asks it to give up `detach` (found by MAC).
+    /// libvirt waits a few seconds for the guest to let go of a detached device; one that has
+    /// not by then goes when the guest lets go of it, and the next plan shows it as pending.
+    public func hotplug(_ domainName: String, attach: [DomainSpec.InterfaceSpec], detach: [DomainSpec.InterfaceSpec]) async throws {
+        guard let domain = try await connection.domain(named: domainName), try await domain.state.isActive else { return }
+        // Only what is (still) there, or missing: an interrupted apply is taken up where it stopped.
+        let running = try DomainXML.parse(try await domain.xml()).spec.interfaces
+        for interface in detach where running.contains(interface) {
+            try await domain.detachDevice(xml: DomainXML.render(interface), flags: [.live])
+        }
+        for interface in attach where !running.contains(interface) {
+            try await domain.attachDevice(xml: DomainXML.render(interface), flags: [.live])
+        }
     }
 
     private func require(_ domainName: String) async throws -> Domain {

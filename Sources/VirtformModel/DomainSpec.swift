@@ -16,26 +16,55 @@ public struct DomainSpec: Hashable, Sendable, Codable {
     /// What the guest has now (`<currentMemory>`, the balloon's target); virtform asks for all
     /// of `memoryKiB`.
     public var currentMemoryKiB: UInt64
+    /// vCPUs online (`<vcpu current=…>`).
     public var vcpus: Int
+    /// The most vCPUs the guest can have while it runs (`<vcpu>`); at least `vcpus`.
+    public var maxVCPUs: Int
     public var interfaces: [InterfaceSpec]
     public var disks: [DiskSpec]
 
     public init(name: String, domainType: String, osType: String, memoryKiB: UInt64, currentMemoryKiB: UInt64? = nil, vcpus: Int,
-                interfaces: [InterfaceSpec], disks: [DiskSpec]) {
+                maxVCPUs: Int? = nil, interfaces: [InterfaceSpec], disks: [DiskSpec]) {
         self.name = name
         self.domainType = domainType
         self.osType = osType
         self.memoryKiB = memoryKiB
         self.currentMemoryKiB = currentMemoryKiB ?? memoryKiB
         self.vcpus = vcpus
+        self.maxVCPUs = max(maxVCPUs ?? vcpus, vcpus)
         self.interfaces = interfaces
         self.disks = disks
     }
 
     enum CodingKeys: String, CodingKey {
         case name, domainType, osType, vcpus, interfaces, disks
+        case maxVCPUs = "maxVcpus"
         case memoryKiB = "memoryKib"
         case currentMemoryKiB = "currentMemoryKib"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(name: try container.decode(String.self, forKey: .name), domainType: try container.decode(String.self, forKey: .domainType),
+                  osType: try container.decode(String.self, forKey: .osType), memoryKiB: try container.decode(UInt64.self, forKey: .memoryKiB),
+                  currentMemoryKiB: try container.decodeIfPresent(UInt64.self, forKey: .currentMemoryKiB),
+                  vcpus: try container.decode(Int.self, forKey: .vcpus), maxVCPUs: try container.decodeIfPresent(Int.self, forKey: .maxVCPUs),
+                  interfaces: try container.decode([InterfaceSpec].self, forKey: .interfaces), disks: try container.decode([DiskSpec].self, forKey: .disks))
+    }
+
+    /// `maxVcpus` only when it is more than `vcpus`: plans of guests without vCPU hot-plug stay
+    /// as they were.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(domainType, forKey: .domainType)
+        try container.encode(osType, forKey: .osType)
+        try container.encode(memoryKiB, forKey: .memoryKiB)
+        try container.encode(currentMemoryKiB, forKey: .currentMemoryKiB)
+        try container.encode(vcpus, forKey: .vcpus)
+        if maxVCPUs != vcpus { try container.encode(maxVCPUs, forKey: .maxVCPUs) }
+        try container.encode(interfaces, forKey: .interfaces)
+        try container.encode(disks, forKey: .disks)
     }
 
     public struct InterfaceSpec: Hashable, Sendable, Codable {
@@ -79,6 +108,7 @@ public struct DomainSpec: Hashable, Sendable, Codable {
         feed(String(memoryKiB))
         if currentMemoryKiB != memoryKiB { feed("current " + String(currentMemoryKiB)) }
         feed(String(vcpus))
+        if maxVCPUs != vcpus { feed("max " + String(maxVCPUs)) }
         for interface in interfaces { feed(interface.mac + "@" + interface.bridge) }
         for disk in disks { feed("\(disk.target)/\(disk.lun)@\(disk.portalHost):\(disk.portalPort)") }
         return hash.hex

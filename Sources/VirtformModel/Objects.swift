@@ -337,6 +337,9 @@ public struct VirtualMachine: SiteObject {
     public var type: VirtualizationType
     public var memory: ByteSize
     public var vcpus: Int
+    /// The most vCPUs the running guest can be given without a restart (vCPUs above `vcpus`
+    /// are hot-plugged); `vcpus` when not declared.
+    public var maxVCPUs: Int
     public var disk: Disk?
     public var interfaces: [Interface]
     public var placement: Placement
@@ -381,7 +384,7 @@ public struct VirtualMachine: SiteObject {
         case cluster(String, hostSelector: [String: String])
     }
 
-    public init(meta: ObjectMeta, project: String, type: VirtualizationType = .hvm, memory: ByteSize, vcpus: Int,
+    public init(meta: ObjectMeta, project: String, type: VirtualizationType = .hvm, memory: ByteSize, vcpus: Int, maxVCPUs: Int? = nil,
                 disk: Disk? = nil, interfaces: [Interface] = [], placement: Placement, power: PowerState = .running,
                 deletionProtection: Bool = false, allowRestart: Bool = false, provenance: Provenance) {
         self.allowRestart = allowRestart
@@ -390,6 +393,7 @@ public struct VirtualMachine: SiteObject {
         self.type = type
         self.memory = memory
         self.vcpus = vcpus
+        self.maxVCPUs = maxVCPUs ?? vcpus
         self.disk = disk
         self.interfaces = interfaces
         self.placement = placement

@@ -18,10 +18,14 @@ public struct ObservedDomain: Hashable, Sendable, Codable {
     /// persistent one: the managed fields of what runs now (nil when they are the same, or the
     /// domain does not run). A difference from `spec` waits for the guest's next start.
     public var live: DomainSpec?
+    /// Whether devices can be attached to and detached from what runs: false for an `hvm`
+    /// guest that started without ACPI (QEMU's `pc` machine then has no PCI hot-plug).
+    public var hotplug: Bool
 
     public init(host: String, name: String, uuid: String, state: State, persistent: Bool, spec: DomainSpec,
-                ownership: Ownership?, live: DomainSpec? = nil) {
+                ownership: Ownership?, live: DomainSpec? = nil, hotplug: Bool = true) {
         self.live = live
+        self.hotplug = hotplug
         self.host = host
         self.name = name
         self.uuid = uuid

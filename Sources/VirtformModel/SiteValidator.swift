@@ -340,6 +340,11 @@ public struct SiteValidator {
         if vm.vcpus > facts.mostVCPUs {
             report(vm, "spec.vcpus", "\(vm.vcpus) vCPUs are more than any host it may run on has (most: \(facts.mostVCPUs))")
         }
+        if vm.maxVCPUs < vm.vcpus {
+            report(vm, "spec.maxVcpus", "\(vm.maxVCPUs) is less than vcpus (\(vm.vcpus)); the maximum must be at least what the guest has")
+        } else if vm.maxVCPUs > facts.mostVCPUs {
+            report(vm, "spec.maxVcpus", "\(vm.maxVCPUs) vCPUs are more than any host it may run on has (most: \(facts.mostVCPUs))")
+        }
     }
 
     // MARK: - Bindings

@@ -18,6 +18,6 @@ extension DomainSpec {
         }
         return DomainSpec(name: vm.id.domainName, domainType: host.domainType.rawValue,
                           osType: vm.type == .pv ? "linux" : "hvm", memoryKiB: vm.memory.kibibytes, vcpus: vm.vcpus,
-                          interfaces: interfaces, disks: disks)
+                          maxVCPUs: vm.maxVCPUs, interfaces: interfaces, disks: disks)
     }
 }

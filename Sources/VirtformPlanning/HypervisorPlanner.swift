@@ -113,7 +113,8 @@ struct HypervisorPlanner {
                     continue
                 }
                 let desired = DomainSpec.desired(for: vm, on: host, index: index)
-                let difference = DomainDifference(persistent: domain.spec, live: domain.live, running: running, desired: desired)
+                let difference = DomainDifference(persistent: domain.spec, live: domain.live, running: running, desired: desired,
+                                                  capabilities: capabilities(of: host), hotplug: domain.hotplug)
                 let fields = difference.fields
                 let markChanged = domain.ownership?.deletionProtection != vm.deletionProtection || domain.ownership?.site != site.name
                 if !fields.isEmpty || markChanged || !domain.persistent {
@@ -221,6 +222,11 @@ struct HypervisorPlanner {
         Ownership(vm: vm.id, digest: spec.digest, deletionProtection: vm.deletionProtection, site: site.name)
     }
 
+    /// What the host's hypervisor driver changes on a running guest (its descriptor in `Drivers`).
+    private func capabilities(of host: Host) -> HypervisorCapabilities {
+        Drivers.descriptor(.hypervisor, host.domainType.rawValue)?.hypervisor ?? .none
+    }
+
     private func isReachable(_ host: String) -> Bool {
         if case .reachable = observed.hosts[host] { return true }
         return false
@@ -302,15 +308,18 @@ struct DomainDifference {
     var live: LiveUpdate?
     /// Whether the definition must be written (or the running guest changed).
     var needsUpdate: Bool { !fields.isEmpty }
-    /// What the running guest keeps until it restarts, after the update (before: what runs).
+    /// What the running guest keeps until it restarts, after the update (before: what runs
+    /// once the live changes are made).
     var pending: [FieldChange] = []
 
-    /// On a running guest only memory within the live maximum is changed live (the balloon);
-    /// everything else is written to the definition and waits for the next start, shown as
-    /// pending until then.
+    /// On a running guest, what the hypervisor's `capabilities` allow is changed live: memory
+    /// within the live maximum (the balloon), vCPUs raised within the live maximum, interfaces
+    /// attached and detached (when the guest can take devices: `hotplug`). Everything else is
+    /// written to the definition and waits for the next start, shown as pending until then.
     /// `live` is what a running guest runs (nil: the same as `persistent`, as for a transient
     /// domain, which is read from its live definition).
-    init(persistent: DomainSpec, live liveSpec: DomainSpec?, running: Bool, desired: DomainSpec) {
+    init(persistent: DomainSpec, live liveSpec: DomainSpec?, running: Bool, desired: DomainSpec,
+         capabilities: HypervisorCapabilities = .none, hotplug: Bool = true) {
         // The common case of a large plan: nothing differs.
         if persistent == desired && (!running || liveSpec == nil || liveSpec == desired) { return }
         let running = running ? liveSpec ?? persistent : nil
@@ -319,37 +328,86 @@ struct DomainDifference {
             fields = definition.map { FieldChange(field: $0.field, before: $0.before, after: $0.after, effect: .applied) }
             return
         }
-        // Memory on the running guest: the balloon reaches anything up to the live maximum.
-        let memoryLive = desired.currentMemoryKiB <= running.memoryKiB
+        var update = LiveUpdate()
+        // What runs once the live changes are made, and what of the desired definition the
+        // guest would not notice (a higher maximum than it needs).
+        var afterLive = running
+        var runningDesired = desired
+
+        // Memory: the balloon reaches anything up to the live maximum.
+        let memoryLive = capabilities.liveMemory && desired.currentMemoryKiB <= running.memoryKiB
         if memoryLive && running.currentMemoryKiB != desired.currentMemoryKiB {
-            live = LiveUpdate(memoryKiB: desired.currentMemoryKiB)
+            update.memoryKiB = desired.currentMemoryKiB
         }
         // Asked for already (the definition says so) while the guest still holds all of its
         // maximum: it does not follow the balloon (no driver), so only a restart brings the
         // memory down. The live request is made again, and the restart is pending.
-        let ignoresBalloon = live != nil && persistent.memoryKiB == desired.memoryKiB
+        let ignoresBalloon = update.memoryKiB != nil && persistent.memoryKiB == desired.memoryKiB
             && persistent.currentMemoryKiB == desired.currentMemoryKiB && running.currentMemoryKiB == running.memoryKiB
             && desired.currentMemoryKiB < running.currentMemoryKiB
-        var runningDesired = desired
         if memoryLive && !ignoresBalloon {
-            // A higher live maximum is no difference the guest notices.
+            afterLive.currentMemoryKiB = desired.currentMemoryKiB
             runningDesired.memoryKiB = running.memoryKiB
-            runningDesired.currentMemoryKiB = running.currentMemoryKiB
         }
-        pending = running.differences(to: runningDesired).map {
+
+        // vCPUs: raised up to the live maximum, never lowered live (QEMU's `pc` machine cannot
+        // unplug a CPU). A lower maximum than the guest started with is no difference to it.
+        if capabilities.liveVCPUs && desired.vcpus > running.vcpus && desired.vcpus <= running.maxVCPUs {
+            update.vcpus = desired.vcpus
+            afterLive.vcpus = desired.vcpus
+        }
+        if capabilities.liveVCPUs && desired.maxVCPUs <= running.maxVCPUs && desired.vcpus <= running.maxVCPUs {
+            runningDesired.maxVCPUs = running.maxVCPUs
+        }
+
+        // Interfaces: attached and detached on the running guest. In another order only, they
+        // are no difference to it.
+        if running.interfaces != desired.interfaces {
+            let detach = running.interfaces.filter { !desired.interfaces.contains($0) }
+            let attach = desired.interfaces.filter { !running.interfaces.contains($0) }
+            // Detached before (the definition already says so) and still there: the guest has not
+            // let go of it (or it was attached by hand); a restart is what removes it.
+            let stuck = !detach.isEmpty && persistent.interfaces == desired.interfaces
+            if detach.isEmpty && attach.isEmpty {
+                afterLive.interfaces = desired.interfaces
+            } else if capabilities.interfaceHotplug && hotplug && !stuck {
+                update.attach = attach
+                update.detach = detach
+                afterLive.interfaces = desired.interfaces
+            }
+        }
+
+        live = update.isEmpty ? nil : update
+        pending = afterLive.differences(to: runningDesired).map {
             FieldChange(field: $0.field, before: $0.before, after: $0.after, effect: .restart)
         }
         let pendingFields = Set(pending.map(\.field))
+        func changedLive(_ field: String) -> Bool {
+            switch field {
+            case "memory": update.memoryKiB != nil
+            case "vcpus": update.vcpus != nil
+            case "interfaces": !update.attach.isEmpty || !update.detach.isEmpty
+            default: false
+            }
+        }
         fields = definition.map { field in
             let effect: FieldChange.Effect = pendingFields.contains(field.field) ? .restart
-                : field.field == "memory" && live != nil ? .live
+                : changedLive(field.field) ? .live
                 : .applied  // the running guest already has it; the next start will too
             return FieldChange(field: field.field, before: field.before, after: field.after, effect: effect)
         }
-        if let memory = live?.memoryKiB, !fields.contains(where: { $0.field == "memory" }) {
-            // The definition already says so; only the running guest lags behind.
+        // The definition already says so; only the running guest lags behind.
+        let defined = Set(definition.map(\.field))
+        if let memory = update.memoryKiB, !defined.contains("memory") {
             fields.append(FieldChange(field: "memory", before: "\(ByteSize(bytes: running.currentMemoryKiB << 10)) in use",
                                       after: "\(ByteSize(bytes: memory << 10))", effect: .live))
+        }
+        if let vcpus = update.vcpus, !defined.contains("vcpus") {
+            fields.append(FieldChange(field: "vcpus", before: "\(running.vcpus) online", after: String(vcpus), effect: .live))
+        }
+        if changedLive("interfaces"), !defined.contains("interfaces") {
+            fields.append(FieldChange(field: "interfaces", before: DomainSpec.describe(running.interfaces) + " running",
+                                      after: DomainSpec.describe(desired.interfaces), effect: .live))
         }
     }
 }
@@ -363,7 +421,9 @@ extension DomainSpec {
         if memoryKiB != desired.memoryKiB || currentMemoryKiB != desired.currentMemoryKiB {
             result.append(("memory", Self.describeMemory(memoryKiB, currentMemoryKiB), Self.describeMemory(desired.memoryKiB, desired.currentMemoryKiB)))
         }
-        if vcpus != desired.vcpus { result.append(("vcpus", String(vcpus), String(desired.vcpus))) }
+        if vcpus != desired.vcpus || maxVCPUs != desired.maxVCPUs {
+            result.append(("vcpus", Self.describeVCPUs(vcpus, maxVCPUs), Self.describeVCPUs(desired.vcpus, desired.maxVCPUs)))
+        }
         if interfaces != desired.interfaces { result.append(("interfaces", Self.describe(interfaces), Self.describe(desired.interfaces))) }
         if disks != desired.disks { result.append(("disks", Self.describe(disks), Self.describe(desired.disks))) }
         return result
@@ -373,6 +433,11 @@ extension DomainSpec {
     static func describeMemory(_ maximum: UInt64, _ current: UInt64) -> String {
         let text = ByteSize(bytes: maximum << 10).description
         return current == maximum ? text : "\(text) (\(ByteSize(bytes: current << 10)) in use)"
+    }
+
+    /// `2`, or `2 (max 4)` when more can be hot-plugged.
+    static func describeVCPUs(_ online: Int, _ maximum: Int) -> String {
+        maximum == online ? String(online) : "\(online) (max \(maximum))"
     }
 
     public static func describe(_ interfaces: [InterfaceSpec]) -> String {

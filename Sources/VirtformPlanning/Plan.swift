@@ -352,16 +352,41 @@ public enum Operation: Codable, Sendable, Hashable {
 public struct LiveUpdate: Codable, Sendable, Hashable {
     /// The balloon's target, in KiB (at most the maximum memory).
     public var memoryKiB: UInt64?
-    /// vCPUs online (at most the maximum).
+    /// vCPUs online (more than now, at most the maximum).
     public var vcpus: Int?
-    public init(memoryKiB: UInt64? = nil, vcpus: Int? = nil) {
+    /// Interfaces the running guest is given.
+    public var attach: [DomainSpec.InterfaceSpec]
+    /// Interfaces the running guest is asked to give up.
+    public var detach: [DomainSpec.InterfaceSpec]
+
+    public init(memoryKiB: UInt64? = nil, vcpus: Int? = nil, attach: [DomainSpec.InterfaceSpec] = [], detach: [DomainSpec.InterfaceSpec] = []) {
         self.memoryKiB = memoryKiB
         self.vcpus = vcpus
+        self.attach = attach
+        self.detach = detach
     }
+
+    public var isEmpty: Bool { memoryKiB == nil && vcpus == nil && attach.isEmpty && detach.isEmpty }
 
     enum CodingKeys: String, CodingKey {
         case memoryKiB = "memoryKib"
-        case vcpus
+        case vcpus, attach, detach
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(memoryKiB: try container.decodeIfPresent(UInt64.self, forKey: .memoryKiB),
+                  vcpus: try container.decodeIfPresent(Int.self, forKey: .vcpus),
+                  attach: try container.decodeIfPresent([DomainSpec.InterfaceSpec].self, forKey: .attach) ?? [],
+                  detach: try container.decodeIfPresent([DomainSpec.InterfaceSpec].self, forKey: .detach) ?? [])
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(memoryKiB, forKey: .memoryKiB)
+        try container.encodeIfPresent(vcpus, forKey: .vcpus)
+        if !attach.isEmpty { try container.encode(attach, forKey: .attach) }
+        if !detach.isEmpty { try container.encode(detach, forKey: .detach) }
     }
 }
 

@@ -130,15 +130,18 @@ struct StackTests {
 
     /// Live means live, on a real guest: a QEMU guest that boots a kernel from its iSCSI LUN
     /// (a master image imported from `GuestImage`) and runs the balloon driver gets a lowered
-    /// memory while it runs, as `virsh dommemstat` shows, and the plan is clean afterwards.
+    /// memory, a second vCPU and a new interface while it runs, as `virsh dommemstat`,
+    /// `vcpucount` and `domiflist` show; the interface is detached again (the guest's kernel
+    /// lets go of it through ACPI), and the plan is clean after each step.
     @Test(.enabled(if: GuestImage.unmetRequirements() == nil, Comment(rawValue: GuestImage.unmetRequirements() ?? "")))
-    func aLoweredMemoryReachesTheRunningGuest() async throws {
+    func changesShownAsLiveReachTheRunningGuest() async throws {
         try await StackSite.with { site in
             let image = site.root + "/guest.img"
             try await GuestImage.build(at: image, scratch: site.root + "/guest-build")
             let directory = site.root + "/manifests-qemu"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            func write(memory: String) throws {
+            let mac = "02:00:00:00:20:01"
+            func write(memory: String, vcpus: Int, interface: Bool) throws {
                 let text = site.manifests(site: "stack-a", prefix: "", web: nil, image: image, qemu: true) + """
                     ---
                     apiVersion: virtform.io/v1alpha1
@@ -147,42 +150,69 @@ struct StackTests {
                     spec:
                       project: appl
                       memory: \(memory)
-                      vcpus: 1
+                      vcpus: \(vcpus)
+                      maxVcpus: 2
                       disk: {from: masters/base@v1}
+                      interfaces: [\(interface ? "{network: public, mac: \"\(mac)\"}" : "")]
                       placement: {host: stack-h1}
                       power: running
 
                     """
                 try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
             }
-            try write(memory: "160MiB")
+            try write(memory: "160MiB", vcpus: 1, interface: false)
             var (output, code) = await runVirtform(["apply", "--auto-approve", directory])
             try #require(code == 0, "\(output)")
             // Booted, with the balloon driver reporting: its statistics appear.
             let virsh = try #require(Executables.find("virsh"))
-            let stats = [virsh, "-c", site.hosts[0].qemuURI, "dommemstat", "appl:guest"]
+            func virshSays(_ arguments: String...) async -> String {
+                let command = [virsh, "-c", site.hosts[0].qemuURI] + arguments
+                return (try? await Command.run(command).checked(command).standardOutput) ?? ""
+            }
             var said = ""
             let booted = await poll(within: .seconds(180), every: .milliseconds(500)) {
-                said = (try? await Command.run(stats).checked(stats).standardOutput) ?? ""
+                said = await virshSays("dommemstat", "appl:guest")
                 return said.contains("available ")
             }
             try #require(booted, "the guest's balloon driver never reported: \(said)")
 
-            try write(memory: "112MiB")
+            // Less memory, a second vCPU and an interface: all three live, no restart.
+            try write(memory: "112MiB", vcpus: 2, interface: true)
             (output, code) = await runVirtform(["apply", "--auto-approve", directory])
             #expect(code == 0, "\(output)")
             #expect(output.contains("memory: 160MiB → 112MiB (live)"), "\(output)")
+            #expect(output.contains("vcpus: 1 (max 2) → 2 (live)"), "\(output)")
+            #expect(output.contains("interfaces: none → user/\(mac) (live)"), "\(output)")
+            #expect(output.contains("0 to restart") && !output.contains("restart VirtualMachine"), "\(output)")
             // The guest's balloon driver gives the memory back.
             var actual: String?
             let reached = await poll(within: .seconds(120), every: .milliseconds(500)) {
-                actual = try? await Command.run(stats).checked(stats).standardOutput
-                    .split(separator: "\n").first { $0.hasPrefix("actual ") }.map(String.init)
+                actual = await virshSays("dommemstat", "appl:guest").split(separator: "\n").first { $0.hasPrefix("actual ") }.map(String.init)
                 return actual == "actual \(112 << 10)"
             }
             #expect(reached, "virsh dommemstat says \(actual ?? "nothing")")
+            said = await virshSays("vcpucount", "appl:guest", "--live", "--active")
+            #expect(said.trimmingCharacters(in: .whitespacesAndNewlines) == "2", "virsh vcpucount says \(said)")
+            said = await virshSays("domiflist", "appl:guest")
+            #expect(said.contains(mac), "virsh domiflist says \(said)")
             // libvirt's live definition follows the balloon's events (QEMU sends at most one a
             // second); once it has, the plan is clean.
-            let clean = await poll(within: .seconds(30), every: .milliseconds(500)) {
+            var clean = await poll(within: .seconds(30), every: .milliseconds(500)) {
+                (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
+                return code == 0
+            }
+            #expect(clean, "\(output)")
+
+            // The interface taken away again: the guest's kernel lets go of it (ACPI hot-plug).
+            try write(memory: "112MiB", vcpus: 2, interface: false)
+            (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            #expect(code == 0 && output.contains("(live)"), "\(output)")
+            let detached = await poll(within: .seconds(60), every: .milliseconds(500)) {
+                said = await virshSays("domiflist", "appl:guest")
+                return !said.contains(mac)
+            }
+            #expect(detached, "virsh domiflist says \(said)")
+            clean = await poll(within: .seconds(30), every: .milliseconds(500)) {
                 (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
                 return code == 0
             }

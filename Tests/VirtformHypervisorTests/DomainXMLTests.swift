@@ -18,6 +18,28 @@ struct DomainXMLTests {
         #expect(xml.contains("<source protocol='iscsi' name='iqn.2026-11.io.virtform.lab:appl-1.vm-1/1'>"))
     }
 
+    @Test func vCPUsBelowTheMaximumAndHotPlugRoundTrip() throws {
+        var hotpluggable = spec
+        hotpluggable.maxVCPUs = 4
+        let xml = DomainXML.render(hotpluggable, ownership: owner)
+        #expect(xml.contains("<vcpu current='1'>4</vcpu>"))
+        let reading = try DomainXML.read(xml)
+        #expect(reading.spec == hotpluggable && reading.spec.maxVCPUs == 4)
+        #expect(reading.hotplug, "an hvm guest is defined with ACPI, so it can take PCI devices")
+        #expect(hotpluggable.digest != spec.digest)
+        // libvirt's live XML once the vCPUs are all online, and a guest defined without ACPI.
+        let live = try DomainXML.read("<domain type='qemu'><name>x</name><vcpu placement='static'>4</vcpu><os><type>hvm</type></os></domain>")
+        #expect(live.spec.vcpus == 4 && live.spec.maxVCPUs == 4 && !live.hotplug)
+        // One interface, as attached to a running guest.
+        #expect(DomainXML.render(spec.interfaces[0]) == """
+            <interface type='bridge'>
+              <mac address='02:21:2b:26:8a:e4'/>
+              <source bridge='fe0'/>
+              <model type='virtio'/>
+            </interface>
+            """)
+    }
+
     @Test func userModeInterfacesRoundTrip() throws {
         var userMode = spec
         userMode.interfaces = userMode.interfaces.map { .init(mac: $0.mac, bridge: DomainSpec.InterfaceSpec.userMode) }

@@ -4,10 +4,29 @@ import VirtformModel
 @Suite("Driver descriptors")
 struct DriverTests {
     @Test func everyDriverAManifestCanNameHasOneDescriptor() {
+        #expect(Drivers.names(.hypervisor) == Host.DomainType.allCases.map(\.rawValue))
         #expect(Drivers.names(.storagePool) == StoragePool.Driver.allCases.map(\.rawValue))
         #expect(Drivers.names(.export) == ISCSIExport.Driver.allCases.map(\.rawValue))
         #expect(Drivers.names(.dhcpServer) == DHCPServer.Driver.allCases.map(\.rawValue))
         #expect(Set(Drivers.all.map { "\($0.system)/\($0.name)" }).count == Drivers.all.count)
+        // Each descriptor carries the capabilities of its kind of system, and only those.
+        for descriptor in Drivers.all {
+            let kinds = [descriptor.hypervisor != nil, descriptor.storage != nil, descriptor.export != nil, descriptor.dhcp != nil]
+            let expected: Int = switch descriptor.system {
+            case .hypervisor: 0
+            case .storagePool: 1
+            case .export: 2
+            case .dhcpServer: 3
+            }
+            #expect(kinds.enumerated().allSatisfy { $0.element == ($0.offset == expected) }, "\(descriptor.system)/\(descriptor.name)")
+        }
+    }
+
+    @Test func hypervisorCapabilitiesSayWhatChangesLive() {
+        #expect(Drivers.descriptor(.hypervisor, "qemu")?.hypervisor?.interfaceHotplug == true)
+        // libvirt's test driver has no device hot-plug (virDomainAttachDeviceFlags is unsupported).
+        #expect(Drivers.descriptor(.hypervisor, "test")?.hypervisor?.interfaceHotplug == false)
+        #expect(Drivers.descriptor(.hypervisor, "xen")?.standIn != nil)
     }
 
     @Test func aPoolIsCheckedAgainstItsDriversDescriptor() {

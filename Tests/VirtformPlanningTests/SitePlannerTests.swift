@@ -227,6 +227,14 @@ struct SitePlannerTests {
     }
 }
 
+extension Site {
+    func withHosts(_ hosts: [VirtformModel.Host]) -> Site {
+        var site = self
+        site.hosts = hosts
+        return site
+    }
+}
+
 /// What a running guest runs against its definition: live changes, restart pending, opt-in restarts.
 @Suite("Live and pending changes")
 struct LiveChangeTests {
@@ -311,6 +319,86 @@ struct LiveChangeTests {
         let plan = world.plan(Self.with("appl-1/vm-1") { $0.memory = .mebibytes(128) })
         #expect(plan.change("update VirtualMachine/appl-1/vm-1")?.fields.map(\.effect) == [.restart])
         #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.fields.map(\.field) == ["memory"])
+    }
+
+    @Test func vCPUsRaisedWithinTheMaximumAreHotPlugged() throws {
+        var world = World.applied(Self.with("appl-1/vm-1") { $0.maxVCPUs = 4 })
+        let site = Self.with("appl-1/vm-1") { $0.vcpus = 3; $0.maxVCPUs = 4 }
+        let plan = world.plan(site)
+        let update = try #require(plan.change("update VirtualMachine/appl-1/vm-1"))
+        #expect(update.fields == [FieldChange(field: "vcpus", before: "1 (max 4)", after: "3 (max 4)", effect: .live)])
+        guard case .defineDomain(_, _, _, let live) = update.operation else { Issue.record("\(update.operation)"); return }
+        #expect(live == LiveUpdate(vcpus: 3))
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1") == nil)
+        world.apply(plan)
+        #expect(world.domain("appl-1/vm-1")?.live?.vcpus == 3)
+        #expect(world.plan(site).isClean)
+    }
+
+    @Test func fewerVCPUsOrAHigherMaximumWaitForARestart() throws {
+        let world = World.applied(Self.with("appl-1/vm-1") { $0.vcpus = 2; $0.maxVCPUs = 4 })
+        // QEMU cannot unplug a CPU from a `pc` guest: lowering waits for the next start.
+        var plan = world.plan(Self.with("appl-1/vm-1") { $0.vcpus = 1; $0.maxVCPUs = 4 })
+        #expect(plan.change("update VirtualMachine/appl-1/vm-1")?.fields.map(\.effect) == [.restart])
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.fields
+            == [FieldChange(field: "vcpus", before: "2 (max 4)", after: "1 (max 4)", effect: .restart)])
+        // A maximum above what the guest started with cannot be had live either; the vCPUs
+        // within the old maximum are still hot-plugged now.
+        plan = world.plan(Self.with("appl-1/vm-1") { $0.vcpus = 4; $0.maxVCPUs = 8 })
+        guard case .defineDomain(_, _, _, let live)? = plan.change("update VirtualMachine/appl-1/vm-1")?.operation else {
+            Issue.record("no update"); return
+        }
+        #expect(live == LiveUpdate(vcpus: 4))
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.fields
+            == [FieldChange(field: "vcpus", before: "4", after: "4 (max 8)", effect: .restart)])
+        // A lower maximum, still above what the guest needs, is no difference to what runs.
+        plan = world.plan(Self.with("appl-1/vm-1") { $0.vcpus = 2; $0.maxVCPUs = 3 })
+        #expect(plan.change("update VirtualMachine/appl-1/vm-1")?.fields.map(\.effect) == [.applied])
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1") == nil)
+    }
+
+    @Test func aNewMACIsHotPluggedIntoTheRunningGuest() throws {
+        var world = World.applied()
+        let old = try #require(world.domain("appl-1/vm-1")?.spec.interfaces.first)
+        let mac = try #require(MACAddress(parsing: "52:54:00:12:34:56"))
+        let site = Self.with("appl-1/vm-1") { $0.interfaces[0].mac = mac }
+        let plan = world.plan(site)
+        let update = try #require(plan.change("update VirtualMachine/appl-1/vm-1"))
+        #expect(update.fields.map(\.field) == ["interfaces"] && update.fields.map(\.effect) == [.live])
+        guard case .defineDomain(_, _, _, let live) = update.operation else { Issue.record("\(update.operation)"); return }
+        #expect(live?.detach == [old])
+        #expect(live?.attach == [DomainSpec.InterfaceSpec(mac: mac.description, bridge: old.bridge)])
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1") == nil)
+        world.apply(plan)
+        // The new interface is last on the running guest's bus; the order is no difference.
+        #expect(world.domain("appl-1/vm-1")?.live?.interfaces.last?.mac == mac.description)
+        #expect(world.plan(site).isClean)
+    }
+
+    @Test func interfacesWaitForARestartWhereTheyCannotBeHotPlugged() throws {
+        let mac = try #require(MACAddress(parsing: "52:54:00:12:34:56"))
+        let site = Self.with("appl-1/vm-1") { $0.interfaces[0].mac = mac }
+        // A guest that started without ACPI (defined by an earlier virtform) has no PCI hot-plug.
+        var world = World.applied()
+        world.changeObserved("appl-1/vm-1") { $0.hotplug = false }
+        var plan = world.plan(site)
+        #expect(plan.change("update VirtualMachine/appl-1/vm-1")?.fields.map(\.effect) == [.restart])
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.fields.map(\.field) == ["interfaces"])
+
+        // libvirt's test driver cannot attach devices at all.
+        var testDriver = site
+        for i in testDriver.hosts.indices { testDriver.hosts[i].domainType = .test }
+        world = World.applied(Self.with("appl-1/vm-1") { _ in } .withHosts(testDriver.hosts))
+        plan = world.plan(testDriver)
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.fields.map(\.field) == ["interfaces"])
+
+        // A guest that does not let go of a detached interface: the restart is what removes it.
+        world = World.applied()
+        world.stuckDetaching = true
+        world.apply(world.plan(site))
+        plan = world.plan(site)
+        #expect(plan.change("update VirtualMachine/appl-1/vm-1") == nil)
+        #expect(plan.change("restart VirtualMachine/appl-1/vm-1")?.fields.map(\.field) == ["interfaces"])
     }
 
     @Test func aBalloonOrADefinitionChangedByHandIsSeen() throws {

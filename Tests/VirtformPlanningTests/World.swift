@@ -20,6 +20,8 @@ struct World {
     /// Whether the pool's driver can import images (zfs cannot).
     var canImport = true
     var dhcpUnreachable: String?
+    /// Running guests that do not let go of a detached interface (no ACPI hot-plug in the guest).
+    var stuckDetaching = false
     private var nextTID = 1
     /// The site the storage drivers name in their marks (they are made for one site).
     var site = referenceSite.name
@@ -78,6 +80,11 @@ struct World {
                 list[i].persistent = true
                 // The running guest keeps what it runs, but for what apply changes live.
                 if let memory = live?.memoryKiB { list[i].live?.currentMemoryKiB = memory }
+                if let vcpus = live?.vcpus { list[i].live?.vcpus = vcpus }
+                if let live, list[i].live != nil {
+                    list[i].live!.interfaces.removeAll { live.detach.contains($0) && !stuckDetaching }
+                    list[i].live!.interfaces += live.attach  // hot-plugged: last on the bus
+                }
             } else {
                 list.append(ObservedDomain(host: host, name: spec.name, uuid: "uuid-\(spec.name)", state: .shutoff, persistent: true,
                                            spec: spec, ownership: ownership))
@@ -154,6 +161,16 @@ struct World {
         hosts.hosts[domain.host] = .reachable(domains(on: domain.host).map { other in
             var other = other
             if other.name == domain.name, other.live != nil { body(&other.live!) }
+            return other
+        })
+    }
+
+    /// Changes what was observed of `vm`'s domain.
+    mutating func changeObserved(_ vm: String, _ body: (inout ObservedDomain) -> Void) {
+        guard let domain = domain(vm) else { return }
+        hosts.hosts[domain.host] = .reachable(domains(on: domain.host).map { other in
+            var other = other
+            if other.name == domain.name { body(&other) }
             return other
         })
     }

@@ -14,7 +14,13 @@ struct HostConnection: SystemConnection {
         switch change.operation {
         case .defineDomain(let spec, let ownership, let replacing, let live):
             try await host.define(spec, ownership: ownership, replacing: replacing)
-            if let memory = live?.memoryKiB { try await host.setLiveMemory(spec.name, kib: memory) }
+            if let live {
+                if let memory = live.memoryKiB { try await host.setLiveMemory(spec.name, kib: memory) }
+                if let vcpus = live.vcpus { try await host.setLiveVCPUs(spec.name, count: vcpus) }
+                if !live.attach.isEmpty || !live.detach.isEmpty {
+                    try await host.hotplug(spec.name, attach: live.attach, detach: live.detach)
+                }
+            }
         case .startDomain(let name):
             try await host.start(name)
         case .stopDomain(let name):

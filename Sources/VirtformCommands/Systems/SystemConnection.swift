@@ -36,6 +36,11 @@ struct ConnectedSystems: Sendable {
 enum StandIns {
     static func warnings(_ site: Site) -> [String] {
         var warnings: [String] = []
+        for host in site.hosts {
+            if let reason = Drivers.descriptor(.hypervisor, host.domainType.rawValue)?.standIn {
+                warnings.append("Host/\(host.name) runs \(host.domainType.rawValue) guests, a stand-in: \(reason)")
+            }
+        }
         for pool in site.pools {
             if let reason = Drivers.descriptor(.storagePool, pool.driver.rawValue)?.standIn {
                 warnings.append("StoragePool/\(pool.name) uses the \(pool.driver.rawValue) driver, a stand-in: \(reason)")

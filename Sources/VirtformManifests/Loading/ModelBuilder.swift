@@ -159,7 +159,8 @@ struct ModelBuilder {
         return VirtualMachine(
             meta: meta, project: try need(string(spec["project"]), "project"),
             type: string(spec["type"]).flatMap(VirtualMachine.VirtualizationType.init(rawValue:)) ?? .hvm,
-            memory: try need(size(spec["memory"]), "memory"), vcpus: try need(spec["vcpus"]?.integer, "spec.vcpus"), disk: disk, interfaces: interfaces,
+            memory: try need(size(spec["memory"]), "memory"), vcpus: try need(spec["vcpus"]?.integer, "spec.vcpus"),
+            maxVCPUs: spec["maxVcpus"]?.integer, disk: disk, interfaces: interfaces,
             placement: placement, power: string(spec["power"]).flatMap(VirtualMachine.PowerState.init(rawValue:)) ?? .running,
             deletionProtection: boolean(spec["deletionProtection"]) ?? false, allowRestart: boolean(spec["allowRestart"]) ?? false,
             provenance: provenance)

@@ -49,7 +49,7 @@ public enum ManifestSchema {
         Field("bridges", names, "Bridge names the host offers to guests, e.g. [fe0, be0]."),
         Field("migrationAddress", .string(.hostname), "Address for live-migration traffic to this host (IP or host name)."),
         Field("maintenance", .boolean, "In maintenance the host takes no new guests. Default false."),
-        Field("domainType", .choice(Host.DomainType.allCases.map(\.rawValue)), "libvirt domain type: kvm (default), qemu (no hardware virtualization), xen, or test (libvirt's test driver)."),
+        Field("domainType", .choice(Drivers.names(.hypervisor)), "libvirt domain type, kvm by default: " + Drivers.describe(.hypervisor)),
         Field("guestNetworking", .choice(Host.GuestNetworking.allCases.map(\.rawValue)), "How guest interfaces reach their network: bridge (default) or user-mode (QEMU user-mode networking, for unprivileged hypervisors such as the local lab)."),
     ])
 
@@ -120,6 +120,7 @@ public enum ManifestSchema {
         Field("type", .choice(VirtualMachine.VirtualizationType.allCases.map(\.rawValue)), "hvm (default) or pv."),
         .required("memory", .byteSize, "Memory, e.g. 1024 (MiB) or 1GiB."),
         .required("vcpus", .integer(1...512), "Virtual CPUs."),
+        Field("maxVcpus", .integer(1...512), "The most vCPUs the running guest can be given without a restart (raised vcpus are hot-plugged up to it); default: vcpus."),
         Field("disk", .object(ObjectShape("The boot disk, cloned from a master snapshot.", [
             .required("from", .string(.snapshotReference), "project/image@snapshot, e.g. masters/osol-0811@version-01."),
             Field("size", .byteSize, "Grow the clone to this size."),
