@@ -1,3 +1,5 @@
+import VirtformModel
+
 /// A DHCP operation that failed: what, where, and the server's own words.
 ///
 /// Messages read "failed to <operation> on <endpoint>: <reason>"; for Kea the reason includes
@@ -30,4 +32,19 @@ public struct DHCPError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { message }
+}
+
+extension DHCPError: SystemFailureConvertible {
+    public func failure(on system: String) -> SystemFailure {
+        let (code, retryable): (SystemFailure.Code, Bool) = switch self.code {
+        case .unreachable: (.unreachable, true)
+        case .serverError: (.failed, true)
+        case .concurrentEdit: (.concurrentEdit, true)
+        case .conflict: (.conflict, false)
+        case .invalidRequest: (.invalid, false)
+        case .unsupported: (.unsupported, false)
+        }
+        return SystemFailure(code, system: system, message: message,
+                             cause: "dhcp \(self.code.rawValue)\(endpoint.map { " on \($0)" } ?? "")", retryable: retryable)
+    }
 }

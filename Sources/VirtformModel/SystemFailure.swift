@@ -1,7 +1,9 @@
 /// A failure of any system virtform drives, in one shape: what kind of failure, on which
 /// system, what happened, the underlying cause as the system reported it, and whether trying
-/// again can help. Apply reports every failed operation so; the drivers keep their own typed
-/// errors and are translated at that boundary.
+/// again can help. Apply reports every failed operation so; each driver module's error type
+/// says what it is as one (`SystemFailureConvertible`), and the errors of the thin wrappers
+/// (libvirt, libiscsi, running programs), which know nothing of virtform, are translated by the
+/// driver that called them.
 public struct SystemFailure: Error, Sendable, Hashable, Codable, CustomStringConvertible {
     public enum Code: String, Sendable, Codable, CaseIterable {
         /// The system could not be reached or used (connection, socket, daemon, mount).
@@ -48,4 +50,10 @@ public struct SystemFailure: Error, Sendable, Hashable, Codable, CustomStringCon
     public var description: String {
         "\(message) [\(code.rawValue) on \(system)\(cause.map { "; \($0)" } ?? "")\(retryable ? "; retrying may help" : "")]"
     }
+}
+
+/// A driver's own error that says what it is as a `SystemFailure`: each driver module decides
+/// the code and whether retrying can help for its errors, apply reports them in one shape.
+public protocol SystemFailureConvertible: Error {
+    func failure(on system: String) -> SystemFailure
 }

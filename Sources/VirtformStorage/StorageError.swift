@@ -1,3 +1,5 @@
+import VirtformModel
+
 /// A storage or export operation that failed: a code to act on, what failed on which object,
 /// and why (a program's stderr, an errno text).
 public struct StorageError: Error, Sendable, CustomStringConvertible {
@@ -34,5 +36,21 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
 
     static func failed(_ operation: String, _ reason: String) -> StorageError {
         StorageError(.failed, "failed to \(operation): \(reason)")
+    }
+}
+
+extension StorageError: SystemFailureConvertible {
+    public func failure(on system: String) -> SystemFailure {
+        let (code, retryable): (SystemFailure.Code, Bool) = switch self.code {
+        case .unusable: (.unreachable, true)
+        case .notFound: (.notFound, false)
+        case .alreadyExists: (.alreadyExists, false)
+        case .unowned: (.notOwned, false)
+        case .refused: (.refused, true)
+        case .unsupported: (.unsupported, false)
+        case .invalid: (.invalid, false)
+        case .failed: (.failed, true)
+        }
+        return SystemFailure(code, system: system, message: message, cause: "storage \(self.code.rawValue)", retryable: retryable)
     }
 }

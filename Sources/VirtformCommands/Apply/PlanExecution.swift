@@ -13,8 +13,8 @@ enum PlanExecution {
         var shutdownTimeout: Double
     }
 
-    /// Whether a system takes all of a run's changes in one write (its connection is a
-    /// `BatchingSystemConnection`): DHCP servers.
+    /// Whether a system takes all of a run's changes in one write: DHCP servers (one write per
+    /// endpoint).
     static func writesInOneGo(_ kind: SystemAddress.Kind) -> Bool { kind == .dhcpServer }
 
     /// The graph node that carries out change `id`.
@@ -45,32 +45,25 @@ enum PlanExecution {
 
         for change in runnable {
             if change.system.kind == .exportServer { keyLimits[change.system.description] = 1 }
-            let system = change.system.description
-            let connection = systems[change.system]
-            if writesInOneGo(change.system.kind) {
-                guard let batch = batches.removeValue(forKey: change.system) else { continue }
-                let batching = connection as? any BatchingSystemConnection
-                let id = nodeID(for: change)
-                let dependencies = try Set(batch.flatMap(\.dependsOn)).sorted().map { try node($0, of: nodeOf, for: change) }.filter { $0 != id }
-                builder.add(id, keys: keys(for: change),
-                            label: "write \(batch.count) reservation change\(batch.count == 1 ? "" : "s") to \(change.system)",
-                            dependsOn: dependencies) {
-                    do {
-                        guard let batching else { throw CommandFailure("\(system) is not connected") }
-                        try await batching.execute(batch: batch, settings: settings)
-                    } catch {
-                        throw SystemFailure.from(error, system: system)
-                    }
-                }
-                continue
+            let address = change.system
+            let session = systems[address]
+            var batch = [change]
+            var label = "\(change.id) on \(address)"
+            var dependencies = change.dependsOn
+            if writesInOneGo(address.kind) {
+                guard let all = batches.removeValue(forKey: address) else { continue }
+                batch = all
+                label = "write \(all.count) reservation change\(all.count == 1 ? "" : "s") to \(address)"
+                dependencies = Set(all.flatMap(\.dependsOn)).sorted()
             }
-            let dependencies = try change.dependsOn.map { try node($0, of: nodeOf, for: change) }
-            builder.add(change.id, keys: keys(for: change), label: "\(change.id) on \(change.system)", dependsOn: dependencies) {
+            let id = nodeID(for: change)
+            builder.add(id, keys: keys(for: change), label: label,
+                        dependsOn: try dependencies.map { try node($0, of: nodeOf, for: change) }.filter { $0 != id }) { [batch] in
                 do {
-                    guard let connection else { throw CommandFailure("\(system) is not connected") }
-                    try await connection.execute(change, settings: settings)
+                    guard let session else { throw CommandFailure("\(address) is not connected") }
+                    try await session.execute(batch, on: address, settings: settings)
                 } catch {
-                    throw SystemFailure.from(error, system: system)
+                    throw SystemFailure.from(error, system: address.description)
                 }
             }
         }

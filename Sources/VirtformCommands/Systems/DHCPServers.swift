@@ -1,0 +1,46 @@
+import VirtformDHCP
+import VirtformModel
+import VirtformPlanning
+
+/// DHCP servers: each read for the subnets of the networks it serves (and virtform's own
+/// reservations anywhere else).
+enum DHCPServers: SystemKind {
+    static func drivers(for site: Site) -> [any SystemDriver] {
+        var subnets: [String: [IPv4Subnet]] = [:]
+        for network in site.networks {
+            if let server = network.dhcpServer { subnets[server, default: []].append(network.subnet) }
+        }
+        return site.dhcpServers.map { ServerDriver(server: $0, subnets: subnets[$0.meta.name] ?? []) }
+    }
+
+    struct ServerDriver: SystemDriver {
+        let server: DHCPServer
+        let subnets: [IPv4Subnet]
+        var address: SystemAddress { .dhcpServer(server.meta.name) }
+
+        /// No separate probe: an HA pair with one peer down is still read, with that endpoint
+        /// marked unreachable inside the observation.
+        func read(timeout: Duration) async throws -> SystemRead {
+            let driver = try DHCPDrivers.driver(for: server)
+            let observation = try await driver.observe(subnets: subnets)
+            return SystemRead(reading: .dhcp(observation), session: ServerSession(address: address, driver: driver, token: observation.token))
+        }
+    }
+
+    /// All of a run's reservation edits in one write per endpoint, against the state read for
+    /// this run (a server edited since is re-checked by the driver).
+    struct ServerSession: SystemSession {
+        let address: SystemAddress
+        let driver: any DHCPDriver
+        let token: DHCPVersionToken
+        var addresses: [SystemAddress] { [address] }
+
+        func execute(_ changes: [Change], on address: SystemAddress, settings: PlanExecution.Settings) async throws {
+            let edits = try changes.map { change -> ReservationChange in
+                guard case .reservation(let edit) = change.operation else { throw CommandFailure.notFor(change, address) }
+                return edit
+            }
+            _ = try await driver.apply(edits, basedOn: token)
+        }
+    }
+}
