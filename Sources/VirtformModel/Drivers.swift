@@ -88,7 +88,8 @@ public struct ExportCapabilities: Sendable, Hashable {
 
 /// What a DHCP driver can do.
 public struct DHCPCapabilities: Sendable, Hashable {
-    /// Two endpoints kept in step as an HA pair.
+    /// Two endpoints kept in step as an HA pair (for dnsmasq: the same reservations written to
+    /// both servers' hosts files).
     public var highAvailability: Bool
     /// Reservations changed without restarting the server (control socket or reload signal).
     public var liveReload: Bool
@@ -132,7 +133,7 @@ public enum Drivers {
         DriverDescriptor(system: .dhcpServer, name: "kea", summary: "kea-dhcp4 2.2 or newer, over its control socket",
                          dhcp: DHCPCapabilities(highAvailability: true, liveReload: true)),
         DriverDescriptor(system: .dhcpServer, name: "dnsmasq", summary: "dnsmasq, through its --dhcp-hostsfile",
-                         dhcp: DHCPCapabilities(highAvailability: false, liveReload: true)),
+                         dhcp: DHCPCapabilities(highAvailability: true, liveReload: true)),
     ]
 
     public static func descriptor(_ system: DriverDescriptor.System, _ name: String) -> DriverDescriptor? {

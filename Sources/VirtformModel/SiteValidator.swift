@@ -186,6 +186,9 @@ public struct SiteValidator {
     }
 
     private mutating func checkDHCPServer(_ server: DHCPServer) {
+        if server.endpoints.count > 1, Drivers.descriptor(.dhcpServer, server.driver.rawValue)?.dhcp?.highAvailability != true {
+            report(server, "spec.endpoints", "the \(server.driver.rawValue) driver cannot keep two endpoints in step; give it one")
+        }
         var seen: Set<String> = []
         for (i, endpoint) in server.endpoints.enumerated() {
             let field = "spec.endpoints[\(i)]"
