@@ -81,7 +81,8 @@ struct HypervisorPlanner {
             if let known = placements[vm.placement] {
                 placement = known
             } else {
-                let hosts = index.candidateHosts(for: vm)
+                // By name, as `HostLoad.choose` wants them.
+                let hosts = index.candidateHosts(for: vm).sorted { $0.name < $1.name }
                 placement = (hosts, Set(hosts.map(\.name)))
                 placements[vm.placement] = placement
             }
@@ -267,8 +268,8 @@ struct HostLoad {
 
     /// Pinned: the host if it fits. Pack: the first host by name with room below the per-host
     /// limit. Spread: the host with the lowest memory use after placing, then by name.
-    func choose(for vm: VirtualMachine, among hosts: [Host]) -> Host? {
-        let sorted = hosts.sorted { $0.name < $1.name }
+    /// `hosts` are sorted by name (the planner sorts each placement's hosts once, not once per VM).
+    func choose(for vm: VirtualMachine, among sorted: [Host]) -> Host? {
         switch vm.placement {
         case .host:
             return sorted.first { fits(vm, on: $0, perHost: nil) }

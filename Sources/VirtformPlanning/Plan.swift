@@ -309,8 +309,9 @@ extension VMID {
 }
 
 /// What apply runs for a change, on the change's system. Encoded in JSON as an object with one
-/// key, the operation's name, holding its arguments.
-public enum Operation: Codable, Sendable, Hashable {
+/// key, the operation's name, holding its arguments. Indirect, like `ResourceState`: a copy
+/// of a change copies a reference to its arguments.
+public indirect enum Operation: Codable, Sendable, Hashable {
     // Hypervisors.
     /// Defines (or redefines in place) the domain with virtform's mark; on a running guest,
     /// `live` names what is also changed on the running guest.
@@ -391,22 +392,79 @@ public struct LiveUpdate: Codable, Sendable, Hashable {
 }
 
 /// A resource as observed or as it will be, typed by its kind: exactly one member is set.
+///
+/// Held boxed, one kind at a time: a plan of ten thousand VMs copies its changes several times
+/// while it is made and sorted, and each copy is then a reference, not six states side by side.
 public struct ResourceState: Codable, Sendable, Hashable {
-    public var domain: DomainSpec?
-    public var project: ProjectState?
-    public var volume: VolumeState?
-    public var snapshot: SnapshotState?
-    public var target: TargetState?
-    public var reservation: Reservation?
+    private indirect enum Value: Sendable, Hashable {
+        case none
+        case domain(DomainSpec)
+        case project(ProjectState)
+        case volume(VolumeState)
+        case snapshot(SnapshotState)
+        case target(TargetState)
+        case reservation(Reservation)
+    }
 
+    private var value: Value
+
+    public var domain: DomainSpec? {
+        get { if case .domain(let state) = value { state } else { nil } }
+        set { value = newValue.map(Value.domain) ?? .none }
+    }
+    public var project: ProjectState? {
+        get { if case .project(let state) = value { state } else { nil } }
+        set { value = newValue.map(Value.project) ?? .none }
+    }
+    public var volume: VolumeState? {
+        get { if case .volume(let state) = value { state } else { nil } }
+        set { value = newValue.map(Value.volume) ?? .none }
+    }
+    public var snapshot: SnapshotState? {
+        get { if case .snapshot(let state) = value { state } else { nil } }
+        set { value = newValue.map(Value.snapshot) ?? .none }
+    }
+    public var target: TargetState? {
+        get { if case .target(let state) = value { state } else { nil } }
+        set { value = newValue.map(Value.target) ?? .none }
+    }
+    public var reservation: Reservation? {
+        get { if case .reservation(let state) = value { state } else { nil } }
+        set { value = newValue.map(Value.reservation) ?? .none }
+    }
+
+    /// Exactly one of the states is given.
     public init(domain: DomainSpec? = nil, project: ProjectState? = nil, volume: VolumeState? = nil, snapshot: SnapshotState? = nil,
                 target: TargetState? = nil, reservation: Reservation? = nil) {
-        self.domain = domain
-        self.project = project
-        self.volume = volume
-        self.snapshot = snapshot
-        self.target = target
-        self.reservation = reservation
+        value = domain.map(Value.domain) ?? project.map(Value.project) ?? volume.map(Value.volume)
+            ?? snapshot.map(Value.snapshot) ?? target.map(Value.target) ?? reservation.map(Value.reservation) ?? .none
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case domain, project, volume, snapshot, target, reservation
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(domain: try container.decodeIfPresent(DomainSpec.self, forKey: .domain),
+                  project: try container.decodeIfPresent(ProjectState.self, forKey: .project),
+                  volume: try container.decodeIfPresent(VolumeState.self, forKey: .volume),
+                  snapshot: try container.decodeIfPresent(SnapshotState.self, forKey: .snapshot),
+                  target: try container.decodeIfPresent(TargetState.self, forKey: .target),
+                  reservation: try container.decodeIfPresent(Reservation.self, forKey: .reservation))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch value {
+        case .none: break
+        case .domain(let state): try container.encode(state, forKey: .domain)
+        case .project(let state): try container.encode(state, forKey: .project)
+        case .volume(let state): try container.encode(state, forKey: .volume)
+        case .snapshot(let state): try container.encode(state, forKey: .snapshot)
+        case .target(let state): try container.encode(state, forKey: .target)
+        case .reservation(let state): try container.encode(state, forKey: .reservation)
+        }
     }
 
     public static func domain(_ spec: DomainSpec) -> ResourceState { ResourceState(domain: spec) }
