@@ -23,3 +23,4 @@ extension IPv4Address: TextCoded { public init?(text: String) { self.init(parsin
 extension IPv4Subnet: TextCoded { public init?(text: String) { self.init(parsing: text) } }
 extension MACAddress: TextCoded { public init?(text: String) { self.init(parsing: text) } }
 extension SnapshotReference: TextCoded { public init?(text: String) { self.init(parsing: text) } }
+extension OwnershipMark: TextCoded { public init?(text: String) { self.init(parsing: text) } }

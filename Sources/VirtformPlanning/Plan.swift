@@ -335,6 +335,9 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     case growVolume(project: String, name: String, size: UInt64)
     /// An image or a LUN.
     case deleteVolume(project: String, name: String)
+    /// Rewrites the marks of objects an earlier virtform made without a site (`marks`, as they
+    /// are now) with this site's name: the site adopts them once.
+    case adoptMarks(marks: [OwnershipMark])
 
     // Export servers.
     case exportVolume(request: ExportRequest)

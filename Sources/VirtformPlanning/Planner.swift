@@ -128,9 +128,17 @@ public struct Planner {
             case .read(let contents):
                 let (view, foreign, adopted) = contents.ownedBy(site: site.name, declaredProjects: declaredProjects, pool: pool)
                 plan.foreign += foreign
-                adoptedInStorage += adopted
+                adoptedInStorage += adopted.count
                 var planner = StoragePlanner(site: site, pool: pool, contents: view, context: context, foreign: foreign)
                 planner.plan()
+                if !adopted.isEmpty {
+                    // Once: the marks are rewritten with the site's name, so the next plan finds them its own.
+                    plan.changes.append(Change(action: .update, resource: "StoragePool/\(pool.name)", system: .pool(pool.name),
+                                               operation: .adoptMarks(marks: adopted),
+                                               fields: [FieldChange(field: "marks", before: "\(adopted.count) without a site",
+                                                                    after: "site \(site.name)", effect: .applied)],
+                                               reason: "adopt: \(adopted.count) object\(adopted.count == 1 ? "" : "s") marked by an earlier virtform without a site, in projects this site declares"))
+                }
                 plan.changes += planner.changes
                 plan.errors += planner.problems
                 plan.fingerprints.merge(planner.fingerprints) { first, _ in first }
@@ -142,7 +150,7 @@ public struct Planner {
         }
 
         if adoptedInStorage > 0 {
-            plan.warnings.append("\(adoptedInStorage) storage object\(adoptedInStorage == 1 ? "" : "s") marked by an earlier virtform without a site, in projects site \(site.name) declares, \(adoptedInStorage == 1 ? "counts" : "count") as site \(site.name)'s (the marks are kept as they are)")
+            plan.warnings.append("\(adoptedInStorage) storage object\(adoptedInStorage == 1 ? "" : "s") marked by an earlier virtform without a site, in projects site \(site.name) declares, \(adoptedInStorage == 1 ? "is" : "are") adopted by site \(site.name): \(adoptedInStorage == 1 ? "its mark is" : "their marks are") rewritten by the pool updates below")
         }
 
         var dhcp = DHCPPlanner(site: site, readings: observation.dhcpServers, deletionGuard: deletionGuard, options: options)

@@ -342,34 +342,36 @@ extension PoolContents {
     /// mark names no site (an earlier virtform's) in a project the site declares. Everything
     /// else that carries a mark is another site's: shown as not virtform's in the returned view,
     /// and listed, never touched.
+    /// `adopted` lists the marks without a site that the site takes as its own (a target's
+    /// site is its LUN's, so targets are adopted with their LUNs).
     func ownedBy(site: String, declaredProjects: Set<String>, pool: StoragePool)
-        -> (view: PoolContents, foreign: [Plan.ForeignObject], adopted: Int)
+        -> (view: PoolContents, foreign: [Plan.ForeignObject], adopted: [OwnershipMark])
     {
         var view = self
         var foreign: [Plan.ForeignObject] = []
-        var adopted = 0
-        func ours(_ markSite: String?, project: String) -> Bool {
+        var adopted: [OwnershipMark] = []
+        func ours(_ markSite: String?, project: String, _ mark: OwnershipMark? = nil) -> Bool {
             if markSite == site { return true }
             if markSite == nil && declaredProjects.contains(project) {
-                adopted += 1
+                if let mark { adopted.append(mark) }
                 return true
             }
             return false
         }
         let system = SystemAddress.pool(pool.name)
         for (p, project) in observation.projects.enumerated() {
-            if let mark = project.ownership.mark, !ours(mark.site, project: project.name) {
+            if let mark = project.ownership.mark, !ours(mark.site, project: project.name, mark) {
                 foreign.append(Plan.ForeignObject(resource: "StorageProject/\(project.name)", system: system, site: mark.site))
                 view.observation.projects[p].ownership = .unowned
             }
             for (v, volume) in project.volumes.enumerated() {
-                guard let mark = volume.ownership.mark, !ours(mark.site, project: project.name) else { continue }
+                guard let mark = volume.ownership.mark, !ours(mark.site, project: project.name, mark) else { continue }
                 let kind = mark.kind == .image ? "Image" : "StorageVolume"
                 foreign.append(Plan.ForeignObject(resource: "\(kind)/\(project.name)/\(volume.name)", system: system, site: mark.site))
                 view.observation.projects[p].volumes[v].ownership = .unowned
             }
             for (s, snapshot) in project.snapshots.enumerated() {
-                guard let mark = snapshot.ownership.mark, !ours(mark.site, project: project.name) else { continue }
+                guard let mark = snapshot.ownership.mark, !ours(mark.site, project: project.name, mark) else { continue }
                 foreign.append(Plan.ForeignObject(resource: "Snapshot/\(snapshot.reference)", system: system, site: mark.site))
                 view.observation.projects[p].snapshots[s].ownership = .unowned
             }

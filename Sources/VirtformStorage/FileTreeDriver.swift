@@ -356,6 +356,34 @@ public final class FileTreeDriver: StorageDriver {
         if unlink(file) != 0 { throw StorageError.failed("delete snapshot \(reference)", FileOperations.errorText()) }
     }
 
+    public func adopt(_ marks: [OwnershipMark]) async throws {
+        for mark in marks {
+            let adopted = try adoptionTarget(mark, site: site)
+            let path: String
+            switch mark.kind {
+            case .project:
+                path = projectPath(mark.name)
+            case .image, .lun:
+                let parts = mark.name.split(separator: "/", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { throw StorageError(.invalid, "failed to adopt \(mark.name): not project/volume") }
+                path = volumePath(parts[0], parts[1])
+            case .snapshot:
+                guard let reference = SnapshotReference(parsing: mark.name) else {
+                    throw StorageError(.invalid, "failed to adopt \(mark.name): not a snapshot reference")
+                }
+                path = snapshotPath(reference)
+            }
+            try await Blocking.run {
+                guard try checkAdoption(found: try OwnershipMark.read(path: path), expected: mark, adopted: adopted, at: path) else { return }
+                // A snapshot is immutable: cleared for the mark, and set again whatever happens.
+                let immutable = mark.kind == .snapshot && FileOperations.isImmutable(path)
+                if immutable { try FileOperations.setImmutable(path, false) }
+                defer { if immutable { _ = try? FileOperations.setImmutable(path, true) } }
+                try adopted.write(path: path)
+            }
+        }
+    }
+
     // MARK: Helpers
 
     /// Checks that `project` exists and is ours and that `name` is free; returns the volume's path.

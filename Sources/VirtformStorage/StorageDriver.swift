@@ -35,6 +35,30 @@ public protocol StorageDriver: Sendable {
     func deleteVolume(project: String, name: String) async throws
     /// Where an export finds the volume (a file or a device).
     func backingPath(project: String, volume: String) -> String
+    /// Rewrites the marks of objects an earlier virtform made without a site — `marks`, as
+    /// they are now — with this driver's site. An object whose mark is not that one (gone,
+    /// changed, another site's) is refused; one already marked with this site is no change.
+    func adopt(_ marks: [OwnershipMark]) async throws
+}
+
+/// What `mark` becomes when the driver's site adopts it.
+func adoptionTarget(_ mark: OwnershipMark, site: String?) throws -> OwnershipMark {
+    guard let site else {
+        throw StorageError(.invalid, "failed to adopt \(mark.name): the driver has no site to mark it with")
+    }
+    var adopted = mark
+    adopted.site = site
+    return adopted
+}
+
+/// Checks the mark found on an object before adopting it: the one the plan saw, without a
+/// site. Returns false when it already carries the new mark.
+func checkAdoption(found: OwnershipMark?, expected: OwnershipMark, adopted: OwnershipMark, at object: String) throws -> Bool {
+    if found == adopted { return false }
+    guard found == expected else {
+        throw StorageError(.unowned, "refusing to adopt \(object): its mark is \(found.map { "\"\($0)\"" } ?? "gone"), not \"\(expected)\"")
+    }
+    return true
 }
 
 extension StorageDriver {

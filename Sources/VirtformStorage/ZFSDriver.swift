@@ -169,6 +169,15 @@ public struct ZFSDriver: StorageDriver {
         try await zfs(["destroy", target], "delete \(project)/\(name)")
     }
 
+    public func adopt(_ marks: [OwnershipMark]) async throws {
+        for mark in marks {
+            let adopted = try adoptionTarget(mark, site: site)
+            let name = "\(dataset)/\(mark.name)"  // project, project/volume, project/image@snapshot
+            guard try checkAdoption(found: try await row(name, "adopt \(mark.name)").mark, expected: mark, adopted: adopted, at: name) else { continue }
+            try await zfs(["set", "\(OwnershipMark.zfsProperty)=\(adopted)", name], "adopt \(mark.name)")
+        }
+    }
+
     // MARK: Helpers
 
     private func row(_ name: String, _ what: String) async throws -> Row {

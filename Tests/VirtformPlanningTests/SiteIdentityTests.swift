@@ -134,6 +134,18 @@ struct SiteIdentityTests {
             })
         }
         world.reservations = world.reservations.map { var r = $0; r.owner?.site = nil; return r }
+        for (name, var project) in world.projects {
+            func unsited(_ ownership: StorageOwnership) -> StorageOwnership {
+                guard var mark = ownership.mark else { return ownership }
+                mark.site = nil
+                return .owned(mark)
+            }
+            project.ownership = unsited(project.ownership)
+            for i in project.volumes.indices { project.volumes[i].ownership = unsited(project.volumes[i].ownership) }
+            for i in project.snapshots.indices { project.snapshots[i].ownership = unsited(project.snapshots[i].ownership) }
+            world.projects[name] = project
+        }
+        world.targets = world.targets.map { var t = $0; t.site = nil; return t }
         // One more such domain, of a VM nobody declares: not adopted, not deleted.
         let template = try #require(world.domain("appl-1/vm-1"))
         var stray = template
@@ -150,6 +162,13 @@ struct SiteIdentityTests {
         #expect(reservations.count == referenceSite.bindings.count && reservations.allSatisfy { $0.action == .update })
         #expect(plan.foreign.map(\.resource) == ["VirtualMachine/old/vm"] && plan.foreign[0].site == nil)
         #expect(!plan.changes.contains { $0.action == .delete })
+        // Storage: one change per pool rewrites every mark (targets follow their LUNs).
+        let adoption = try #require(plan.change("update StoragePool/lab-pool"))
+        guard case .adoptMarks(let marks) = adoption.operation else { Issue.record("\(adoption.operation)"); return }
+        let objects = world.projects.values.reduce(0) { $0 + 1 + $1.volumes.count + $1.snapshots.count }
+        #expect(marks.count == objects && marks.allSatisfy { $0.site == nil })
+        #expect(plan.warnings.contains { $0.contains("storage object") && $0.contains("adopted by site lab") })
+        #expect(plan.foreign.allSatisfy { !$0.resource.hasPrefix("ISCSITarget/") })
 
         world.apply(plan)
         let again = world.plan(referenceSite, .init(allowDestroy: true))

@@ -131,6 +131,21 @@ struct World {
         case .reservation(let edit):
             if let before = edit.before { reservations.removeAll { $0.owner?.binding == before.owner?.binding } }
             if let after = edit.after { reservations.append(after) }
+        case .adoptMarks(let marks):
+            for mark in marks {
+                let project = String(mark.name.prefix { $0 != "/" && $0 != "@" })
+                guard var seen = projects[project] else { continue }
+                var adopted = mark
+                adopted.site = site
+                if seen.ownership.mark == mark { seen.ownership = .owned(adopted) }
+                for i in seen.volumes.indices where seen.volumes[i].ownership.mark == mark { seen.volumes[i].ownership = .owned(adopted) }
+                for i in seen.snapshots.indices where seen.snapshots[i].ownership.mark == mark { seen.snapshots[i].ownership = .owned(adopted) }
+                projects[project] = seen
+                // A target's site is its LUN's.
+                if mark.kind == .lun {
+                    for i in targets.indices where targets[i].iqn.hasSuffix(":\(mark.name.replacingOccurrences(of: "/", with: "."))") { targets[i].site = site }
+                }
+            }
         case .manual:
             break
         }

@@ -25,6 +25,42 @@ struct BtrfsPoolTests {
         try await pool.createSnapshot(master)
     }
 
+    /// Marks an earlier virtform wrote without a site are rewritten once with the adopting
+    /// site's name: on projects, images, LUNs and (immutable) snapshots, which stay immutable.
+    @Test func marksWithoutASiteAreAdoptedOnce() async throws {
+        try await StorageFixture.with { env in
+            let legacy = env.pool  // a driver without a site: what an earlier virtform wrote
+            try await makeMaster(legacy, size: 64 * mib)
+            try await legacy.createProject("appl-1")
+            try await legacy.clone(from: master, project: "appl-1", name: "vm-1", size: nil)
+            let before = try await legacy.observe()
+            let marks = before.projects.flatMap { project in
+                [project.ownership.mark] + project.volumes.map(\.ownership.mark) + project.snapshots.map(\.ownership.mark)
+            }.compactMap { $0 }
+            #expect(marks.count == 5 && marks.allSatisfy { $0.site == nil })
+
+            let site = FileTreeDriver(flavor: .btrfs, poolName: "test-pool", path: env.lab.mountPoint, site: "lab")
+            try await site.adopt(marks)
+            let after = try await site.observe()
+            let adopted = after.projects.flatMap { project in
+                [project.ownership.mark] + project.volumes.map(\.ownership.mark) + project.snapshots.map(\.ownership.mark)
+            }.compactMap { $0 }
+            #expect(adopted.count == 5 && adopted.allSatisfy { $0.site == "lab" }, "\(adopted)")
+            #expect(after.volume(project: "appl-1", name: "vm-1")?.origin == master)
+            let snapshot = "\(env.lab.mountPoint)/masters/.snapshots/osol@v1.img"
+            let attributes = try await sh(["lsattr", snapshot]).standardOutput
+            #expect(attributes.prefix(while: { $0 != " " }).contains("i"), "the snapshot stays immutable: \(attributes)")
+
+            // Again: no change. A mark that is not the one the plan saw is refused.
+            try await site.adopt(marks)
+            var other = marks[0]
+            other.name = "elsewhere"
+            await #expect(throws: StorageError.self) { try await site.adopt([other]) }
+            let stale = OwnershipMark(kind: .lun, name: "appl-1/vm-1", origin: SnapshotReference(project: "masters", image: "osol", snapshot: "v0"))
+            await #expect(throws: StorageError.self) { try await site.adopt([stale]) }
+        }
+    }
+
     @Test func cloneOfAOneGiBMasterSharesEveryByte() async throws {
         try await StorageFixture.with { env in
             let pool = env.pool

@@ -33,6 +33,21 @@ struct ZFSStandInTests {
         ])
     }
 
+    @Test func adoptsAMarkWithoutASiteByRewritingItsProperty() async throws {
+        let runner = RecordingRunner([
+            "\(list) tank/vf/appl-1/vm-1": reply([
+                "tank/vf/appl-1/vm-1\tvolume\t134217728\t8192\ttank/vf/masters/osol@v1\tkind=lun,name=appl-1/vm-1,origin=masters/osol@v1",
+            ]),
+        ])
+        let zfs = try StorageDrivers.driver(named: "zfs", poolName: "p", path: nil, dataset: "tank/vf", site: "lab", runner: runner)
+        let mark = OwnershipMark(kind: .lun, name: "appl-1/vm-1", origin: SnapshotReference(project: "masters", image: "osol", snapshot: "v1"))
+        try await zfs.adopt([mark])
+        #expect(runner.commands == [
+            "\(list) tank/vf/appl-1/vm-1",
+            "zfs set io.virtform:owner=kind=lun,name=appl-1/vm-1,origin=masters/osol@v1,site=lab tank/vf/appl-1/vm-1",
+        ])
+    }
+
     @Test func clonesGrowsAndDeletes() async throws {
         let runner = RecordingRunner([
             "\(list) tank/vf/masters/osol@v1": reply(["tank/vf/masters/osol@v1\tsnapshot\t67108864\t0\t-\tkind=snapshot,name=masters/osol@v1"]),

@@ -96,6 +96,8 @@ enum StoragePools: SystemKind {
                 try await driver.grow(project: project, name: name, to: size)
             case .deleteVolume(let project, let name):
                 try await driver.deleteVolume(project: project, name: name)
+            case .adoptMarks(let marks):
+                try await driver.adopt(marks)
             default:
                 throw CommandFailure.notFor(change, .pool(name))
             }
