@@ -21,6 +21,29 @@ public struct Virtform: AsyncParsableCommand {
     )
 
     public init() {}
+
+    /// The executable's whole run: parse, run, and on failure write the error through
+    /// `Output` (redacted, like everything virtform writes) and exit with its code. Help and
+    /// version requests exit 0 as ArgumentParser prints them.
+    public static func run(_ arguments: [String]? = nil) async -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            exit()
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if !message.isEmpty {
+                let output = Output.standard
+                if code == .success { output.write(message + "\n") } else { output.writeError(message + "\n") }
+            }
+            exit(withError: code == .success ? nil : ExitCode(code.rawValue))
+        }
+    }
 }
 
 public let virtformVersion = "0.1.0"

@@ -149,10 +149,45 @@ public final class RunLock: @unchecked Sendable {
 
     // MARK: - Helpers
 
+    /// Opens (creating) the lock file: never through a symbolic link, only a regular file of
+    /// this user's, mode 0600 — so nobody else can truncate another file through it, or take the
+    /// lock and hold every apply up.
     private static func openLockFile(_ path: String) throws(ExecutionError) -> Int32 {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw failure("failed to open lock file \(path)") }
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
+        guard fd >= 0 else {
+            if errno == ELOOP { throw ExecutionError(.lockFailed, "refusing the lock file \(path): it is a symbolic link") }
+            throw failure("failed to open lock file \(path)")
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let error = failure("failed to check lock file \(path)")
+            _ = close(fd)
+            throw error
+        }
+        guard info.st_mode & S_IFMT == S_IFREG, info.st_uid == geteuid(), info.st_nlink == 1 else {
+            _ = close(fd)
+            throw ExecutionError(.lockFailed, "refusing the lock file \(path): it is not a regular file of user \(geteuid()) with one link")
+        }
+        if info.st_mode & 0o077 != 0 { _ = fchmod(fd, 0o600) }
         return fd
+    }
+
+    /// Makes `path` a directory for lock files that only this user can change: created with
+    /// mode 0700 when missing; refused when it is a symbolic link, not a directory, another
+    /// user's, or writable by others.
+    public static func prepareDirectory(_ path: String) throws(ExecutionError) {
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw failure("failed to create the lock directory \(path)") }
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw failure("failed to check the lock directory \(path)") }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw ExecutionError(.lockFailed, "refusing the lock directory \(path): it is \(info.st_mode & S_IFMT == S_IFLNK ? "a symbolic link" : "not a directory")")
+        }
+        guard info.st_uid == geteuid() else {
+            throw ExecutionError(.lockFailed, "refusing the lock directory \(path): it belongs to user \(info.st_uid), not \(geteuid())")
+        }
+        if info.st_mode & 0o022 != 0 && chmod(path, 0o700) != 0 {
+            throw failure("failed to make the lock directory \(path) private")
+        }
     }
 
     /// One non-blocking try. On success the lock owns `fd`; on "held elsewhere" returns nil and

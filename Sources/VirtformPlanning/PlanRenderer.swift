@@ -23,7 +23,9 @@ public enum PlanRenderer {
     /// `color` wraps symbols in ANSI colours; callers decide (terminal, NO_COLOR).
     public static func text(_ plan: Plan, color: Bool = false) -> String {
         func paint(_ text: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
-        var lines: [String] = plan.warnings.map { paint("warning: \($0)", "33") }
+        // What comes from manifests and systems is escaped: no value can forge a line.
+        func e(_ text: String) -> String { Redaction.escapingControls(text) }
+        var lines: [String] = plan.warnings.map { paint("warning: \(e($0))", "33") }
         // Changes by system, in plan order, found in one pass.
         var bySystem: [SystemAddress: [Int]] = [:]
         for (i, change) in plan.changes.enumerated() { bySystem[change.system, default: []].append(i) }
@@ -33,34 +35,34 @@ public enum PlanRenderer {
             for i in bySystem[system] ?? [] {
                 let change = plan.changes[i]
                 let (symbol, code) = symbolAndColor(change.action)
-                var headline = "  \(paint(symbol, code)) \(change.resource)  \(change.action.rawValue)"
-                if let destination = change.destination { headline += " → \(destination)" }
+                var headline = "  \(paint(symbol, code)) \(e(change.resource))  \(change.action.rawValue)"
+                if let destination = change.destination { headline += " → \(e(destination))" }
                 if change.action == .migrate && change.destination == nil { headline += " (no host fits)" }
                 lines.append(headline)
                 if change.action == .create, let after = change.after?.domain {
-                    lines.append("      \(summary(after))")
+                    lines.append("      \(e(summary(after)))")
                 }
-                if let summary = change.summary { lines.append("      \(summary)") }
+                if let summary = change.summary { lines.append("      \(e(summary))") }
                 for field in change.fields {
-                    lines.append("      \(field.field): \(field.before) → \(field.after)\(field.label.map { " (\($0))" } ?? "")")
+                    lines.append("      \(e(field.field)): \(e(field.before)) → \(e(field.after))\(field.label.map { " (\($0))" } ?? "")")
                 }
-                lines.append("      " + paint("because \(change.reason)", "2"))
+                lines.append("      " + paint("because \(e(change.reason))", "2"))
                 if let blocked = change.blocked {
-                    lines.append("      " + paint("not applied: \(blocked)", "33"))
+                    lines.append("      " + paint("not applied: \(e(blocked))", "33"))
                 }
             }
             for domain in plan.unmanaged where domain.host == system.name && system.kind == .host {
-                lines.append("  \(paint("?", "2")) \(domain.name)  unmanaged (\(domain.state)); left alone")
+                lines.append("  \(paint("?", "2")) \(e(domain.name))  unmanaged (\(e(domain.state))); left alone")
             }
         }
         for system in plan.unreachable {
             let name = system.system.kind == .host ? "Host \(system.system.name)" : system.system.description
             if let endpoint = system.endpoint {
-                lines.append(paint("\(name) (\(endpoint)): could not be read (\(system.reason)); nothing is removed from it", "31"))
+                lines.append(paint("\(name) (\(e(endpoint))): could not be read (\(e(system.reason))); nothing is removed from it", "31"))
             } else if system.system.kind == .host {
-                lines.append(paint("\(name): unreachable (\(system.reason)); its guests are unknown and nothing is planned for them", "31"))
+                lines.append(paint("\(name): unreachable (\(e(system.reason))); its guests are unknown and nothing is planned for them", "31"))
             } else {
-                lines.append(paint("\(name): could not be read (\(system.reason)); nothing is planned for what it holds", "31"))
+                lines.append(paint("\(name): could not be read (\(e(system.reason))); nothing is planned for what it holds", "31"))
             }
         }
         var foreign: [String: Int] = [:]
@@ -69,10 +71,10 @@ public enum PlanRenderer {
             lines.append(paint("\(group): \(count) object\(count == 1 ? "" : "s") left alone (`--format json` lists them)", "2"))
         }
         for vm in plan.unknown {
-            lines.append("  \(paint("?", "33")) \(vm.resource)  unknown: \(vm.reason)")
+            lines.append("  \(paint("?", "33")) \(e(vm.resource))  unknown: \(e(vm.reason))")
         }
         for problem in plan.errors {
-            lines.append(paint("error: \(problem.resource): \(problem.message)", "31"))
+            lines.append(paint("error: \(e(problem.resource)): \(e(problem.message))", "31"))
         }
         if !lines.isEmpty { lines.append("") }
         lines.append(headline(plan))

@@ -50,7 +50,7 @@ public struct Planner {
     public func plan() -> Plan {
         var plan = Plan()
         plan.site = site.name
-        plan.hosts = Dictionary(uniqueKeysWithValues: index.hosts.map { ($0.key, $0.value.uri) })
+        plan.hosts = Dictionary(uniqueKeysWithValues: index.hosts.map { ($0.key, Redaction.redacted($0.value.uri)) })
         let unreachableHosts = observation.hosts.unreachableHosts
         plan.unreachable = unreachableHosts.map { Plan.UnreachableSystem(system: .host($0.host), reason: $0.reason) }
 

@@ -68,7 +68,7 @@ enum FileOperations {
 
     /// Creates `path` (must not exist) as a sparse file of `size` bytes.
     static func createSparse(_ path: String, size: UInt64) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw StorageError.failed("create \(path)", errorText()) }
         defer { close(fd) }
         if ftruncate(fd, off_t(size)) != 0 { throw StorageError.failed("set the size of \(path) to \(size) bytes", errorText()) }
@@ -89,7 +89,7 @@ enum FileOperations {
         let input = open(source, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw StorageError.failed("open \(source)", errorText()) }
         defer { close(input) }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard output >= 0 else { throw StorageError.failed("create \(destination)", errorText()) }
         defer { close(output) }
         if allowed.contains(.reflink) {

@@ -18,7 +18,7 @@ import VirtformSystem
 ///     <project>/.virtform-tmp-<name>-<random> an object being made (renamed into place last)
 ///
 /// Each carries the xattr `user.virtform.owner` (`OwnershipMark`). A snapshot is a reflink copy
-/// (btrfs) made read-only with mode 0444 and the immutable attribute (`chattr +i`): nothing, not
+/// (btrfs) made read-only with mode 0400 and the immutable attribute (`chattr +i`): nothing, not
 /// even root, can change it until virtform clears the attribute to delete it. On `dir`, where
 /// reflinks are missing, snapshots and clones are sparse copies (`cloneMethod` says which).
 public final class FileTreeDriver: StorageDriver {
@@ -189,6 +189,7 @@ public final class FileTreeDriver: StorageDriver {
         if FileOperations.info(final) != nil {
             throw StorageError(.alreadyExists, "failed to create project \(name) in pool \(poolName): \(final) already exists")
         }
+        try requireNoLinks(final, "create project \(name)")
         let temporary = "\(path)/\(FileOperations.temporaryName(for: name))"
         var undo: [() async -> Void] = []
         do {
@@ -197,11 +198,13 @@ public final class FileTreeDriver: StorageDriver {
                 try await command(["btrfs", "subvolume", "create", temporary], "create project \(name) in pool \(poolName)")
                 undo.append { [runner] in _ = try? await runner.run(["btrfs", "subvolume", "delete", temporary]) }
             case .dir:
-                if mkdir(temporary, 0o755) != 0 {
+                if mkdir(temporary, 0o700) != 0 {
                     throw StorageError.failed("create project \(name) in pool \(poolName)", FileOperations.errorText())
                 }
                 undo.append { _ = rmdir(temporary) }
             }
+            // Only root reads a project: its LUNs are guests' disks.
+            if chmod(temporary, 0o700) != 0 { throw StorageError.failed("create project \(name) in pool \(poolName)", FileOperations.errorText()) }
             try OwnershipMark(kind: .project, name: name, site: site).write(path: temporary)
             try FileOperations.renameNoReplace(temporary, final)
         } catch {
@@ -324,8 +327,12 @@ public final class FileTreeDriver: StorageDriver {
         }
         try requireMark(projectPath(reference.project), kind: .project, what)
         let folder = snapshotsPath(reference.project)
-        if mkdir(folder, 0o755) != 0 && errno != EEXIST { throw StorageError.failed(what, FileOperations.errorText()) }
+        if mkdir(folder, 0o700) != 0 && errno != EEXIST { throw StorageError.failed(what, FileOperations.errorText()) }
         let final = snapshotPath(reference)
+        try requireNoLinks(final, what)
+        guard FileOperations.info(folder)?.isDirectory == true else {
+            throw StorageError(.refused, "refusing to \(what): \(folder) is not a folder")
+        }
         if FileOperations.info(final) != nil {
             throw StorageError(.alreadyExists, "failed to \(what): it already exists")
         }
@@ -334,10 +341,10 @@ public final class FileTreeDriver: StorageDriver {
             try Self.atomically(final: final) { temporary in
                 _ = try FileOperations.clone(image, to: temporary, allowed: allowed)
                 try OwnershipMark(kind: .snapshot, name: reference.description, site: self.site).write(path: temporary)
-                if chmod(temporary, 0o444) != 0 { throw StorageError.failed(what, FileOperations.errorText()) }
+                if chmod(temporary, 0o400) != 0 { throw StorageError.failed(what, FileOperations.errorText()) }
             }
             // After the rename: an immutable file cannot be renamed. btrfs always has the
-            // attribute; on dir a filesystem without it (tmpfs) leaves mode 0444 alone.
+            // attribute; on dir a filesystem without it (tmpfs) leaves mode 0400 alone.
             let set = try FileOperations.setImmutable(final, true)
             if !set && isBtrfs {
                 FileOperations.removeFile(final)
@@ -373,6 +380,7 @@ public final class FileTreeDriver: StorageDriver {
                 }
                 path = snapshotPath(reference)
             }
+            try requireNoLinks(path, "adopt \(mark.name)")
             try await Blocking.run {
                 guard try checkAdoption(found: try OwnershipMark.read(path: path), expected: mark, adopted: adopted, at: path) else { return }
                 // A snapshot is immutable: cleared for the mark, and set again whatever happens.
@@ -394,14 +402,17 @@ public final class FileTreeDriver: StorageDriver {
         }
         try requireMark(folder, kind: .project, what)
         let final = volumePath(project, name)
+        try requireNoLinks(final, what)
         if FileOperations.info(final) != nil {
             throw StorageError(.alreadyExists, "failed to \(what): \(final) already exists")
         }
         return final
     }
 
-    /// Throws `.unowned` unless `path` carries a mark (of `kind`, when given).
+    /// Throws `.unowned` unless `path` carries a mark (of `kind`, when given); `.refused` when a
+    /// symbolic link leads to it.
     private func requireMark(_ path: String, kind: OwnershipMark.Kind?, _ what: String) throws {
+        try requireNoLinks(path, what)
         guard let mark = try OwnershipMark.read(path: path) else {
             throw StorageError(.unowned, "refusing to \(what): \(path) carries no virtform ownership mark "
                                + "(\(OwnershipMark.attributeName)), so virtform did not make it and will not change it")
@@ -411,6 +422,22 @@ public final class FileTreeDriver: StorageDriver {
         }
         if let theirs = mark.site, let site, theirs != site {
             throw StorageError(.unowned, "refusing to \(what): \(path) belongs to site \(theirs), not \(site)")
+        }
+    }
+
+    /// Refuses `target` when any part of it below the pool's folder is a symbolic link: a link
+    /// planted in a pool would make virtform write (and make immutable) files outside it. The
+    /// pool's own folder may be a link; nothing inside it is followed.
+    private func requireNoLinks(_ target: String, _ what: String) throws {
+        guard target.hasPrefix(path + "/") else { return }
+        var current = path
+        for component in target.dropFirst(path.count + 1).split(separator: "/") {
+            current += "/" + component
+            var info = stat()
+            guard lstat(current, &info) == 0 else { return }  // what follows does not exist yet
+            if info.st_mode & S_IFMT == S_IFLNK {
+                throw StorageError(.refused, "refusing to \(what): \(current) is a symbolic link inside pool \(poolName)")
+            }
         }
     }
 

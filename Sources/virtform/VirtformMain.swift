@@ -5,6 +5,6 @@ import VirtformCommands
 enum VirtformMain {
     static func main() async {
         Virtform.prepareProcess()
-        await Virtform.main(nil)
+        await Virtform.run()
     }
 }

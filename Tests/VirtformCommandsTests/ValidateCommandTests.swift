@@ -21,7 +21,8 @@ func runVirtform(_ arguments: [String]) async -> (output: String, exitCode: Int3
         }
     } catch {
         code = Virtform.exitCode(for: error).rawValue
-        if code != 0 { captured.withLock { $0 += Virtform.fullMessage(for: error) } }
+        // As the executable does (`Virtform.run`): through `Output`, which redacts.
+        if code != 0 { output.writeError(Virtform.fullMessage(for: error)) }
     }
     return (captured.withLock { $0 }, code)
 }

@@ -82,3 +82,43 @@ import VirtformExecution
         }
     }
 }
+
+/// The lock can be neither a way to write another file nor a way to stop every apply.
+@Suite struct RunLockHardeningTests {
+    @Test func aSymbolicLinkAtTheLockPathIsNeverFollowed() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("virtform-lockdir-\(UUID().uuidString)").path
+        try RunLock.prepareDirectory(directory)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let victim = directory + "/victim"
+        try "keep me\n".write(toFile: victim, atomically: false, encoding: .utf8)
+        let path = directory + "/apply.lock"
+        try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: victim)
+        #expect {
+            try RunLock.tryLock(at: path, command: "virtform apply")
+        } throws: { error in
+            (error as? ExecutionError)?.code == .lockFailed && "\(error)".contains("symbolic link")
+        }
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep me\n", "the link's target is untouched")
+    }
+
+    @Test func theLockFileAndItsDirectoryAreThisUsersAlone() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("virtform-lockdir-\(UUID().uuidString)").path
+        try RunLock.prepareDirectory(directory)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let attributes = try FileManager.default.attributesOfItem(atPath: directory)
+        #expect((attributes[.posixPermissions] as? Int) == 0o700)
+        let lock = try RunLock.tryLock(at: directory + "/apply.lock", command: "virtform apply")
+        defer { lock.unlock() }
+        let file = try FileManager.default.attributesOfItem(atPath: directory + "/apply.lock")
+        #expect((file[.posixPermissions] as? Int) == 0o600)
+
+        // A world-writable directory is made private; a link in place of the directory is refused.
+        let open = directory + "/open"
+        try FileManager.default.createDirectory(atPath: open, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o777])
+        try RunLock.prepareDirectory(open)
+        #expect((try FileManager.default.attributesOfItem(atPath: open)[.posixPermissions] as? Int) == 0o700)
+        let link = directory + "/link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: open)
+        #expect(throws: ExecutionError.self) { try RunLock.prepareDirectory(link) }
+    }
+}

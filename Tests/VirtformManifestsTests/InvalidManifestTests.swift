@@ -53,6 +53,13 @@ struct InvalidManifestTests {
               vcpus: 1
               placement: {host: h1}
             """, token: "memroy", field: "spec.memroy", message: "unknown field \"memroy\"", suggestion: "memory"),
+        BrokenCase(label: "memory of nothing", document: vm + """
+
+              project: appl-1
+              memory: 0 #<
+              vcpus: 1
+              placement: {host: h1}
+            """, token: "0", field: "spec.memory", message: "a size must be more than 0"),
         BrokenCase(label: "memory that is not a size", document: vm + """
 
               project: appl-1

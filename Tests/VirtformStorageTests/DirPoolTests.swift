@@ -33,6 +33,37 @@ func withExt4Pool<T: Sendable>(size: String, _ body: @Sendable (FileTreeDriver, 
 
 @Suite(.disabled(if: dirUnavailable != nil, Comment(rawValue: dirUnavailable ?? "")))
 struct DirPoolTests {
+    /// Guests' disks are root's alone, and a link planted in the pool leads nowhere: a
+    /// `.snapshots` pointing outside makes the snapshot fail with nothing written there.
+    @Test func disksArePrivateAndNoLinkInsideThePoolIsFollowed() async throws {
+        try await withExt4Pool(size: "64M") { pool, mountPoint in
+            try await pool.probe()
+            try await pool.createProject("masters")
+            try await pool.createImage(project: "masters", name: "osol", size: 8 * mib)
+            let image = pool.backingPath(project: "masters", volume: "osol")
+            #expect((try FileManager.default.attributesOfItem(atPath: image)[.posixPermissions] as? Int) == 0o600)
+            #expect((try FileManager.default.attributesOfItem(atPath: mountPoint + "/masters")[.posixPermissions] as? Int) == 0o700)
+
+            let outside = try makeTemporaryRoot("vftest-outside")
+            defer { try? FileManager.default.removeItem(atPath: outside) }
+            try FileManager.default.createSymbolicLink(atPath: mountPoint + "/masters/.snapshots", withDestinationPath: outside)
+            let reference = SnapshotReference(project: "masters", image: "osol", snapshot: "v1")
+            await #expect(throws: StorageError.self) { try await pool.createSnapshot(reference) }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty, "nothing was written outside the pool")
+
+            // The same for a LUN whose name is a link to a file elsewhere.
+            try "precious\n".write(toFile: outside + "/victim", atomically: false, encoding: .utf8)
+            try FileManager.default.removeItem(atPath: mountPoint + "/masters/.snapshots")
+            try await pool.createSnapshot(reference)
+            #expect((try FileManager.default.attributesOfItem(atPath: mountPoint + "/masters/.snapshots/osol@v1.img")[.posixPermissions] as? Int) == 0o400)
+            try await pool.createProject("appl-1")
+            try FileManager.default.createSymbolicLink(atPath: mountPoint + "/appl-1/vm-1.img", withDestinationPath: outside + "/victim")
+            await #expect(throws: StorageError.self) { try await pool.deleteVolume(project: "appl-1", name: "vm-1") }
+            await #expect(throws: StorageError.self) { try await pool.grow(project: "appl-1", name: "vm-1", to: 16 * mib) }
+            #expect(try String(contentsOfFile: outside + "/victim", encoding: .utf8) == "precious\n")
+        }
+    }
+
     @Test func clonesOnAFilesystemWithoutReflinksAreSparseCopies() async throws {
         try await withExt4Pool(size: "64M") { pool, _ in
             try await pool.probe()

@@ -64,9 +64,12 @@ struct ApplyCommand: AsyncParsableCommand {
         let lockPath = Self.lockPath(for: site.hosts.map(\.uri))
         let lock: RunLock
         do {
+            try RunLock.prepareDirectory(Self.lockDirectory())
             lock = lockTimeout > 0
                 ? try await RunLock.lock(at: lockPath, command: "virtform apply", timeout: .milliseconds(Int(lockTimeout * 1000)))
                 : try RunLock.tryLock(at: lockPath, command: "virtform apply")
+        } catch where error.code == .lockFailed {
+            throw CommandFailure("cannot take the apply lock: \(error)")
         } catch {
             throw CommandFailure("another apply is running for this site: \(error)\nWait for it, or pass --lock-timeout SECONDS.")
         }
@@ -167,9 +170,19 @@ struct ApplyCommand: AsyncParsableCommand {
         }
     }
 
+    /// Where apply locks live: `$VIRTFORM_LOCK_DIR`, else `/run/virtform` for root and
+    /// `$XDG_RUNTIME_DIR/virtform` (or `/tmp/virtform-UID`) for anyone else — a directory only
+    /// its user can change (`RunLock.prepareDirectory`), never a world-writable one.
+    static func lockDirectory() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        if let directory = environment["VIRTFORM_LOCK_DIR"], !directory.isEmpty { return directory }
+        if geteuid() == 0 { return "/run/virtform" }
+        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") { return runtime + "/virtform" }
+        return "/tmp/virtform-\(geteuid())"
+    }
+
     static func lockPath(for uris: [String]) -> String {
-        let directory = ProcessInfo.processInfo.environment["VIRTFORM_LOCK_DIR"] ?? NSTemporaryDirectory()
-        return (directory as NSString).appendingPathComponent("virtform-apply-\(StableHash.of(uris.sorted().joined(separator: "\n")).hex).lock")
+        (lockDirectory() as NSString).appendingPathComponent("virtform-apply-\(StableHash.of(uris.sorted().joined(separator: "\n")).hex).lock")
     }
 
     /// What differs between a saved plan and the same plan made now: resources whose observed

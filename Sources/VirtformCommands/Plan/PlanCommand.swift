@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VirtformManifests
+import VirtformModel
 import VirtformPlanning
 
 /// `virtform plan`: what apply would do, without doing it.
@@ -49,7 +50,7 @@ struct PlanCommand: AsyncParsableCommand {
             saved.sources = Plan.Sources(paths: paths, files: files)
             saved.allowed = allow.allowances
             do {
-                try PlanRenderer.json(saved).write(toFile: out, atomically: true, encoding: .utf8)
+                try Redaction.redacted(PlanRenderer.json(saved)).write(toFile: out, atomically: true, encoding: .utf8)
             } catch {
                 throw CommandFailure("failed to save the plan to \(out): \(error.localizedDescription)")
             }

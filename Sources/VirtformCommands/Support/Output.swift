@@ -1,19 +1,25 @@
 import ArgumentParser
 import Foundation
+import VirtformModel
 
 /// Where a command writes. Commands never call `print` directly, so tests can capture what they
 /// say and whether it would be coloured.
 public struct Output: Sendable {
-    public var write: @Sendable (String) -> Void
-    public var writeError: @Sendable (String) -> Void
+    private let sink: @Sendable (String) -> Void
+    private let errorSink: @Sendable (String) -> Void
     /// Colour and other terminal niceties are used only on a terminal, and never with NO_COLOR set.
     public var useColor: Bool
 
+    /// `write` and `writeError` receive everything already redacted: passwords in URIs never
+    /// reach a terminal, a pipe, a file or a test's capture (`Redaction`).
     public init(write: @escaping @Sendable (String) -> Void, writeError: @escaping @Sendable (String) -> Void, useColor: Bool) {
-        self.write = write
-        self.writeError = writeError
+        self.sink = write
+        self.errorSink = writeError
         self.useColor = useColor
     }
+
+    public func write(_ text: String) { sink(Redaction.redacted(text)) }
+    public func writeError(_ text: String) { errorSink(Redaction.redacted(text)) }
 
     /// Each call is one `write(2)` of the whole text (a line as it happens, even into a pipe),
     /// without the copy into `Data` that `FileHandle` makes: apply writes two lines per action.

@@ -13,11 +13,13 @@ public enum DiagnosticReport {
                 : diagnostic.location.description
             let severity = diagnostic.severity == .error
                 ? output.paint("error", .red) : output.paint("warning", .yellow)
-            var line = "\(output.paint(location, .bold)): \(severity): "
-            if let object = diagnostic.object { line += "\(object): " }
-            if !diagnostic.field.isEmpty { line += "\(diagnostic.field): " }
-            line += diagnostic.message
-            if let suggestion = diagnostic.suggestion { line += " (did you mean \"\(suggestion)\"?)" }
+            // Values quoted from the manifests are escaped: a hostname cannot forge a line.
+            func e(_ text: String) -> String { Redaction.escapingControls(text) }
+            var line = "\(output.paint(e(location), .bold)): \(severity): "
+            if let object = diagnostic.object { line += "\(e(object)): " }
+            if !diagnostic.field.isEmpty { line += "\(e(diagnostic.field)): " }
+            line += e(diagnostic.message)
+            if let suggestion = diagnostic.suggestion { line += " (did you mean \"\(e(suggestion))\"?)" }
             lines.append(line)
         }
         if result.skippedSiteChecks {

@@ -35,7 +35,10 @@ struct ShapeChecker {
             }
             mismatch(node, shape, path(), suggestion: suggestion)
         case .byteSize:
-            guard let text = node.scalar, !node.isNull, ByteSize(parsing: text) != nil else { return mismatch(node, shape, path()) }
+            guard let text = node.scalar, !node.isNull, let size = ByteSize(parsing: text) else { return mismatch(node, shape, path()) }
+            // No size virtform manages can be empty: libvirt refuses a guest without memory, a
+            // pool a LUN of no bytes.
+            if size.bytes == 0 { report(node, path(), "a size must be more than 0") }
         case .choice(let options):
             guard let text = node.scalar, options.contains(text) else {
                 return mismatch(node, shape, path(), suggestion: node.scalar.flatMap { Suggestion.nearest(to: $0, in: options) })
