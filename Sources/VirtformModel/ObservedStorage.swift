@@ -170,11 +170,15 @@ public struct PoolObservation: Sendable, Hashable {
     /// Sorted by name.
     public var projects: [ObservedProject]
     public var cloneMethod: CloneMethod?
+    /// Objects being made under a temporary name, or left half-made by an apply that was
+    /// killed: never objects, never shown as anybody's, removed by the next apply of their site.
+    public var halfMade: [HalfMadeObject]
 
-    public init(pool: String, projects: [ObservedProject], cloneMethod: CloneMethod?) {
+    public init(pool: String, projects: [ObservedProject], cloneMethod: CloneMethod?, halfMade: [HalfMadeObject] = []) {
         self.pool = pool
         self.projects = projects
         self.cloneMethod = cloneMethod
+        self.halfMade = halfMade
     }
 
     public func project(_ name: String) -> ObservedProject? { projects.first { $0.name == name } }
@@ -184,6 +188,20 @@ public struct PoolObservation: Sendable, Hashable {
     }
 }
 
+
+/// Something a storage driver was building under a temporary name when its apply stopped (or
+/// is building now).
+public struct HalfMadeObject: Sendable, Hashable, Codable {
+    /// Relative to the pool: `.virtform-tmp-@lab@appl-1-k3j2`, `appl-1/.virtform-tmp-@lab@vm-1.img-9zq`.
+    public var path: String
+    /// The site whose apply made it; nil for temporaries of a virtform before sites.
+    public var site: String?
+
+    public init(path: String, site: String?) {
+        self.path = path
+        self.site = site
+    }
+}
 
 /// One volume to export: it becomes the target `<iqnPrefix>:<project>.<volume>` with the volume
 /// as LUN 1.
@@ -236,10 +254,15 @@ public struct ObservedTarget: Sendable, Hashable {
     /// The site named by the mark of the LUN it serves; nil when the LUN is gone or its mark
     /// names no site.
     public var site: String?
+    /// A target named as virtform names one (`<iqnPrefix>:<project>.<volume>`) that serves no
+    /// LUN: an export interrupted between making the target and adding its LUN (or one still
+    /// being made). It is the work of whichever site owns the project its name gives.
+    public var halfMade: Bool
 
     public init(tid: Int, iqn: String, luns: [ObservedTargetLUN], boundInitiators: [String], connectedInitiators: [String], isOwned: Bool,
-                site: String? = nil) {
+                site: String? = nil, halfMade: Bool = false) {
         self.site = site
+        self.halfMade = halfMade
         self.tid = tid
         self.iqn = iqn
         self.luns = luns

@@ -338,6 +338,9 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// Rewrites the marks of objects an earlier virtform made without a site (`marks`, as they
     /// are now) with this site's name: the site adopts them once.
     case adoptMarks(marks: [OwnershipMark])
+    /// Removes what an interrupted apply of this site left under temporary names (paths
+    /// relative to the pool).
+    case removeHalfMade(paths: [String])
 
     // Export servers.
     case exportVolume(request: ExportRequest)

@@ -67,6 +67,22 @@ struct StoragePlanner {
     mutating func plan() {
         let projects = site.projects.filter { $0.pool == pool.name }
         let projectNames = Set(projects.map(\.name))
+        // What an interrupted apply of this site left under temporary names goes first; a
+        // project is deleted only after it. Other sites' are theirs to remove.
+        let halfMade = observation.halfMade.filter { $0.site == site.name }.map(\.path)
+        if !halfMade.isEmpty {
+            add(Change(action: .delete, resource: "HalfMade/\(pool.name)", system: system, operation: .removeHalfMade(paths: halfMade),
+                       reason: "an apply of this site stopped while making them (or is making them now); they never became objects",
+                       summary: "\(halfMade.count) temporar\(halfMade.count == 1 ? "y" : "ies"): \(halfMade.prefix(4).joined(separator: ", "))\(halfMade.count > 4 ? ", …" : "")"),
+                fingerprint: halfMade.joined(separator: ","))
+        }
+        defer {
+            if let id = planned["HalfMade/\(pool.name)"] {
+                for i in changes.indices {
+                    if case .deleteProject = changes[i].operation { changes[i].dependsOn.append(id) }
+                }
+            }
+        }
 
         for project in projects {
             let resource = "StorageProject/\(project.name)"
@@ -218,6 +234,10 @@ struct StoragePlanner {
         let volumeSize = observation.volume(project: vm.project, name: vm.name)?.size
         let lun = target.luns.first { $0.lun == 1 }
         var fields: [FieldChange] = []
+        if lun == nil {
+            fields.append(FieldChange(field: "LUN 1", before: "none (half-made: an apply was interrupted while exporting it, or is exporting it now)",
+                                      after: backing, effect: .applied))
+        }
         if let lun {
             if lun.backingPath != backing {
                 fields.append(FieldChange(field: "backing", before: lun.backingPath, after: backing, effect: .applied))
@@ -377,7 +397,15 @@ extension PoolContents {
             }
         }
         if let export = pool.export, let targets {
-            for (t, target) in targets.enumerated() where target.isOwned {
+            // A half-made target (no LUN) is the work of the site that owns the project its name
+            // holds: this site's own unfinished export, never a stranger's.
+            let ownProjects = Set(view.observation.projects.filter { $0.ownership.isOwned }.map(\.name))
+            for (t, target) in targets.enumerated() where target.halfMade && !target.isOwned {
+                guard let project = target.volume(prefix: export.iqnPrefix)?.project, ownProjects.contains(project) else { continue }
+                view.targets![t].isOwned = true
+                view.targets![t].site = site
+            }
+            for (t, target) in view.targets!.enumerated() where target.isOwned {
                 let project = target.volume(prefix: export.iqnPrefix)?.project ?? ""
                 guard !ours(target.site, project: project) else { continue }
                 let name = target.volume(prefix: export.iqnPrefix).map { "\($0.project)/\($0.volume)" } ?? target.iqn

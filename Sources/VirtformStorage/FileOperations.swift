@@ -61,9 +61,22 @@ enum FileOperations {
         throw StorageError(.unusable, "failed to examine \(path): \(errorText())")
     }
 
-    /// A name for a temporary object next to `name` in a folder: hidden, so observation skips it.
-    static func temporaryName(for name: String) -> String {
-        ".virtform-tmp-\(name)-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+    static let temporaryPrefix = ".virtform-tmp-"
+
+    /// A name for a temporary object next to `name` in a folder: hidden, so observation never
+    /// takes it for an object, and carrying the site (`.virtform-tmp-@SITE@NAME-RANDOM`), so
+    /// the next apply of that site — and only that site — removes what a killed one left.
+    static func temporaryName(for name: String, site: String?) -> String {
+        temporaryPrefix + (site.map { "@\($0)@" } ?? "") + "\(name)-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+    }
+
+    /// For a temporary's name: whether it is one, and the site it names (nil: none).
+    static func temporarySite(_ entry: String) -> (isTemporary: Bool, site: String?) {
+        guard entry.hasPrefix(temporaryPrefix) else { return (false, nil) }
+        let rest = entry.dropFirst(temporaryPrefix.count)
+        guard rest.first == "@", let end = rest.dropFirst().firstIndex(of: "@") else { return (true, nil) }
+        let site = String(rest[rest.index(after: rest.startIndex)..<end])
+        return (true, Names.isName(site) ? site : nil)
     }
 
     /// Creates `path` (must not exist) as a sparse file of `size` bytes.

@@ -87,15 +87,15 @@ public final class FileTreeDriver: StorageDriver {
                 throw StorageError(.unusable, "storage pool \(poolName) is unusable: required tool 'btrfs' is missing (install btrfs-progs)")
             }
         case .dir:
-            let method = try await Blocking.run { [path] in try Self.probeCloneMethod(in: path) }
+            let method = try await Blocking.run { [path, site] in try Self.probeCloneMethod(in: path, site: site) }
             probedMethod.withLock { $0 = method }
         }
     }
 
     /// Tries a reflink between two small files in the pool's folder.
-    private static func probeCloneMethod(in folder: String) throws -> CloneMethod {
-        let source = "\(folder)/\(FileOperations.temporaryName(for: "probe"))"
-        let copy = "\(folder)/\(FileOperations.temporaryName(for: "probe"))"
+    private static func probeCloneMethod(in folder: String, site: String?) throws -> CloneMethod {
+        let source = "\(folder)/\(FileOperations.temporaryName(for: "probe", site: site))"
+        let copy = "\(folder)/\(FileOperations.temporaryName(for: "probe", site: site))"
         defer {
             unlink(source)
             unlink(copy)
@@ -115,12 +115,49 @@ public final class FileTreeDriver: StorageDriver {
             throw StorageError(.unusable, "failed to observe storage pool \(poolName): \(path) is not on a btrfs filesystem (is the pool mounted?)")
         }
         var projects: [ObservedProject] = []
-        for name in try FileOperations.directoryEntries(path) where !name.hasPrefix(".") && Names.isName(name) {
+        var halfMade: [HalfMadeObject] = []
+        func collect(_ entries: [String], in folder: String) {
+            for entry in entries {
+                let (isTemporary, site) = FileOperations.temporarySite(entry)
+                if isTemporary { halfMade.append(HalfMadeObject(path: folder.isEmpty ? entry : "\(folder)/\(entry)", site: site)) }
+            }
+        }
+        let entries = try FileOperations.directoryEntries(path)
+        collect(entries, in: "")
+        for name in entries where !name.hasPrefix(".") && Names.isName(name) {
             let folder = projectPath(name)
             guard FileOperations.info(folder)?.isDirectory == true else { continue }
             projects.append(try await observeProject(name))
+            collect(try FileOperations.directoryEntries(folder), in: name)
+            if FileOperations.info(snapshotsPath(name))?.isDirectory == true {
+                collect(try FileOperations.directoryEntries(snapshotsPath(name)), in: "\(name)/.snapshots")
+            }
         }
-        return PoolObservation(pool: poolName, projects: projects, cloneMethod: capabilities.cloneMethod)
+        return PoolObservation(pool: poolName, projects: projects, cloneMethod: capabilities.cloneMethod, halfMade: halfMade.sorted { $0.path < $1.path })
+    }
+
+    public func removeHalfMade(_ paths: [String]) async throws {
+        for relative in paths {
+            let full = "\(path)/\(relative)"
+            let name = (relative as NSString).lastPathComponent
+            let (isTemporary, owner) = FileOperations.temporarySite(name)
+            guard isTemporary, let site, owner == site, !relative.split(separator: "/").contains("..") else {
+                throw StorageError(.refused, "refusing to remove \(relative) from pool \(poolName): it is not a temporary of site \(site ?? "(none)")")
+            }
+            try requireNoLinks(full, "remove \(relative)")
+            guard let info = FileOperations.info(full) else { continue }  // gone already
+            if info.isDirectory && flavor == .btrfs {
+                // A project's temporary is a subvolume; btrfs deletes it with what it holds.
+                let result = try await runner.run(["btrfs", "subvolume", "delete", full])
+                if result.status == 0 { continue }
+            }
+            if info.isRegular { _ = try? FileOperations.setImmutable(full, false) }
+            do {
+                try FileSystem.remove(full)
+            } catch {
+                throw StorageError.failed("remove \(relative) from pool \(poolName)", "\(error)")
+            }
+        }
     }
 
     private func observeProject(_ project: String) async throws -> ObservedProject {
@@ -190,7 +227,7 @@ public final class FileTreeDriver: StorageDriver {
             throw StorageError(.alreadyExists, "failed to create project \(name) in pool \(poolName): \(final) already exists")
         }
         try requireNoLinks(final, "create project \(name)")
-        let temporary = "\(path)/\(FileOperations.temporaryName(for: name))"
+        let temporary = "\(path)/\(FileOperations.temporaryName(for: name, site: site))"
         var undo: [() async -> Void] = []
         do {
             switch flavor {
@@ -245,7 +282,7 @@ public final class FileTreeDriver: StorageDriver {
         try validateName(name, "image")
         let final = try prepareVolume(project, name, "create image \(project)/\(name)")
         try await Blocking.run {
-            try Self.atomically(final: final) { temporary in
+            try Self.atomically(final: final, site: self.site) { temporary in
                 try FileOperations.createSparse(temporary, size: size)
                 try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site).write(path: temporary)
             }
@@ -262,7 +299,7 @@ public final class FileTreeDriver: StorageDriver {
             throw StorageError(.refused, "refusing to import image \(project)/\(name): the size \(size) is smaller than \(source) (\(info.size) bytes)")
         }
         try await Blocking.run {
-            try Self.atomically(final: final) { temporary in
+            try Self.atomically(final: final, site: self.site) { temporary in
                 // A source on another filesystem cannot be reflinked: copy it, on any pool.
                 _ = try FileOperations.clone(source, to: temporary, allowed: [.reflink, .sparseCopy])
                 if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
@@ -286,7 +323,7 @@ public final class FileTreeDriver: StorageDriver {
         let allowed = allowedMethods
         return try await Blocking.run {
             var method = CloneMethod.reflink
-            try Self.atomically(final: final) { temporary in
+            try Self.atomically(final: final, site: self.site) { temporary in
                 method = try FileOperations.clone(snapshot, to: temporary, allowed: allowed)
                 if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
                 try OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: self.site).write(path: temporary)
@@ -338,7 +375,7 @@ public final class FileTreeDriver: StorageDriver {
         }
         let allowed = allowedMethods, isBtrfs = flavor == .btrfs
         try await Blocking.run {
-            try Self.atomically(final: final) { temporary in
+            try Self.atomically(final: final, site: self.site) { temporary in
                 _ = try FileOperations.clone(image, to: temporary, allowed: allowed)
                 try OwnershipMark(kind: .snapshot, name: reference.description, site: self.site).write(path: temporary)
                 if chmod(temporary, 0o400) != 0 { throw StorageError.failed(what, FileOperations.errorText()) }
@@ -443,10 +480,10 @@ public final class FileTreeDriver: StorageDriver {
 
     /// Builds an object under a temporary name next to `final`, then renames it into place;
     /// on any failure the temporary is removed, so nothing half-made stays behind.
-    private static func atomically(final: String, _ build: (String) throws -> Void) throws {
+    private static func atomically(final: String, site: String?, _ build: (String) throws -> Void) throws {
         let folder = (final as NSString).deletingLastPathComponent
         let name = (final as NSString).lastPathComponent
-        let temporary = "\(folder)/\(FileOperations.temporaryName(for: name))"
+        let temporary = "\(folder)/\(FileOperations.temporaryName(for: name, site: site))"
         do {
             try build(temporary)
             try FileOperations.renameNoReplace(temporary, final)

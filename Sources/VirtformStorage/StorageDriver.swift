@@ -39,6 +39,20 @@ public protocol StorageDriver: Sendable {
     /// they are now — with this driver's site. An object whose mark is not that one (gone,
     /// changed, another site's) is refused; one already marked with this site is no change.
     func adopt(_ marks: [OwnershipMark]) async throws
+    /// Removes what an interrupted apply of this driver's site left under temporary names
+    /// (`PoolObservation.halfMade`, paths relative to the pool); refuses anything else. One
+    /// already gone is no change.
+    func removeHalfMade(_ paths: [String]) async throws
+}
+
+extension StorageDriver {
+    /// Drivers that build nothing under temporary names (zfs creates each object with its mark
+    /// in one command) have nothing to remove.
+    public func removeHalfMade(_ paths: [String]) async throws {
+        guard paths.isEmpty else {
+            throw StorageError(.unsupported, "pool \(poolName) makes no temporaries; nothing of \(paths.joined(separator: ", ")) is its to remove")
+        }
+    }
 }
 
 /// What `mark` becomes when the driver's site adopts it.

@@ -10,7 +10,9 @@ import VirtformSystem
 /// **Ownership.** tgt keeps no properties on a target, so a target counts as virtform's when its
 /// IQN starts with `<iqnPrefix>:` **and** its LUN 1's backing file carries a virtform ownership
 /// mark (of an image or a LUN), or that file no longer exists (a LUN deleted under its target
-/// must still be cleaned up). Anything else is reported as unowned and never removed.
+/// must still be cleaned up). A target named that way that serves no LUN at all is reported as
+/// half-made (`ObservedTarget.halfMade`: an export a crash interrupted); the planner gives it to
+/// the site whose project its name holds. Anything else is reported as unowned and never removed.
 public struct TgtExportDriver: ExportDriver {
     public let export: ISCSIExport
     public let controlPort: Int
@@ -47,6 +49,7 @@ public struct TgtExportDriver: ExportDriver {
             var target = target
             target.isOwned = isOwned(target)
             if target.isOwned, let lun = target.luns.first(where: { $0.lun == 1 }) { target.site = backingMark(lun.backingPath)?.site }
+            target.halfMade = target.luns.isEmpty && target.volume(prefix: iqnPrefix) != nil
             return target
         }.sorted { $0.iqn < $1.iqn }
     }
@@ -136,7 +139,7 @@ public struct TgtExportDriver: ExportDriver {
         guard let target = targets.first(where: { $0.iqn == iqn }) else {
             throw StorageError(.notFound, "failed to unexport \(iqn): no such target on tgtd (control port \(controlPort))")
         }
-        guard target.isOwned else {
+        guard target.isOwned || target.halfMade else {
             throw StorageError(.unowned, "refusing to unexport \(iqn): it is not virtform's (its IQN lacks the prefix \(iqnPrefix): "
                                + "or its backing file carries no ownership mark)")
         }

@@ -220,6 +220,48 @@ struct StackTests {
         }
     }
 
+    /// What an apply killed at the worst moments leaves — a target made without its LUN, a
+    /// project subvolume and a LUN file still under their temporary names — is the site's own
+    /// unfinished work: plan shows it (no errors, nothing foreign), the next apply finishes or
+    /// removes it, and then everything is clean and nothing hidden stays in the pool.
+    @Test func workAKilledApplyLeftIsFinishedByTheNext() async throws {
+        try await StackSite.with { site in
+            var (output, code) = await site.run(["apply", "--auto-approve"])
+            try #require(code == 0, "\(output)")
+            let tgtadm = [try #require(Executables.find("tgtadm")), "-C", String(StackSite.controlPort), "--lld", "iscsi"]
+            let btrfs = try #require(Executables.find("btrfs"))
+            let iqn = "iqn.2026-11.io.virtform.stack:appl.web-1"
+            let shown = try await Command.run(tgtadm + ["--op", "show", "--mode", "target"]).checked(tgtadm).standardOutput
+            let tid = try #require(shown.split(separator: "\n").first { $0.hasSuffix(": \(iqn)") }?
+                .split(separator: " ").dropFirst().first.map { String($0.dropLast()) })
+            // The target made again without its LUN (the test driver's guest holds no iSCSI session).
+            _ = try await Command.run(tgtadm + ["--op", "delete", "--mode", "target", "--tid", tid, "--force"]).checked(tgtadm)
+            _ = try await Command.run(tgtadm + ["--op", "new", "--mode", "target", "--tid", tid, "-T", iqn]).checked(tgtadm)
+            // A project subvolume and a LUN file under their temporary names, as a kill leaves them.
+            let project = site.mountPoint + "/.virtform-tmp-@stack-a@spare-k1"
+            _ = try await Command.run([btrfs, "subvolume", "create", project]).checked([btrfs])
+            let file = site.mountPoint + "/appl/.virtform-tmp-@stack-a@web-2.img-x9"
+            try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: file))
+            // Another site's temporary is not this site's to remove.
+            let theirs = site.mountPoint + "/.virtform-tmp-@stack-b@b-apps-z3"
+            try Data().write(to: URL(fileURLWithPath: theirs))
+
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            #expect(code == 2, "\(output)")
+            #expect(!output.contains("error") && !output.contains("left alone"), "\(output)")
+            #expect(output.contains("ISCSITarget/appl/web-1  update") && output.contains("LUN 1: none (half-made"), "\(output)")
+            #expect(output.contains("HalfMade/stack-pool  delete"), "\(output)")
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            #expect(code == 0, "\(output)")
+            #expect(!FileManager.default.fileExists(atPath: project) && !FileManager.default.fileExists(atPath: file))
+            #expect(FileManager.default.fileExists(atPath: theirs))
+            let after = try await Command.run(tgtadm + ["--op", "show", "--mode", "target"]).checked(tgtadm).standardOutput
+            #expect(after.contains("Backing store path: \(site.mountPoint)/appl/web-1.img"), "\(after)")
+        }
+    }
+
     /// Two sites with different names on the same hypervisor, pool, target server and Kea: each
     /// applies, each plans clean, neither sees the other's objects as its own, and one that
     /// drops everything deletes only what it made.

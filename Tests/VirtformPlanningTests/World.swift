@@ -20,6 +20,8 @@ struct World {
     /// Whether the pool's driver can import images (zfs cannot).
     var canImport = true
     var dhcpUnreachable: String?
+    /// What an interrupted apply left under temporary names in the pool.
+    var halfMade: [HalfMadeObject] = []
     /// Running guests that do not let go of a detached interface (no ACPI hot-plug in the guest).
     var stuckDetaching = false
     private var nextTID = 1
@@ -40,7 +42,7 @@ struct World {
     func observation(for site: Site) -> SiteObservation {
         let subnets = site.networks.filter { $0.dhcpServer == Self.dhcpServer }.map(\.subnet)
         let pool: PoolReading = poolUnreachable.map { .unreachable(reason: $0) } ?? .read(PoolContents(
-            observation: PoolObservation(pool: Self.pool, projects: projects.values.sorted { $0.name < $1.name }, cloneMethod: .reflink),
+            observation: PoolObservation(pool: Self.pool, projects: projects.values.sorted { $0.name < $1.name }, cloneMethod: .reflink, halfMade: halfMade),
             targets: targets.sorted { $0.iqn < $1.iqn }, served: served,
             capabilities: StorageCapabilities(cloneMethod: .reflink, canImport: canImport, reportsExclusiveBytes: true)))
         let dhcp: DHCPReading = dhcpUnreachable.map { .unreachable(reason: $0) } ?? .read(DHCPObservation(
@@ -146,6 +148,8 @@ struct World {
                     for i in targets.indices where targets[i].iqn.hasSuffix(":\(mark.name.replacingOccurrences(of: "/", with: "."))") { targets[i].site = site }
                 }
             }
+        case .removeHalfMade(let paths):
+            halfMade.removeAll { paths.contains($0.path) }
         case .manual:
             break
         }

@@ -98,6 +98,8 @@ enum StoragePools: SystemKind {
                 try await driver.deleteVolume(project: project, name: name)
             case .adoptMarks(let marks):
                 try await driver.adopt(marks)
+            case .removeHalfMade(let paths):
+                try await driver.removeHalfMade(paths)
             default:
                 throw CommandFailure.notFor(change, .pool(name))
             }
