@@ -277,6 +277,7 @@ public final class Connection: Sendable {
     /// With `validate`, libvirt also checks the XML against its schema.
     @discardableResult
     public func define(xml: String, validate: Bool = false) async throws(LibvirtError) -> Domain {
+        KillPoint.step("libvirt define")
         let flags = validate ? VIR_DOMAIN_DEFINE_VALIDATE.rawValue : 0
         return try await withPointer("define domain") { conn throws(LibvirtError) -> Domain in
             let pointer = try check(virDomainDefineXMLFlags(conn, xml, flags), "define domain on '\(self.uri)'")
@@ -287,7 +288,8 @@ public final class Connection: Sendable {
     /// Creates and starts a transient domain from XML (`virDomainCreateXML`).
     @discardableResult
     public func createTransient(xml: String) async throws(LibvirtError) -> Domain {
-        try await withPointer("create transient domain") { conn throws(LibvirtError) -> Domain in
+        KillPoint.step("libvirt create transient")
+        return try await withPointer("create transient domain") { conn throws(LibvirtError) -> Domain in
             let pointer = try check(virDomainCreateXML(conn, xml, 0), "create transient domain on '\(self.uri)'")
             return Domain(pointer: pointer, connection: self)
         }

@@ -1,4 +1,5 @@
 import CLibvirt
+import VirtformSystem
 import Foundation
 
 /// One libvirt domain (`virDomainPtr`) on a `Connection`.
@@ -107,16 +108,19 @@ public final class Domain: Sendable, CustomStringConvertible {
 
     /// Starts a defined domain (`virDomainCreate`).
     public func create() async throws(LibvirtError) {
+        KillPoint.step("libvirt start \(name)")
         try await call("start") { dom, op throws(LibvirtError) in _ = try check(virDomainCreate(dom), op) }
     }
 
     /// Asks the guest to shut down (`virDomainShutdown`); returns before it has.
     public func shutdown() async throws(LibvirtError) {
+        KillPoint.step("libvirt shutdown \(name)")
         try await call("shut down") { dom, op throws(LibvirtError) in _ = try check(virDomainShutdown(dom), op) }
     }
 
     /// Stops the domain immediately (`virDomainDestroy`), like pulling the plug.
     public func destroy() async throws(LibvirtError) {
+        KillPoint.step("libvirt destroy \(name)")
         try await call("destroy") { dom, op throws(LibvirtError) in _ = try check(virDomainDestroy(dom), op) }
     }
 
@@ -133,6 +137,7 @@ public final class Domain: Sendable, CustomStringConvertible {
     /// Removes the persistent definition (`virDomainUndefineFlags`). A running domain keeps
     /// running as a transient one.
     public func undefine(flags: UndefineFlags = []) async throws(LibvirtError) {
+        KillPoint.step("libvirt undefine \(name)")
         try await call("undefine") { dom, op throws(LibvirtError) in
             _ = try check(virDomainUndefineFlags(dom, flags.rawValue), op)
         }
@@ -142,6 +147,7 @@ public final class Domain: Sendable, CustomStringConvertible {
 
     /// Sets the current memory (balloon target) in KiB (`virDomainSetMemoryFlags`).
     public func setMemory(kib: UInt64, flags: DomainModification = []) async throws(LibvirtError) {
+        KillPoint.step("libvirt set memory \(name)")
         try await call("set memory of") { dom, op throws(LibvirtError) in
             _ = try check(virDomainSetMemoryFlags(dom, UInt(kib), flags.rawValue), op)
         }
@@ -159,6 +165,7 @@ public final class Domain: Sendable, CustomStringConvertible {
     /// Sets the number of virtual CPUs (`virDomainSetVcpusFlags`); with `maximum`, the upper
     /// limit instead (configuration only).
     public func setVcpus(count: Int, flags: DomainModification = [], maximum: Bool = false) async throws(LibvirtError) {
+        KillPoint.step("libvirt set vcpus \(name)")
         try await call("set vCPUs of") { dom, op throws(LibvirtError) in
             let all = flags.rawValue | (maximum ? VIR_DOMAIN_VCPU_MAXIMUM.rawValue : 0)
             _ = try check(virDomainSetVcpusFlags(dom, UInt32(count), all), op)
@@ -199,6 +206,7 @@ public final class Domain: Sendable, CustomStringConvertible {
 
     /// Attaches a device described by XML, e.g. an `<interface>` (`virDomainAttachDeviceFlags`).
     public func attachDevice(xml: String, flags: DomainModification = []) async throws(LibvirtError) {
+        KillPoint.step("libvirt attach device \(name)")
         try await call("attach device to") { dom, op throws(LibvirtError) in
             _ = try check(virDomainAttachDeviceFlags(dom, xml, flags.rawValue), op)
         }
@@ -207,6 +215,7 @@ public final class Domain: Sendable, CustomStringConvertible {
     /// Detaches a device described by XML (`virDomainDetachDeviceFlags`). For a live detach the
     /// guest may finish removing it after this returns.
     public func detachDevice(xml: String, flags: DomainModification = []) async throws(LibvirtError) {
+        KillPoint.step("libvirt detach device \(name)")
         try await call("detach device from") { dom, op throws(LibvirtError) in
             _ = try check(virDomainDetachDeviceFlags(dom, xml, flags.rawValue), op)
         }

@@ -102,10 +102,12 @@ public struct DnsmasqDriver: DHCPDriver {
                 continue
             }
             do {
+                KillPoint.step("write the hosts file of \(endpoint.name)")
                 try FileSystem.writeFile(paths.hostsFile, edited, mode: 0o644, owner: nil)
             } catch {
                 throw DHCPError(.unreachable, "failed to write the hosts file of \(endpoint.name): \(error)", endpoint: endpoint.name)
             }
+            KillPoint.step("signal dnsmasq of \(endpoint.name)")
             guard kill(pid, SIGHUP) == 0 else {
                 throw DHCPError(.unreachable, "failed to signal dnsmasq (pid \(pid)) of \(endpoint.name) to re-read \(paths.hostsFile): \(String(cString: strerror(errno)))", endpoint: endpoint.name)
             }

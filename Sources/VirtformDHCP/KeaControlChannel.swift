@@ -24,6 +24,7 @@ struct KeaControlChannel: Sendable {
     /// `result` is 0 (success) or 3 (empty: nothing found), naming the endpoint, the command
     /// and Kea's `text`.
     func send(_ command: String, arguments: JSONValue? = nil) async throws -> Answer {
+        KillPoint.step("kea \(command)")
         var request: [String: JSONValue] = ["command": .string(command)]
         if let arguments { request["arguments"] = arguments }
         let bytes = Array(JSONValue.object(request).canonicalText.utf8)

@@ -162,6 +162,12 @@ public final class LibvirtHost: Sendable {
         }
     }
 
+    /// Closes the session's connection (and forgets the domains it defined); later calls fail.
+    public func close() async {
+        defined.withLock { $0.removeAll() }
+        await connection.close()
+    }
+
     private func require(_ domainName: String) async throws -> Domain {
         if let known = defined.withLock({ $0[domainName] }) { return known }
         guard let domain = try await connection.domain(named: domainName) else {

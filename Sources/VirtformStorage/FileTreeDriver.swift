@@ -243,6 +243,7 @@ public final class FileTreeDriver: StorageDriver {
             // Only root reads a project: its LUNs are guests' disks.
             if chmod(temporary, 0o700) != 0 { throw StorageError.failed("create project \(name) in pool \(poolName)", FileOperations.errorText()) }
             try OwnershipMark(kind: .project, name: name, site: site).write(path: temporary)
+            KillPoint.step("rename project \(name) into place")
             try FileOperations.renameNoReplace(temporary, final)
         } catch {
             for step in undo.reversed() { await step() }
@@ -342,6 +343,7 @@ public final class FileTreeDriver: StorageDriver {
         guard size >= info.size else {
             throw StorageError(.refused, "refusing to shrink \(project)/\(name) from \(info.size) to \(size) bytes")
         }
+        KillPoint.step("grow \(project)/\(name)")
         if size > info.size { try FileOperations.grow(file, to: size) }
     }
 
@@ -351,6 +353,7 @@ public final class FileTreeDriver: StorageDriver {
             throw StorageError(.notFound, "failed to delete \(project)/\(name): it does not exist in pool \(poolName)")
         }
         try requireMark(file, kind: nil, "delete \(project)/\(name)")
+        KillPoint.step("delete \(project)/\(name)")
         if unlink(file) != 0 { throw StorageError.failed("delete \(project)/\(name)", FileOperations.errorText()) }
     }
 
@@ -397,6 +400,7 @@ public final class FileTreeDriver: StorageDriver {
         }
         try requireMark(file, kind: .snapshot, "delete snapshot \(reference)")
         try FileOperations.setImmutable(file, false)
+        KillPoint.step("delete snapshot \(reference)")
         if unlink(file) != 0 { throw StorageError.failed("delete snapshot \(reference)", FileOperations.errorText()) }
     }
 
@@ -485,7 +489,9 @@ public final class FileTreeDriver: StorageDriver {
         let name = (final as NSString).lastPathComponent
         let temporary = "\(folder)/\(FileOperations.temporaryName(for: name, site: site))"
         do {
+            KillPoint.step("build \(name)")
             try build(temporary)
+            KillPoint.step("rename \(name) into place")
             try FileOperations.renameNoReplace(temporary, final)
         } catch {
             FileOperations.removeFile(temporary)

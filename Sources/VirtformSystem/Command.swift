@@ -86,6 +86,12 @@ public enum Command {
         let outputData = output.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         process.waitUntilExit()
+        // Closed here, not left to the handles' deinit: Foundation keeps them alive past this
+        // call, and a long-running process (or a test suite) would run out of descriptors.
+        for pipe in [output, error] {
+            try? pipe.fileHandleForReading.close()
+            try? pipe.fileHandleForWriting.close()
+        }
         if timedOut.current {
             throw SystemError("`\(commandLine)` did not finish within \(timeout) and was killed")
         }
@@ -121,6 +127,7 @@ public struct LocalCommandRunner: CommandRunner {
 
     public func run(_ arguments: [String]) async throws -> CommandResult {
         guard let program = arguments.first else { throw SystemError("no program to run") }
+        KillPoint.step("run \(arguments.prefix(6).joined(separator: " "))")
         var resolved = arguments
         if !program.contains("/") {
             guard let path = Executables.find(program) else { throw SystemError("`\(program)` is not installed (not found on PATH)") }

@@ -76,7 +76,18 @@ struct ApplyCommand: AsyncParsableCommand {
         defer { lock.unlock() }
 
         let options = Planner.Options(savedPlan?.allowed ?? allow.allowances)
-        let reconciliation = await Reconciliation.make(site: site, options: options)
+        let reconciliation = await Reconciliation.make(site: site, options: options, connected: true)
+        do {
+            try await carryOut(reconciliation, savedPlan: savedPlan, output: output)
+        } catch {
+            await reconciliation.systems.closeAll()
+            throw error
+        }
+        await reconciliation.systems.closeAll()
+    }
+
+    /// Shows the plan, asks, and runs it on the connected systems.
+    private func carryOut(_ reconciliation: Reconciliation, savedPlan: Plan?, output: Output) async throws {
         var plan = reconciliation.plan
         if let savedPlan {
             // What is there now must be what the saved plan was made against, resource for resource;

@@ -77,11 +77,14 @@ struct Reconciliation {
     /// The systems as connected, for apply.
     var systems: ConnectedSystems
 
-    static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10)) async -> Reconciliation {
+    /// `connected`: keep the systems' sessions open for apply, which closes them when done;
+    /// plan and drift need only the plan, and the sessions are closed at once.
+    static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10), connected: Bool = false) async -> Reconciliation {
         LibvirtRuntime.enableEventLoopIfAnyRemote(site.hosts.map(\.uri))
         let reading = await SiteReader.read(site: site, timeout: timeout)
         var plan = Planner(site: site, observation: reading.observation, options: options).plan()
         plan.warnings += StandIns.warnings(site)
-        return Reconciliation(site: site, plan: plan, systems: reading.systems)
+        if !connected { await reading.systems.closeAll() }
+        return Reconciliation(site: site, plan: plan, systems: connected ? reading.systems : ConnectedSystems())
     }
 }

@@ -30,6 +30,8 @@ enum Hypervisors: SystemKind {
             for change in changes { try await execute(change, settings: settings) }
         }
 
+        func close() async { await host.close() }
+
         private func execute(_ change: Change, settings: PlanExecution.Settings) async throws {
             let timeout = Duration.milliseconds(Int(settings.shutdownTimeout * 1000))
             switch change.operation {

@@ -58,6 +58,13 @@ protocol SystemSession: Sendable {
     /// writes a run's changes in one go (`PlanExecution.writesInOneGo`) — all of them. Throws
     /// what the driver threw.
     func execute(_ changes: [Change], on address: SystemAddress, settings: PlanExecution.Settings) async throws
+    /// Lets go of what the session holds open (a libvirt connection); the commands call it when
+    /// they are done, so a long-running process opens nothing it does not close.
+    func close() async
+}
+
+extension SystemSession {
+    func close() async {}
 }
 
 extension SiteObservation {
@@ -88,6 +95,15 @@ struct ConnectedSystems: Sendable {
     }
 
     subscript(address: SystemAddress) -> (any SystemSession)? { sessions[address] }
+
+    /// Closes every session once (a pool's answers for its export server too: it is closed
+    /// under its first address only).
+    func closeAll() async {
+        let unique = sessions.filter { address, session in session.addresses.first == address }.map(\.value)
+        await withTaskGroup(of: Void.self) { group in
+            for session in unique { group.addTask { await session.close() } }
+        }
+    }
 }
 
 extension CommandFailure {
