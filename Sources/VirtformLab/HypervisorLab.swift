@@ -397,6 +397,13 @@ public actor HypervisorLab {
     /// timeout). Its guests keep running and its runtime directory stays, so `startHost` brings
     /// it back like a restarted libvirtd, which reattaches to them. Used to make a host
     /// unreachable.
+    /// The PID of host `index`'s daemon, when the lab started it and it runs (for fault tests:
+    /// freezing it with SIGSTOP).
+    public func daemonPID(_ index: Int) -> Int32? {
+        guard let pid = Self.readPid(configuration.pidFile(index)), isLibvirtd(pid, index: index) else { return nil }
+        return pid
+    }
+
     public func stopHost(_ index: Int) async throws {
         let name = configuration.hostName(index)
         if let pid = Self.readPid(configuration.pidFile(index)), isLibvirtd(pid, index: index) {

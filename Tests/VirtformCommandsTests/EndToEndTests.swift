@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Libvirt
 import Testing
@@ -209,6 +210,58 @@ struct EndToEndTests {
             #expect(all.values.filter { $0 }.count == extra + 2, "every guest that should run runs")
             let (again, againCode) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
             #expect(againCode == 0, "\(again)")
+        }
+    }
+
+    /// A hypervisor whose libvirtd freezes (SIGSTOP) in the middle of an apply costs one
+    /// deadline: its action in flight fails as timed out, its other actions fail at once without
+    /// waiting, the other host's actions all run, and the run ends with a summary that names the
+    /// host. Once the daemon thaws, one apply converges.
+    @Test func aHypervisorFrozenMidApplyCostsOneDeadline() async throws {
+        let extra = 40
+        try await E2ESite.with(hosts: 2, extraVMs: extra) { site in
+            let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
+            let frozen = try #require(await site.lab.daemonPID(site.hosts[1].index), "the second host's libvirtd")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = ["apply", "--auto-approve", "--per-host", "1", "--operation-timeout", "2", site.directory]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            let said = Mutex("")
+            let froze = Mutex(false)
+            // Driven by the apply's own progress: the first action on e2e-h2 freezes its daemon.
+            let reader = Thread {
+                while true {
+                    let chunk = pipe.fileHandleForReading.availableData
+                    if chunk.isEmpty { return }
+                    let text = said.withLock { $0 += String(decoding: chunk, as: UTF8.self); return $0 }
+                    if text.contains("on e2e-h2\n"), froze.withLock({ was in defer { was = true }; return !was }) { kill(frozen, SIGSTOP) }
+                }
+            }
+            try process.run()
+            reader.start()
+            let ended = await poll(within: .seconds(90), every: .milliseconds(100)) { !process.isRunning }
+            kill(frozen, SIGCONT)
+            if !ended { process.terminate() }
+            process.waitUntilExit()
+            let output = said.withLock { $0 }
+            #expect(ended, "the apply did not end while a host was frozen:\n\(output)")
+            #expect(froze.withLock { $0 }, "no action ran on e2e-h2:\n\(output)")
+            #expect(process.terminationStatus == 1, "\(output)")
+            #expect(output.contains("did not finish within 2"), "\(output)")
+            #expect(output.contains("not tried: e2e-h2 did not answer an earlier action"), "\(output)")
+            // Every action on the other host ran: planning again finds nothing left to do there.
+            let (json, _) = await runVirtform(["plan", "--format", "json", site.directory])
+            let changes = try #require((try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["changes"] as? [[String: Any]])
+            let left = changes.filter { (($0["system"] as? [String: Any])?["name"] as? String) == "e2e-h1" }
+            #expect(left.isEmpty, "left on e2e-h1: \(left.map { $0["id"] ?? "?" })")
+            #expect(changes.contains { (($0["system"] as? [String: Any])?["name"] as? String) == "e2e-h2" }, "e2e-h2 was left unfinished")
+
+            let (again, code) = await site.apply()
+            #expect(code == 0, "\(again)")
+            let (plan, planCode) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(planCode == 0, "\(plan)")
         }
     }
 

@@ -94,7 +94,7 @@ struct KillSweep: Sendable {
             spec: {}
             ---
 
-            """ + site.systems()
+            """ + site.systems().replacingOccurrences(of: "capacity: {memory: 8GiB, vcpus: 8}", with: "capacity: {memory: 64GiB, vcpus: 64}")
         if !vms.isEmpty {
             text += """
                 ---

@@ -43,6 +43,11 @@ struct ApplyCommand: AsyncParsableCommand {
     @Option(help: "Seconds a guest has to shut down before it is forced off.")
     var shutdownTimeout: Double = 60
 
+    @Option(help: ArgumentHelp(
+        "Seconds each action may take, for every kind of system.",
+        discussion: "Without it: 120 on a hypervisor (plus the shutdown timeout for a stop or restart), 1800 on a storage pool (copies of large images), 60 on an iSCSI target server, 120 on a DHCP server. An action past its deadline fails and its dependents are skipped; the system it ran on is then taken as not answering, so its remaining actions fail at once instead of each waiting out a deadline of its own."))
+    var operationTimeout: Double?
+
     /// Exit status when everything runnable was applied but some changes stayed blocked.
     static let blockedExitCode: Int32 = 3
 
@@ -117,7 +122,8 @@ struct ApplyCommand: AsyncParsableCommand {
         }
         if !autoApprove { try confirm(count: runnable.count) }
 
-        let settings = PlanExecution.Settings(parallelism: parallelism, perHost: perHost, shutdownTimeout: shutdownTimeout)
+        let settings = PlanExecution.Settings(parallelism: parallelism, perHost: perHost, shutdownTimeout: shutdownTimeout,
+                                              operationTimeout: operationTimeout)
         let summary = try await PlanExecution.run(runnable, systems: reconciliation.systems, settings: settings, output: output)
         output.line("Apply: \(summary.succeeded) done, \(summary.failed) failed, \(summary.skipped) skipped"
             + (summary.notStarted > 0 ? ", \(summary.notStarted) not started" : "")

@@ -1,7 +1,9 @@
+import Synchronization
 import VirtformExecution
 import VirtformHypervisor
 import VirtformModel
 import VirtformPlanning
+import VirtformSystem
 
 /// Carries a plan out: builds the action graph from the plan's own changes and dependencies
 /// (nothing is derived again from the manifests) and runs each change's operation on its
@@ -11,6 +13,32 @@ enum PlanExecution {
         var parallelism: Int
         var perHost: Int
         var shutdownTimeout: Double
+        /// Seconds for every action, overriding `deadline(for:)`'s defaults.
+        var operationTimeout: Double?
+
+        /// How long `change` may take on its system.
+        func deadline(for change: Change) -> Duration {
+            if let operationTimeout { return .milliseconds(Int(operationTimeout * 1000)) }
+            switch change.system.kind {
+            case .host:
+                let stops: Bool = switch change.operation {
+                case .stopDomain, .restartDomain: true
+                default: false
+                }
+                return .seconds(120) + (stops ? .milliseconds(Int(shutdownTimeout * 1000)) : .zero)
+            case .storagePool: return .seconds(1800)
+            case .exportServer: return .seconds(60)
+            case .dhcpServer: return .seconds(120)
+            }
+        }
+    }
+
+    /// Systems that let an action run past its deadline in this run: their other actions fail
+    /// at once (a frozen daemon costs one deadline, not one per action).
+    final class Unanswering: Sendable {
+        private let systems = Mutex<[SystemAddress: String]>([:])
+        func mark(_ system: SystemAddress, _ why: String) { systems.withLock { $0[system] = $0[system] ?? why } }
+        func reason(_ system: SystemAddress) -> String? { systems.withLock { $0[system] } }
     }
 
     /// Whether a system takes all of a run's changes in one write: DHCP servers (one write per
@@ -43,6 +71,7 @@ enum PlanExecution {
         var batches: [SystemAddress: [Change]] = [:]
         for change in runnable where writesInOneGo(change.system.kind) { batches[change.system, default: []].append(change) }
 
+        let unanswering = Unanswering()
         for change in runnable {
             if change.system.kind == .exportServer { keyLimits[change.system.description] = 1 }
             let address = change.system
@@ -61,7 +90,17 @@ enum PlanExecution {
                         dependsOn: try dependencies.map { try node($0, of: nodeOf, for: change) }.filter { $0 != id }) { [batch] in
                 do {
                     guard let session else { throw CommandFailure("\(address) is not connected") }
-                    try await session.execute(batch, on: address, settings: settings)
+                    if let why = unanswering.reason(address) {
+                        throw SystemFailure(.unreachable, system: address.description,
+                                            message: "not tried: \(address) did not answer an earlier action (\(why))", retryable: true)
+                    }
+                    let deadline = settings.deadline(for: change)
+                    try await withDeadline(deadline, "\(id) on \(address)") {
+                        try await session.execute(batch, on: address, settings: settings)
+                    }
+                } catch let error as SystemError where error.timedOut {
+                    unanswering.mark(address, error.message)
+                    throw SystemFailure(.timeout, system: address.description, message: error.message, retryable: true)
                 } catch {
                     throw SystemFailure.from(error, system: address.description)
                 }

@@ -1,6 +1,7 @@
 import VirtformDHCP
 import VirtformModel
 import VirtformPlanning
+import VirtformSystem
 
 /// The one shape of every system virtform drives.
 ///
@@ -100,8 +101,11 @@ struct ConnectedSystems: Sendable {
     /// under its first address only).
     func closeAll() async {
         let unique = sessions.filter { address, session in session.addresses.first == address }.map(\.value)
+        // A daemon that stopped answering cannot hold the command up: each close has a deadline.
         await withTaskGroup(of: Void.self) { group in
-            for session in unique { group.addTask { await session.close() } }
+            for session in unique {
+                group.addTask { _ = try? await withDeadline(.seconds(5), "closing \(session.addresses.first.map(\.description) ?? "a session")") { await session.close() } }
+            }
         }
     }
 }
