@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Libvirt
 
 /// The `virtform` command: its subcommands live one per file, grouped by what they act on.
@@ -10,6 +11,9 @@ public struct Virtform: AsyncParsableCommand {
     /// Tests that run commands in-process keep the loop for the suites that watch events.
     public static func prepareProcess() {
         LibvirtRuntime.setEventLoopEnabled(false)
+        // Process-wide: a peer that dies mid-write (libvirtd, Kea, a program's pipe) fails that
+        // write with EPIPE instead of killing virtform.
+        signal(SIGPIPE, SIG_IGN)
     }
 
     public static let configuration = CommandConfiguration(

@@ -138,6 +138,24 @@ public final class RunLock: @unchecked Sendable {
             .lockTimeout, "\(path) is still locked by \(text) after waiting \(timeout)")
     }
 
+    /// Who holds the lock at `path` now, found without touching the lock (`/proc/locks` lists
+    /// the flock of every process): nil when nobody does, the file is missing, or the holder
+    /// has not written itself into the file yet. For `plan` and `drift`, which never lock.
+    public static func heldBy(at path: String) -> Holder? {
+        var info = stat()
+        guard lstat(path, &info) == 0, let locks = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else { return nil }
+        // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF" — the device as major:minor in hex.
+        let device = String(format: "%02x:%02x:%d", Int(major(info.st_dev)), Int(minor(info.st_dev)), Int(info.st_ino))
+        let held = locks.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            return fields.count > 5 && fields[1] == "FLOCK" && fields[5] == device
+        }
+        return held ? currentHolder(at: path) : nil
+    }
+
+    private static func major(_ device: dev_t) -> UInt32 { UInt32((device >> 8) & 0xfff) | UInt32((device >> 32) & ~0xfff) }
+    private static func minor(_ device: dev_t) -> UInt32 { UInt32(device & 0xff) | UInt32((device >> 12) & ~0xff) }
+
     /// Reads who holds the lock at `path` without taking it; nil if the file is absent, empty
     /// or not in the holder format.
     public static func currentHolder(at path: String) -> Holder? {

@@ -122,3 +122,19 @@ import VirtformExecution
         #expect(throws: ExecutionError.self) { try RunLock.prepareDirectory(link) }
     }
 }
+
+@Suite struct RunLockReadingTests {
+    /// `plan` learns that an apply runs without touching the lock (a shared lock would make that
+    /// apply's own try fail).
+    @Test func whoHoldsALockIsReadWithoutTakingIt() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("virtform-held-\(UUID().uuidString).lock").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(RunLock.heldBy(at: path) == nil)
+        let lock = try RunLock.tryLock(at: path, command: "virtform apply")
+        #expect(RunLock.heldBy(at: path) == lock.holder)
+        // Reading it did not take it: a second try still fails as locked, and the holder still holds.
+        #expect(throws: ExecutionError.self) { try RunLock.tryLock(at: path, command: "virtform apply") }
+        lock.unlock()
+        #expect(RunLock.heldBy(at: path) == nil)
+    }
+}

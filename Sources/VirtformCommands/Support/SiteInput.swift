@@ -2,6 +2,7 @@ import ArgumentParser
 import Libvirt
 import VirtformHypervisor
 import VirtformManifests
+import VirtformExecution
 import VirtformModel
 import VirtformPlanning
 
@@ -84,6 +85,10 @@ struct Reconciliation {
         let reading = await SiteReader.read(site: site, timeout: timeout)
         var plan = Planner(site: site, observation: reading.observation, options: options).plan()
         plan.warnings += StandIns.warnings(site)
+        if !connected, let holder = RunLock.heldBy(at: ApplyCommand.lockPath(for: site.hosts.map(\.uri))) {
+            // Read while an apply runs: what it has not finished yet shows as changes.
+            plan.warnings.append("an apply of this site is running (\(holder)): what it is still making or removing shows below as changes, not as anybody else's")
+        }
         if !connected { await reading.systems.closeAll() }
         return Reconciliation(site: site, plan: plan, systems: connected ? reading.systems : ConnectedSystems())
     }
