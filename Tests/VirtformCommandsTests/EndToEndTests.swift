@@ -222,33 +222,13 @@ struct EndToEndTests {
         try await E2ESite.with(hosts: 2, extraVMs: extra) { site in
             let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
             let frozen = try #require(await site.lab.daemonPID(site.hosts[1].index), "the second host's libvirtd")
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: program)
-            process.arguments = ["apply", "--auto-approve", "--per-host", "1", "--operation-timeout", "2", site.directory]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            let said = Mutex("")
-            let froze = Mutex(false)
             // Driven by the apply's own progress: the first action on e2e-h2 freezes its daemon.
-            let reader = Thread {
-                while true {
-                    let chunk = pipe.fileHandleForReading.availableData
-                    if chunk.isEmpty { return }
-                    let text = said.withLock { $0 += String(decoding: chunk, as: UTF8.self); return $0 }
-                    if text.contains("on e2e-h2\n"), froze.withLock({ was in defer { was = true }; return !was }) { kill(frozen, SIGSTOP) }
-                }
-            }
-            try process.run()
-            reader.start()
-            let ended = await poll(within: .seconds(90), every: .milliseconds(100)) { !process.isRunning }
-            kill(frozen, SIGCONT)
-            if !ended { process.terminate() }
-            process.waitUntilExit()
-            let output = said.withLock { $0 }
+            let (output, status, ended, froze) = try await runVirtformChild(
+                program, ["apply", "--auto-approve", "--per-host", "1", "--operation-timeout", "2", site.directory],
+                trigger: "on e2e-h2\n", onTrigger: { kill(frozen, SIGSTOP) }, cleanup: { kill(frozen, SIGCONT) })
             #expect(ended, "the apply did not end while a host was frozen:\n\(output)")
-            #expect(froze.withLock { $0 }, "no action ran on e2e-h2:\n\(output)")
-            #expect(process.terminationStatus == 1, "\(output)")
+            #expect(froze, "no action ran on e2e-h2:\n\(output)")
+            #expect(status == 1, "\(output)")
             #expect(output.contains("did not finish within 2"), "\(output)")
             #expect(output.contains("not tried: e2e-h2 did not answer an earlier action"), "\(output)")
             // Every action on the other host ran: planning again finds nothing left to do there.

@@ -262,6 +262,34 @@ struct StackTests {
         }
     }
 
+    /// A target server or a DHCP server that freezes (SIGSTOP) mid-apply costs one deadline:
+    /// the run ends with a failure that names it, and after the thaw one apply converges.
+    @Test func aFrozenTargetServerOrDHCPServerCostsOneDeadline() async throws {
+        let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
+        try await StackSite.with { site in
+            func pid(_ file: String) throws -> Int32 {
+                try #require(Int32((try String(contentsOfFile: file, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+            }
+            let daemons = [("tgtd", try pid(site.root + "/storage/tgtd.pid"), "on ExportServer/stack-pool\n", "ExportServer/stack-pool"),
+                           ("kea", try pid(site.dhcp.configuration.pidFile), "to DHCPServer/kea\n", "DHCPServer/kea")]
+            for (name, daemon, trigger, system) in daemons {
+                try site.write(withWeb: false)
+                var (output, code) = await site.run(["apply", "--auto-approve", "--allow-destroy"])
+                try #require(code == 0, "\(output)")
+                try site.write(withWeb: true)
+                let run = try await runVirtformChild(program, ["apply", "--auto-approve", "--operation-timeout", "2", site.directory],
+                                                     trigger: trigger, onTrigger: { kill(daemon, SIGSTOP) }, cleanup: { kill(daemon, SIGCONT) })
+                #expect(run.ended && run.triggered, "\(name): \(run.output)")
+                #expect(run.status == 1, "\(name): \(run.output)")
+                #expect(run.output.contains("did not finish within 2") && run.output.contains(system), "\(name): \(run.output)")
+                (output, code) = await site.run(["apply", "--auto-approve"])
+                #expect(code == 0, "\(name), after the thaw: \(output)")
+                (output, code) = await site.run(["plan", "--detailed-exitcode"])
+                #expect(code == 0, "\(name), after the thaw: \(output)")
+            }
+        }
+    }
+
     /// Two sites with different names on the same hypervisor, pool, target server and Kea: each
     /// applies, each plans clean, neither sees the other's objects as its own, and one that
     /// drops everything deletes only what it made.

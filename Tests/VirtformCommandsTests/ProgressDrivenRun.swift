@@ -1,0 +1,38 @@
+import Foundation
+import Synchronization
+import VirtformSystem
+
+/// The real `virtform` executable run as a child, with something done to the systems the moment
+/// its output shows a given progress line (a fault driven by the apply's own progress, not by
+/// timing). Returns what it printed, its exit status, whether it ended within `within`, and
+/// whether the trigger was seen. `cleanup` runs once the child has ended (or was given up on),
+/// before it is reaped: thaw what `onTrigger` froze there.
+func runVirtformChild(
+    _ program: String, _ arguments: [String], trigger: String, within: Duration = .seconds(90),
+    onTrigger: @escaping @Sendable () -> Void, cleanup: @Sendable () -> Void
+) async throws -> (output: String, status: Int32, ended: Bool, triggered: Bool) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: program)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    let said = Mutex("")
+    let triggered = Mutex(false)
+    let reader = Thread {
+        while true {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { return }
+            let text = said.withLock { $0 += String(decoding: chunk, as: UTF8.self); return $0 }
+            if text.contains(trigger), triggered.withLock({ was in defer { was = true }; return !was }) { onTrigger() }
+        }
+    }
+    try process.run()
+    reader.start()
+    let ended = await poll(within: within, every: .milliseconds(100)) { !process.isRunning }
+    cleanup()
+    if !ended { process.terminate() }
+    process.waitUntilExit()
+    try? pipe.fileHandleForReading.close()
+    return (said.withLock { $0 }, process.terminationStatus, ended, triggered.withLock { $0 })
+}
