@@ -26,6 +26,8 @@ public struct SystemFailure: Error, Sendable, Hashable, Codable, CustomStringCon
         case unsupported
         /// The request is malformed.
         case invalid
+        /// The system has no room for it (a full pool).
+        case noSpace
         /// Attempted, and failed.
         case failed
     }

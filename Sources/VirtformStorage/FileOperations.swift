@@ -40,6 +40,16 @@ enum FileOperations {
         var allocated: UInt64
     }
 
+    /// Bytes an unprivileged writer may still use on the filesystem holding `path`.
+    static func freeBytes(_ path: String) -> UInt64? {
+        var s = statvfs()
+        guard statvfs(path, &s) == 0 else { return nil }
+        return UInt64(s.f_bavail) * UInt64(s.f_frsize)
+    }
+
+    /// Bytes a sparse copy of `path` writes: its allocated blocks.
+    static func allocatedBytes(_ path: String) -> UInt64 { info(path)?.allocated ?? 0 }
+
     static func info(_ path: String) -> Info? {
         var s = stat()
         guard lstat(path, &s) == 0 else { return nil }
@@ -143,16 +153,16 @@ enum FileOperations {
                 var written = 0
                 while written < got {
                     let n = pwrite(output, buffer + written, got - written, position + off_t(written))
-                    if n < 0 { throw StorageError.failed("copy \(source) to \(destination)", errorText()) }
+                    if n < 0 { throw StorageError.failed("copy \(source) to \(destination)", errno: errno) }
                     written += n
                 }
                 position += off_t(got)
             }
             offset = hole
         }
-        if ftruncate(output, size) != 0 { throw StorageError.failed("set the size of \(destination)", errorText()) }
+        if ftruncate(output, size) != 0 { throw StorageError.failed("set the size of \(destination)", errno: errno) }
         // Report a full pool now, not when the page cache is written back later.
-        if fsync(output) != 0 { throw StorageError.failed("write \(destination)", errorText()) }
+        if fsync(output) != 0 { throw StorageError.failed("write \(destination)", errno: errno) }
     }
 
     /// Sets or clears the immutable attribute (chattr +i): not even root can write, rename or

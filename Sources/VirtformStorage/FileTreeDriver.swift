@@ -38,6 +38,9 @@ public final class FileTreeDriver: StorageDriver {
     public let site: String?
     /// `dir`: how clones are made, found by `probe()`.
     private let probedMethod = Mutex<CloneMethod?>(nil)
+    /// Bytes promised to copies in flight: copies that together do not fit fail at once, before
+    /// they start, instead of all filling the pool and all failing (and again on every re-run).
+    private let reserved = Mutex<UInt64>(0)
 
     public init(flavor: Flavor, poolName: String, path: String, site: String? = nil, runner: any CommandRunner = LocalCommandRunner()) {
         self.site = site
@@ -299,12 +302,15 @@ public final class FileTreeDriver: StorageDriver {
         if let size, size < info.size {
             throw StorageError(.refused, "refusing to import image \(project)/\(name): the size \(size) is smaller than \(source) (\(info.size) bytes)")
         }
-        try await Blocking.run {
-            try Self.atomically(final: final, site: self.site) { temporary in
-                // A source on another filesystem cannot be reflinked: copy it, on any pool.
-                _ = try FileOperations.clone(source, to: temporary, allowed: [.reflink, .sparseCopy])
-                if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
-                try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site).write(path: temporary)
+        // Counted as a copy: a source outside the pool cannot be reflinked.
+        try await withSpace(info.allocated, "import image \(project)/\(name)") {
+            try await Blocking.run {
+                try Self.atomically(final: final, site: self.site) { temporary in
+                    // A source on another filesystem cannot be reflinked: copy it, on any pool.
+                    _ = try FileOperations.clone(source, to: temporary, allowed: [.reflink, .sparseCopy])
+                    if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
+                    try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site).write(path: temporary)
+                }
             }
         }
     }
@@ -322,14 +328,16 @@ public final class FileTreeDriver: StorageDriver {
         }
         let final = try prepareVolume(project, name, what)
         let allowed = allowedMethods
-        return try await Blocking.run {
-            var method = CloneMethod.reflink
-            try Self.atomically(final: final, site: self.site) { temporary in
-                method = try FileOperations.clone(snapshot, to: temporary, allowed: allowed)
-                if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
-                try OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: self.site).write(path: temporary)
+        return try await withSpace(copyCost(snapshot, allowed: allowed), what) {
+            try await Blocking.run {
+                var method = CloneMethod.reflink
+                try Self.atomically(final: final, site: self.site) { temporary in
+                    method = try FileOperations.clone(snapshot, to: temporary, allowed: allowed)
+                    if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
+                    try OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: self.site).write(path: temporary)
+                }
+                return method
             }
-            return method
         }
     }
 
@@ -434,6 +442,35 @@ public final class FileTreeDriver: StorageDriver {
     }
 
     // MARK: Helpers
+
+    /// What a copy is promised beyond its data: room for the filesystem's own metadata.
+    static let copyMargin: UInt64 = 256 << 10
+
+    /// Runs a copy of `bytes` with that much of the pool's free space promised to it, or fails
+    /// at once with `.noSpace` when what is free, less what copies in flight were promised,
+    /// cannot hold it. Reflinks (`bytes` 0) need no promise.
+    private func withSpace<T: Sendable>(_ bytes: UInt64, _ what: String, _ body: () async throws -> T) async throws -> T {
+        guard bytes > 0 else { return try await body() }
+        let need = bytes + Self.copyMargin
+        let free = FileOperations.freeBytes(path) ?? .max
+        let promised = reserved.withLock { reserved -> Bool in
+            guard free >= reserved && free - reserved >= need else { return false }
+            reserved += need
+            return true
+        }
+        guard promised else {
+            let left = reserved.withLock { free >= $0 ? free - $0 : 0 }
+            throw StorageError(.noSpace, "failed to \(what): pool \(poolName) has \(ByteSize(bytes: left)) free for it (after the copies in flight), it needs \(ByteSize(bytes: need))")
+        }
+        defer { reserved.withLock { $0 -= need } }
+        return try await body()
+    }
+
+    /// What copying `source` into this pool writes: nothing for a reflink.
+    private func copyCost(_ source: String, allowed: Set<CloneMethod>) -> UInt64 {
+        let reflinks = allowed == [.reflink] || capabilities.cloneMethod == .reflink
+        return reflinks ? 0 : FileOperations.allocatedBytes(source)
+    }
 
     /// Checks that `project` exists and is ours and that `name` is free; returns the volume's path.
     private func prepareVolume(_ project: String, _ name: String, _ what: String) throws -> String {

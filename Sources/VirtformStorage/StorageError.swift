@@ -1,3 +1,4 @@
+import Foundation
 import VirtformModel
 
 /// A storage or export operation that failed: a code to act on, what failed on which object,
@@ -19,6 +20,8 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         case unsupported
         /// The request itself is malformed (a name that is not a name).
         case invalid
+        /// The pool has no room for it (ENOSPC, or less free space than a copy needs).
+        case noSpace
         /// The operation was attempted and failed (a program's exit status, an errno).
         case failed
     }
@@ -37,6 +40,11 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
     static func failed(_ operation: String, _ reason: String) -> StorageError {
         StorageError(.failed, "failed to \(operation): \(reason)")
     }
+
+    /// `failed`, or `noSpace` when the errno says the filesystem is full.
+    static func failed(_ operation: String, errno code: Int32) -> StorageError {
+        StorageError(code == ENOSPC || code == EDQUOT ? .noSpace : .failed, "failed to \(operation): \(String(cString: strerror(code)))")
+    }
 }
 
 extension StorageError: SystemFailureConvertible {
@@ -49,6 +57,7 @@ extension StorageError: SystemFailureConvertible {
         case .refused: (.refused, true)
         case .unsupported: (.unsupported, false)
         case .invalid: (.invalid, false)
+        case .noSpace: (.noSpace, true)
         case .failed: (.failed, true)
         }
         return SystemFailure(code, system: system, message: message, cause: "storage \(self.code.rawValue)", retryable: retryable)

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import VirtformModel
-import VirtformStorage
+@testable import VirtformStorage
 import VirtformSystem
 
 #if canImport(Glibc)
@@ -33,6 +33,54 @@ func withExt4Pool<T: Sendable>(size: String, _ body: @Sendable (FileTreeDriver, 
 
 @Suite(.disabled(if: dirUnavailable != nil, Comment(rawValue: dirUnavailable ?? "")))
 struct DirPoolTests {
+    /// Clones started together on a nearly full `dir` pool (sparse copies) do not all fill it
+    /// and all fail: the copies that fit are made, the others fail at once as out of space
+    /// before they write anything, nothing half-made stays, and a re-run after space is freed
+    /// makes the rest.
+    @Test func parallelCopiesOnANearlyFullPoolMakeProgress() async throws {
+        try await withExt4Pool(size: "96M") { pool, mountPoint in
+            try await pool.probe()
+            #expect(pool.capabilities.cloneMethod == .sparseCopy)
+            try await pool.createProject("masters")
+            try await pool.createImage(project: "masters", name: "osol", size: 64 * mib)
+            try writePattern(pool.backingPath(project: "masters", volume: "osol"), offset: 0, count: 16 << 20)
+            let reference = SnapshotReference(project: "masters", image: "osol", snapshot: "v1")
+            try await pool.createSnapshot(reference)
+            try await pool.createProject("appl-1")
+            let free = try #require(FileOperations.freeBytes(mountPoint))
+            let fits = Int(free / (16 << 20 + FileTreeDriver.copyMargin))
+            #expect(fits >= 1 && fits < 6, "the pool fits \(fits) copies of 16 MiB")
+
+            func cloneAll(_ names: [String]) async -> [String: (any Error)?] {
+                await withTaskGroup(of: (String, (any Error)?).self) { group in
+                    for name in names {
+                        group.addTask {
+                            do {
+                                try await pool.clone(from: reference, project: "appl-1", name: name, size: nil)
+                                return (name, nil)
+                            } catch {
+                                return (name, error)
+                            }
+                        }
+                    }
+                    return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+                }
+            }
+            let names = (1...6).map { "vm-\($0)" }
+            let first = await cloneAll(names)
+            let made = first.filter { $0.value == nil }.keys.sorted()
+            #expect(made.count == fits, "made \(made), errors \(first.compactMapValues { $0 })")
+            #expect(first.values.compactMap { $0 }.allSatisfy { ($0 as? StorageError)?.code == .noSpace }, "\(first)")
+            let entries = try FileManager.default.contentsOfDirectory(atPath: mountPoint + "/appl-1")
+            #expect(!entries.contains { $0.hasPrefix(".virtform-tmp-") }, "nothing half-made: \(entries)")
+            // Space freed (the made LUNs deleted), a re-run makes the next ones.
+            for name in made { try await pool.deleteVolume(project: "appl-1", name: name) }
+            let rest = names.filter { !made.contains($0) }
+            let second = await cloneAll(rest)
+            #expect(second.values.filter { $0 == nil }.count == min(fits, rest.count), "\(second)")
+        }
+    }
+
     /// Guests' disks are root's alone, and a link planted in the pool leads nowhere: a
     /// `.snapshots` pointing outside makes the snapshot fail with nothing written there.
     @Test func disksArePrivateAndNoLinkInsideThePoolIsFollowed() async throws {
@@ -101,7 +149,8 @@ struct DirPoolTests {
                 try await pool.clone(from: reference, project: "appl-1", name: "vm-1", size: nil)
                 Issue.record("a clone larger than the free space succeeded")
             } catch let error as StorageError {
-                #expect(error.message.contains("No space left on device"), "\(error)")
+                // Refused before it writes (the pool's free space cannot hold it).
+                #expect(error.code == .noSpace, "\(error)")
                 #expect(error.message.contains("appl-1"), "\(error)")
             }
             let left = try FileManager.default.contentsOfDirectory(atPath: "\(root)/appl-1")

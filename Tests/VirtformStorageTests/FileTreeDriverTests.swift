@@ -286,7 +286,7 @@ struct BtrfsPoolTests {
                 try await env.pool.importImage(project: "masters", name: "big", source: source, size: nil)
                 Issue.record("import did not fail")
             } catch let error as StorageError {
-                #expect(error.message.contains("No space left on device"), "\(error)")
+                #expect(error.code == .noSpace, "\(error)")
             }
             let entries = try FileManager.default.contentsOfDirectory(atPath: "\(env.lab.mountPoint)/masters")
             #expect(entries.isEmpty, "left behind: \(entries)")
