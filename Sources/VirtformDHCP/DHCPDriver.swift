@@ -1,4 +1,5 @@
 import VirtformModel
+import VirtformSystem
 
 /// What an apply did on one endpoint.
 public struct EndpointApplyReport: Hashable, Sendable {
@@ -46,6 +47,34 @@ public protocol DHCPDriver: Sendable {
     /// throws `.concurrentEdit`. Idempotent: an add already present, or a remove already
     /// gone, is no change.
     func apply(_ changes: [ReservationChange], basedOn token: DHCPVersionToken) async throws -> DHCPApplyReport
+
+    /// Finishes what an interrupted apply left half-done on `endpoints`
+    /// (`EndpointObservation.unfinished`): Kea saves its running configuration, dnsmasq
+    /// re-reads its hosts file.
+    func finishWrites(on endpoints: [String]) async throws
+}
+
+/// The file that says a write to an endpoint is under way: made before the server is changed,
+/// removed once the change is lasting (saved, re-read). One left behind means an apply stopped
+/// in between; the next observation reports the endpoint as unfinished.
+enum UnfinishedWrite {
+    static func marker(next path: String) -> String { path + ".virtform-unfinished" }
+
+    static func begin(_ path: String?) throws {
+        guard let path else { return }
+        do {
+            try FileSystem.writeFile(marker(next: path), "an apply of virtform is writing here\n", mode: 0o600, owner: nil)
+        } catch {
+            throw DHCPError(.unreachable, "failed to write \(marker(next: path)): \(error)")
+        }
+    }
+
+    static func end(_ path: String?) {
+        guard let path else { return }
+        try? FileSystem.remove(marker(next: path))
+    }
+
+    static func pending(_ path: String?) -> Bool { path.map { FileSystem.exists(marker(next: $0)) } ?? false }
 }
 
 /// The DHCP drivers by the name a manifest's `DHCPServer.spec.driver` uses.

@@ -69,13 +69,25 @@ public struct DnsmasqDriver: DHCPDriver {
                 let text = try read(endpoint)
                 let reservations = DnsmasqHostsFile(parsing: text).reservations(in: subnets, ownedElsewhere: true)
                 // dnsmasq serves whatever subnets its ranges say; the file cannot tell.
-                observations.append(EndpointObservation(name: endpoint.name, state: .observed(reservations: reservations, unservedSubnets: [])))
+                observations.append(EndpointObservation(name: endpoint.name, state: .observed(reservations: reservations, unservedSubnets: []),
+                                                        unfinished: UnfinishedWrite.pending(try? paths(endpoint).hostsFile)))
                 versions[endpoint.name] = .init(hash: StableHash.of(text).hex, reservations: reservations)
             } catch {
                 observations.append(EndpointObservation(name: endpoint.name, state: .unreachable(reason: "\(error)")))
             }
         }
         return DHCPObservation(server: server.meta.name, subnets: subnets, endpoints: observations, token: DHCPVersionToken(endpoints: versions))
+    }
+
+    public func finishWrites(on endpoints: [String]) async throws {
+        for endpoint in server.endpoints where endpoints.contains(endpoint.name) {
+            let paths = try paths(endpoint)
+            let pid = try daemon(endpoint)
+            guard kill(pid, SIGHUP) == 0 else {
+                throw DHCPError(.unreachable, "failed to signal dnsmasq (pid \(pid)) of \(endpoint.name) to re-read \(paths.hostsFile): \(String(cString: strerror(errno)))", endpoint: endpoint.name)
+            }
+            UnfinishedWrite.end(paths.hostsFile)
+        }
     }
 
     public func apply(_ changes: [ReservationChange], basedOn token: DHCPVersionToken) async throws -> DHCPApplyReport {
@@ -101,6 +113,9 @@ public struct DnsmasqDriver: DHCPDriver {
                 reports.append(EndpointApplyReport(endpoint: endpoint.name, roundTrips: 1, rebased: rebased, modified: false))
                 continue
             }
+            // From the write to the SIGHUP dnsmasq serves what its file no longer says: marked, so
+            // that an apply killed in between is finished by the next.
+            try UnfinishedWrite.begin(paths.hostsFile)
             do {
                 KillPoint.step("write the hosts file of \(endpoint.name)")
                 try FileSystem.writeFile(paths.hostsFile, edited, mode: 0o644, owner: nil)
@@ -111,6 +126,7 @@ public struct DnsmasqDriver: DHCPDriver {
             guard kill(pid, SIGHUP) == 0 else {
                 throw DHCPError(.unreachable, "failed to signal dnsmasq (pid \(pid)) of \(endpoint.name) to re-read \(paths.hostsFile): \(String(cString: strerror(errno)))", endpoint: endpoint.name)
             }
+            UnfinishedWrite.end(paths.hostsFile)
             reports.append(EndpointApplyReport(endpoint: endpoint.name, roundTrips: 3, rebased: rebased, modified: true))
         }
         return DHCPApplyReport(endpoints: reports)

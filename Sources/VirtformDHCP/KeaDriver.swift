@@ -48,7 +48,8 @@ public struct KeaDriver: DHCPDriver {
                         let (config, hash) = try await readConfiguration(endpoint)
                         let found = KeaConfiguration.reservations(in: config, subnets: subnets, ownedElsewhere: true)
                         return Read(index: index,
-                                    observation: EndpointObservation(name: endpoint.name, state: .observed(reservations: found.reservations, unservedSubnets: found.unserved)),
+                                    observation: EndpointObservation(name: endpoint.name, state: .observed(reservations: found.reservations, unservedSubnets: found.unserved),
+                                                                     unfinished: UnfinishedWrite.pending(endpoint.controlSocket)),
                                     version: .init(hash: hash, reservations: found.reservations))
                     } catch {
                         return Read(index: index, observation: EndpointObservation(name: endpoint.name, state: .unreachable(reason: "\(error)")), version: nil)
@@ -76,6 +77,13 @@ public struct KeaDriver: DHCPDriver {
     }
 
     static func hash(_ config: JSONValue) -> String { StableHash.of(config.canonicalText).hex }
+
+    public func finishWrites(on endpoints: [String]) async throws {
+        for endpoint in server.endpoints where endpoints.contains(endpoint.name) {
+            _ = try await channel(endpoint).send("config-write")
+            UnfinishedWrite.end(endpoint.controlSocket)
+        }
+    }
 
     public func apply(_ changes: [ReservationChange], basedOn token: DHCPVersionToken) async throws -> DHCPApplyReport {
         var reports: [EndpointApplyReport] = []
@@ -119,10 +127,13 @@ public struct KeaDriver: DHCPDriver {
         guard edited != config else {
             return EndpointApplyReport(endpoint: endpoint.name, roundTrips: roundTrips, rebased: rebased, modified: false, steps: steps)
         }
-        for command in ["config-test", "config-set"] {
-            _ = try await timed(command) { try await channel.send(command, arguments: edited) }
-        }
+        _ = try await timed("config-test") { try await channel.send("config-test", arguments: edited) }
+        // From config-set to config-write Kea runs what its file does not hold: marked, so that
+        // an apply killed in between is finished by the next (a URL endpoint cannot be marked).
+        try UnfinishedWrite.begin(endpoint.controlSocket)
+        _ = try await timed("config-set") { try await channel.send("config-set", arguments: edited) }
         _ = try await timed("config-write") { try await channel.send("config-write") }
+        UnfinishedWrite.end(endpoint.controlSocket)
         roundTrips += 3
         return EndpointApplyReport(endpoint: endpoint.name, roundTrips: roundTrips, rebased: rebased, modified: true, steps: steps)
     }

@@ -140,10 +140,16 @@ public enum EndpointState: Hashable, Sendable {
 public struct EndpointObservation: Hashable, Sendable {
     public var name: String
     public var state: EndpointState
+    /// An apply stopped between changing the server and making the change last: Kea was given
+    /// the new configuration but did not save it (`config-write`), or dnsmasq's hosts file was
+    /// written but dnsmasq not told to re-read it. What was read is then not what would
+    /// survive a restart (Kea) or what is served (dnsmasq).
+    public var unfinished: Bool
 
-    public init(name: String, state: EndpointState) {
+    public init(name: String, state: EndpointState, unfinished: Bool = false) {
         self.name = name
         self.state = state
+        self.unfinished = unfinished
     }
 
     public var reservations: [Reservation]? {

@@ -52,6 +52,12 @@ struct DHCPPlanner {
             for endpoint in observation.endpoints {
                 if case .unreachable(let reason) = endpoint.state {
                     unreachable.append(Plan.UnreachableSystem(system: system, endpoint: endpoint.name, reason: reason))
+                } else if endpoint.unfinished {
+                    let lasting = server.driver == .kea ? "saved to its configuration file" : "re-read by dnsmasq"
+                    changes.append(Change(action: .update, resource: "DHCPServer/\(server.meta.name)/\(endpoint.name)", system: system,
+                                          operation: .finishDHCPWrite(endpoint: endpoint.name),
+                                          fields: [FieldChange(field: "last write", before: "not \(lasting)", after: lasting, effect: .applied)],
+                                          reason: "an apply stopped between changing \(endpoint.name) and making the change last"))
                 }
             }
             let comparison = ownView(of: observation, system: system).compare(desired: desired[server.meta.name] ?? [])

@@ -350,6 +350,9 @@ public indirect enum Operation: Codable, Sendable, Hashable {
 
     // DHCP servers: written in one go per server.
     case reservation(change: ReservationChange)
+    /// Finishes a write an interrupted apply left half-done on one endpoint: Kea saves its
+    /// running configuration, dnsmasq re-reads its hosts file.
+    case finishDHCPWrite(endpoint: String)
 
     /// Nothing apply can do; the change is always blocked and says why.
     case manual

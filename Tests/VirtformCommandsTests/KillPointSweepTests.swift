@@ -35,10 +35,10 @@ extension StackTests {
             try await sweep.converge(empty, allowDestroy: true)
             let baseline = try await sweep.holdings()
 
-            let site = SiteShape(domains: count, targets: count, subvolumes: baseline.subvolumes + 2, reservations: count,
+            let site = SiteShape(domains: count, targets: count, subvolumes: baseline.subvolumes + 2, reservations: count, savedReservations: baseline.savedReservations + count,
                                  files: baseline.files.union(["appl", "masters", "masters/base.img", "masters/.snapshots", "masters/.snapshots/base@v1.img"])
                                     .union(vms.map { "appl/\($0.name).img" }))
-            let nothing = SiteShape(domains: 0, targets: 0, subvolumes: baseline.subvolumes, reservations: 0, files: baseline.files)
+            let nothing = SiteShape(domains: 0, targets: 0, subvolumes: baseline.subvolumes, reservations: 0, savedReservations: baseline.savedReservations, files: baseline.files)
             let create = try await sweep.run("create", from: [empty], to: full, expect: site, allowDestroy: true)
             // A disk cannot shrink back: each update starts from nothing, then the full site.
             let update = try await sweep.run("update", from: [empty, full], to: updated, expect: site, allowDestroy: false)
@@ -64,11 +64,13 @@ struct SiteShape: Equatable, CustomStringConvertible {
     var targets: Int
     var subvolumes: Int
     var reservations: Int
+    /// Reservations in Kea's configuration file: what a restarted Kea would serve.
+    var savedReservations: Int
     /// Every entry below the pool's mount point, hidden ones included.
     var files: Set<String>
 
     var description: String {
-        "\(domains) domains, \(targets) targets, \(subvolumes) subvolumes, \(reservations) reservations, files \(files.sorted())"
+        "\(domains) domains, \(targets) targets, \(subvolumes) subvolumes, \(reservations) reservations (\(savedReservations) saved), files \(files.sorted())"
     }
 }
 
@@ -198,6 +200,8 @@ struct KillSweep: Sendable {
         for endpoint in observation.endpoints {
             if case .observed(let list, _) = endpoint.state { reservations += list.count }
         }
-        return SiteShape(domains: domains, targets: targets, subvolumes: subvolumes, reservations: reservations, files: files)
+        // What Kea saved: each reservation in its file names its MAC once, as the key "hw-address".
+        let saved = try String(contentsOfFile: site.dhcp.configuration.keaConfigFile, encoding: .utf8).components(separatedBy: "\"hw-address\":").count - 1
+        return SiteShape(domains: domains, targets: targets, subvolumes: subvolumes, reservations: reservations, savedReservations: saved, files: files)
     }
 }

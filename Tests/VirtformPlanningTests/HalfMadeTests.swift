@@ -48,3 +48,15 @@ struct HalfMadeTests {
         #expect(world.halfMade.map(\.site) == ["other", nil])
     }
 }
+
+extension HalfMadeTests {
+    @Test func aDHCPWriteAnApplyDidNotFinishIsFinished() throws {
+        var world = World.applied()
+        world.dhcpUnfinished = true
+        let plan = world.plan()
+        let finish = try #require(plan.change("update DHCPServer/\(World.dhcpServer)/\(World.endpoint)"))
+        #expect(finish.operation == .finishDHCPWrite(endpoint: World.endpoint) && finish.blocked == nil)
+        world.apply(plan)
+        #expect(world.plan().isClean)
+    }
+}

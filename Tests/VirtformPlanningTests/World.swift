@@ -20,6 +20,8 @@ struct World {
     /// Whether the pool's driver can import images (zfs cannot).
     var canImport = true
     var dhcpUnreachable: String?
+    /// Whether the DHCP endpoint holds a write an apply did not finish.
+    var dhcpUnfinished = false
     /// What an interrupted apply left under temporary names in the pool.
     var halfMade: [HalfMadeObject] = []
     /// Running guests that do not let go of a detached interface (no ACPI hot-plug in the guest).
@@ -47,7 +49,8 @@ struct World {
             capabilities: StorageCapabilities(cloneMethod: .reflink, canImport: canImport, reportsExclusiveBytes: true)))
         let dhcp: DHCPReading = dhcpUnreachable.map { .unreachable(reason: $0) } ?? .read(DHCPObservation(
             server: Self.dhcpServer, subnets: subnets,
-            endpoints: [EndpointObservation(name: Self.endpoint, state: .observed(reservations: reservations, unservedSubnets: []))],
+            endpoints: [EndpointObservation(name: Self.endpoint, state: .observed(reservations: reservations, unservedSubnets: []),
+                                            unfinished: dhcpUnfinished)],
             token: DHCPVersionToken(endpoints: [:])))
         return SiteObservation(hosts: hosts, pools: [Self.pool: pool], dhcpServers: [Self.dhcpServer: dhcp])
     }
@@ -148,6 +151,8 @@ struct World {
                     for i in targets.indices where targets[i].iqn.hasSuffix(":\(mark.name.replacingOccurrences(of: "/", with: "."))") { targets[i].site = site }
                 }
             }
+        case .finishDHCPWrite:
+            dhcpUnfinished = false
         case .removeHalfMade(let paths):
             halfMade.removeAll { paths.contains($0.path) }
         case .manual:

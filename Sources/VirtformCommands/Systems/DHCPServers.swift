@@ -36,11 +36,18 @@ enum DHCPServers: SystemKind {
         var addresses: [SystemAddress] { [address] }
 
         func execute(_ changes: [Change], on address: SystemAddress, settings: PlanExecution.Settings) async throws {
-            let edits = try changes.map { change -> ReservationChange in
-                guard case .reservation(let edit) = change.operation else { throw CommandFailure.notFor(change, address) }
-                return edit
+            var edits: [ReservationChange] = []
+            var unfinished: [String] = []
+            for change in changes {
+                switch change.operation {
+                case .reservation(let edit): edits.append(edit)
+                case .finishDHCPWrite(let endpoint): unfinished.append(endpoint)
+                default: throw CommandFailure.notFor(change, address)
+                }
             }
-            _ = try await driver.apply(edits, basedOn: token)
+            if !edits.isEmpty { _ = try await driver.apply(edits, basedOn: token) }
+            // After the edits: an endpoint they wrote is lasting already, finishing it again is harmless.
+            if !unfinished.isEmpty { try await driver.finishWrites(on: unfinished) }
         }
     }
 }
