@@ -245,6 +245,31 @@ struct EndToEndTests {
         }
     }
 
+    /// A libvirtd killed (SIGKILL) while virtform holds connections to it fails that host's
+    /// actions — not virtform, with SIGPIPE or otherwise: the run ends with its summary, the
+    /// other host's actions all ran, and after the daemon restarts one apply converges.
+    @Test func aHypervisorKilledMidApplyFailsOnlyItsActions() async throws {
+        try await E2ESite.with(hosts: 2, extraVMs: 40) { site in
+            let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
+            let daemon = try #require(await site.lab.daemonPID(site.hosts[1].index), "the second host's libvirtd")
+            let run = try await runVirtformChild(
+                program, ["apply", "--auto-approve", "--per-host", "1", "--operation-timeout", "10", site.directory],
+                trigger: "on e2e-h2\n", onTrigger: { kill(daemon, SIGKILL) }, cleanup: {})
+            #expect(run.ended && run.triggered, "\(run.output)")
+            #expect(run.status == 1, "virtform must fail the host's actions, not die (status \(run.status)):\n\(run.output)")
+            #expect(run.output.contains("Apply: "), "\(run.output)")
+            _ = try await site.lab.startHost(site.hosts[1].index)
+            // The test driver keeps its domains only while a connection is open: the site's
+            // keeper died with the daemon, so one is opened again.
+            let keeper = try await Connection.open(uri: site.hosts[1].testURI)
+            let (again, code) = await site.apply()
+            #expect(code == 0, "\(again)")
+            let (plan, planCode) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(planCode == 0, "\(plan)")
+            await keeper.close()
+        }
+    }
+
     /// The test driver adds almost nothing to a definition; QEMU adds a versioned machine type,
     /// controllers, PCI addresses, an emulator, a console, … All of it must be normalised away.
     @Test func realQEMUGuestsShowNoDifferencesOnceApplied() async throws {

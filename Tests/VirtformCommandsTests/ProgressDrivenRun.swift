@@ -4,8 +4,8 @@ import VirtformSystem
 
 /// The real `virtform` executable run as a child, with something done to the systems the moment
 /// its output shows a given progress line (a fault driven by the apply's own progress, not by
-/// timing). Returns what it printed, its exit status, whether it ended within `within`, and
-/// whether the trigger was seen. `cleanup` runs once the child has ended (or was given up on),
+/// timing). Returns what it printed, its exit status (128 + N when a signal ended it), whether
+/// it ended within `within`, and whether the trigger was seen. `cleanup` runs once the child has ended (or was given up on),
 /// before it is reaped: thaw what `onTrigger` froze there.
 func runVirtformChild(
     _ program: String, _ arguments: [String], trigger: String, within: Duration = .seconds(90),
@@ -34,5 +34,6 @@ func runVirtformChild(
     if !ended { process.terminate() }
     process.waitUntilExit()
     try? pipe.fileHandleForReading.close()
-    return (said.withLock { $0 }, process.terminationStatus, ended, triggered.withLock { $0 })
+    let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+    return (said.withLock { $0 }, status, ended, triggered.withLock { $0 })
 }

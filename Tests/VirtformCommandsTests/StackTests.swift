@@ -290,6 +290,39 @@ struct StackTests {
         }
     }
 
+    /// A target server or a DHCP server killed (SIGKILL) mid-apply fails that system's actions,
+    /// never virtform itself: the run ends with its summary and a failure naming the system;
+    /// once the daemon is back (tgtd without its targets, Kea with what it saved) one apply
+    /// converges.
+    @Test func aTargetServerOrDHCPServerKilledMidApplyFailsOnlyItsActions() async throws {
+        let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
+        try await StackSite.with { site in
+            func pid(_ file: String) throws -> Int32 {
+                try #require(Int32((try String(contentsOfFile: file, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+            }
+            for (name, pidFile, trigger, system) in [("tgtd", site.root + "/storage/tgtd.pid", "on ExportServer/stack-pool\n", "ExportServer/stack-pool"),
+                                                     ("kea", site.dhcp.configuration.pidFile, "to DHCPServer/kea\n", "DHCPServer/kea")] {
+                try site.write(withWeb: false)
+                var (output, code) = await site.run(["apply", "--auto-approve", "--allow-destroy"])
+                try #require(code == 0, "\(output)")
+                try site.write(withWeb: true)
+                let daemon = try pid(pidFile)
+                let run = try await runVirtformChild(program, ["apply", "--auto-approve", "--operation-timeout", "10", site.directory],
+                                                     trigger: trigger, onTrigger: { kill(daemon, SIGKILL) }, cleanup: {})
+                #expect(run.ended && run.triggered, "\(name): \(run.output)")
+                #expect(run.status == 1, "\(name): virtform must fail the actions, not die (status \(run.status)):\n\(run.output)")
+                #expect(run.output.contains("Apply: ") && run.output.contains(system), "\(name): \(run.output)")
+                // Back up as the lab brings it (idempotent), then one apply.
+                _ = try await site.storage.up()
+                _ = try await site.dhcp.up()
+                (output, code) = await site.run(["apply", "--auto-approve"])
+                #expect(code == 0, "\(name), back up: \(output)")
+                (output, code) = await site.run(["plan", "--detailed-exitcode"])
+                #expect(code == 0, "\(name), back up: \(output)")
+            }
+        }
+    }
+
     /// Two sites with different names on the same hypervisor, pool, target server and Kea: each
     /// applies, each plans clean, neither sees the other's objects as its own, and one that
     /// drops everything deletes only what it made.
@@ -342,6 +375,7 @@ struct StackSite: Sendable {
     let mountPoint: String
     let dhcp: DHCPLab
     let dhcpServer: DHCPServer
+    let storage: StorageLab
 
     static func with(_ body: @Sendable (StackSite) async throws -> Void) async throws {
         try await HypervisorLab.withTemporaryLab(hosts: 1, userPrefix: "vfstackh") { lab, hosts in
@@ -368,7 +402,7 @@ struct StackSite: Sendable {
                                         endpoints: [.init(name: "kea-1", controlSocket: dhcp.configuration.controlSocket)],
                                         provenance: Provenance(document: SourceLocation(file: "test", line: 1, column: 1)))
                 let site = StackSite(hosts: hosts, root: root, directory: directory, mountPoint: root + "/pool", dhcp: dhcp,
-                                     dhcpServer: server)
+                                     dhcpServer: server, storage: storage)
                 try site.write(withWeb: true)
                 try await body(site)
             } catch {
