@@ -124,7 +124,7 @@ enum PlanExecution {
             switch event {
             case .started(_, let label): output.line("  … \(label)")
             case .succeeded(let id, let duration): output.line("  \(output.paint("✓", .green)) \(id) (\(milliseconds(duration)))")
-            case .failed(let id, let error): output.line("  \(output.paint("✗", .red)) \(id): \(error)")
+            case .failed(let id, let error): output.line("  \(output.paint("✗", .red)) \(id): \(Redaction.escapingControls("\(error)"))")
             case .skipped(let id, let cause): output.line("  \(output.paint("-", .yellow)) \(id) skipped: \(cause) failed")
             }
         }

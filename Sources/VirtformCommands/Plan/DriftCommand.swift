@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VirtformModel
 import VirtformPlanning
 
 /// `virtform drift`: the same comparison as plan, read as "what changed outside virtform".
@@ -71,15 +72,17 @@ struct DriftReport {
     }
 
     func text(output: Output) -> String {
-        var lines = items.map { "\(output.paint($0.kind, .yellow)) \($0.resource) on \($0.host): \($0.detail)" }
+        // What systems and manifests said is escaped: no value can forge a line.
+        func e(_ text: String) -> String { Redaction.escapingControls(text) }
+        var lines = items.map { "\(output.paint($0.kind, .yellow)) \(e($0.resource)) on \(e($0.host)): \(e($0.detail))" }
         for system in plan.unreachable {
-            let endpoint = system.endpoint.map { " (\($0))" } ?? ""
+            let endpoint = system.endpoint.map { " (\(e($0)))" } ?? ""
             lines.append(output.paint("error", .red) + (system.system.kind != .host
-                ? ": \(system.system)\(endpoint) could not be read (\(system.reason)); what it holds is unknown"
-                : ": host \(system.system.name) could not be read (\(system.reason)); its guests are unknown"))
+                ? ": \(system.system)\(endpoint) could not be read (\(e(system.reason))); what it holds is unknown"
+                : ": host \(system.system.name) could not be read (\(e(system.reason))); its guests are unknown"))
         }
-        for vm in plan.unknown { lines.append(output.paint("unknown", .yellow) + " \(vm.resource): \(vm.reason)") }
-        for problem in plan.errors { lines.append(output.paint("error", .red) + ": \(problem.resource): \(problem.message)") }
+        for vm in plan.unknown { lines.append(output.paint("unknown", .yellow) + " \(e(vm.resource)): \(e(vm.reason))") }
+        for problem in plan.errors { lines.append(output.paint("error", .red) + ": \(e(problem.resource)): \(e(problem.message))") }
         let incomplete = !plan.errors.isEmpty || !plan.unknown.isEmpty || !plan.unreachable.isEmpty
         if items.isEmpty {
             lines.append(incomplete ? "No drift found in what could be read, but the check is incomplete (see the errors above)."
