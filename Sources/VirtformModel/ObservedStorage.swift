@@ -137,11 +137,16 @@ public struct ObservedSnapshot: Sendable, Hashable {
     public var reference: SnapshotReference
     public var size: UInt64
     public var ownership: StorageOwnership
+    /// Whether nothing can write it (btrfs/dir: the immutable attribute, or mode 0400 where the
+    /// filesystem has no such attribute; zfs snapshots always). False for one an apply put in
+    /// place and was killed before it sealed it.
+    public var sealed: Bool
 
-    public init(reference: SnapshotReference, size: UInt64, ownership: StorageOwnership) {
+    public init(reference: SnapshotReference, size: UInt64, ownership: StorageOwnership, sealed: Bool = true) {
         self.reference = reference
         self.size = size
         self.ownership = ownership
+        self.sealed = sealed
     }
 }
 

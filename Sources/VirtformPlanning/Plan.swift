@@ -331,6 +331,9 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     case createImage(project: String, name: String, size: UInt64?, source: String?)
     case createSnapshot(reference: SnapshotReference)
     case deleteSnapshot(reference: SnapshotReference)
+    /// Makes a snapshot that is in place but writable read-only again (an apply was killed
+    /// between putting it in place and sealing it).
+    case sealSnapshot(reference: SnapshotReference)
     case cloneVolume(source: SnapshotReference, project: String, name: String, size: UInt64?)
     case growVolume(project: String, name: String, size: UInt64)
     /// An image or a LUN.

@@ -153,7 +153,17 @@ struct StoragePlanner {
             let imageIQN = pool.export?.iqn(project: image.project, volume: image.meta.name)
             for snapshotName in image.snapshots {
                 let reference = SnapshotReference(project: image.project, image: image.meta.name, snapshot: snapshotName)
-                guard observation.snapshot(reference) == nil else { continue }
+                if let seen = observation.snapshot(reference) {
+                    if !seen.sealed && seen.ownership.isOwned {
+                        add(Change(action: .update, resource: "Snapshot/\(reference)", system: system, operation: .sealSnapshot(reference: reference),
+                                   before: ResourceState(snapshot: .init(reference: reference, size: seen.size)),
+                                   after: ResourceState(snapshot: .init(reference: reference, size: seen.size)),
+                                   fields: [FieldChange(field: "read-only", before: "no (an apply stopped before sealing it)", after: "yes", effect: .applied)],
+                                   reason: "a master's snapshot must not change under its clones"),
+                            fingerprint: "unsealed")
+                    }
+                    continue
+                }
                 let running = imageIQN.map { context.runningDisks.contains($0) } ?? false
                 add(Change(action: .create, resource: "Snapshot/\(reference)", system: system, operation: .createSnapshot(reference: reference),
                            after: ResourceState(snapshot: .init(reference: reference, size: nil)),

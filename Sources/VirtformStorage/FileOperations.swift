@@ -185,6 +185,18 @@ enum FileOperations {
         return true
     }
 
+    /// Whether nothing can write `path`: the immutable attribute, or — on a filesystem that has
+    /// none — no write permission for anyone.
+    static func isSealed(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var flags: Int32 = 0
+        if ioctl(fd, getFlags, &flags) == 0 { return flags & immutableFlag != 0 }
+        var s = stat()
+        return fstat(fd, &s) == 0 && s.st_mode & 0o222 == 0
+    }
+
     static func isImmutable(_ path: String) -> Bool {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { return false }

@@ -183,7 +183,8 @@ public final class FileTreeDriver: StorageDriver {
                     let info = FileOperations.info(file), info.isRegular
                 else { continue }
                 snapshots.append(ObservedSnapshot(reference: reference, size: info.size,
-                                                  ownership: StorageOwnership(try OwnershipMark.read(path: file))))
+                                                  ownership: StorageOwnership(try OwnershipMark.read(path: file)),
+                                                  sealed: FileOperations.isSealed(file)))
             }
         }
         return ObservedProject(name: project, ownership: StorageOwnership(try OwnershipMark.read(path: folder)),
@@ -391,7 +392,8 @@ public final class FileTreeDriver: StorageDriver {
                 try OwnershipMark(kind: .snapshot, name: reference.description, site: self.site).write(path: temporary)
                 if chmod(temporary, 0o400) != 0 { throw StorageError.failed(what, FileOperations.errorText()) }
             }
-            // After the rename: an immutable file cannot be renamed. btrfs always has the
+            KillPoint.step("seal \(reference)")
+        // After the rename: an immutable file cannot be renamed. btrfs always has the
             // attribute; on dir a filesystem without it (tmpfs) leaves mode 0400 alone.
             let set = try FileOperations.setImmutable(final, true)
             if !set && isBtrfs {
@@ -399,6 +401,18 @@ public final class FileTreeDriver: StorageDriver {
                 throw StorageError.failed(what, "cannot make \(final) immutable")
             }
         }
+    }
+
+    public func sealSnapshot(_ reference: SnapshotReference) async throws {
+        let file = snapshotPath(reference)
+        let what = "seal snapshot \(reference)"
+        guard FileOperations.info(file)?.isRegular == true else {
+            throw StorageError(.notFound, "failed to \(what): it does not exist in pool \(poolName)")
+        }
+        try requireMark(file, kind: .snapshot, what)
+        if chmod(file, 0o400) != 0 { throw StorageError.failed(what, FileOperations.errorText()) }
+        let set = try FileOperations.setImmutable(file, true)
+        if !set && flavor == .btrfs { throw StorageError.failed(what, "cannot make \(file) immutable") }
     }
 
     public func deleteSnapshot(_ reference: SnapshotReference) async throws {

@@ -26,6 +26,9 @@ public protocol StorageDriver: Sendable {
     /// A read-only snapshot of an image.
     func createSnapshot(_ reference: SnapshotReference) async throws
     func deleteSnapshot(_ reference: SnapshotReference) async throws
+    /// Makes a snapshot read-only again (one an interrupted apply left writable); no change
+    /// for one that is.
+    func sealSnapshot(_ reference: SnapshotReference) async throws
     /// A LUN `project/name` cloned from `source`, grown to `size` if given (never smaller than
     /// the snapshot). Returns how the clone was made.
     @discardableResult
@@ -46,6 +49,9 @@ public protocol StorageDriver: Sendable {
 }
 
 extension StorageDriver {
+    /// Drivers whose snapshots cannot be written (zfs) have nothing to seal.
+    public func sealSnapshot(_ reference: SnapshotReference) async throws {}
+
     /// Drivers that build nothing under temporary names (zfs creates each object with its mark
     /// in one command) have nothing to remove.
     public func removeHalfMade(_ paths: [String]) async throws {

@@ -60,3 +60,17 @@ extension HalfMadeTests {
         #expect(world.plan().isClean)
     }
 }
+
+extension HalfMadeTests {
+    @Test func aSnapshotLeftWritableIsSealedAgain() throws {
+        var world = World.applied()
+        let project = try #require(world.projects.values.first { !$0.snapshots.isEmpty })
+        world.projects[project.name]!.snapshots[0].sealed = false
+        let reference = project.snapshots[0].reference
+        let plan = world.plan()
+        let seal = try #require(plan.change("update Snapshot/\(reference)"))
+        #expect(seal.operation == .sealSnapshot(reference: reference) && seal.blocked == nil)
+        world.apply(plan)
+        #expect(world.plan().isClean)
+    }
+}

@@ -113,6 +113,10 @@ struct World {
             let size = projects[reference.project]?.volume(reference.image)?.size ?? 0
             projects[reference.project]?.snapshots.append(ObservedSnapshot(
                 reference: reference, size: size, ownership: .owned(OwnershipMark(kind: .snapshot, name: reference.description, site: site))))
+        case .sealSnapshot(let reference):
+            if let i = projects[reference.project]?.snapshots.firstIndex(where: { $0.reference == reference }) {
+                projects[reference.project]!.snapshots[i].sealed = true
+            }
         case .deleteSnapshot(let reference):
             projects[reference.project]?.snapshots.removeAll { $0.reference == reference }
         case .cloneVolume(let source, let project, let name, let size):

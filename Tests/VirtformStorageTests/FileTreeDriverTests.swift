@@ -61,6 +61,22 @@ struct BtrfsPoolTests {
         }
     }
 
+    /// A snapshot an apply put in place but did not seal (killed before `chattr +i`) is seen
+    /// as writable and sealed again.
+    @Test func aSnapshotLeftWritableIsSeenAndSealed() async throws {
+        try await StorageFixture.with { env in
+            try await makeMaster(env.pool, size: 16 * mib)
+            #expect(try await env.pool.observe().snapshot(master)?.sealed == true)
+            let file = "\(env.lab.mountPoint)/masters/.snapshots/osol@v1.img"
+            try await sh(["chattr", "-i", file])
+            #expect(try await env.pool.observe().snapshot(master)?.sealed == false)
+            try await env.pool.sealSnapshot(master)
+            #expect(try await env.pool.observe().snapshot(master)?.sealed == true)
+            let attributes = try await sh(["lsattr", file]).standardOutput
+            #expect(attributes.prefix(while: { $0 != " " }).contains("i"), "\(attributes)")
+        }
+    }
+
     @Test func cloneOfAOneGiBMasterSharesEveryByte() async throws {
         try await StorageFixture.with { env in
             let pool = env.pool

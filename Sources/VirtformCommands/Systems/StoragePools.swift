@@ -90,6 +90,8 @@ enum StoragePools: SystemKind {
                 try await driver.createSnapshot(reference)
             case .deleteSnapshot(let reference):
                 try await driver.deleteSnapshot(reference)
+            case .sealSnapshot(let reference):
+                try await driver.sealSnapshot(reference)
             case .cloneVolume(let source, let project, let name, let size):
                 try await driver.clone(from: source, project: project, name: name, size: size)
             case .growVolume(let project, let name, let size):
