@@ -31,6 +31,8 @@ struct ApplyCommand: AsyncParsableCommand {
 
     @OptionGroup var allow: AllowanceOptions
 
+    @OptionGroup var reading: ReadOptions
+
     @Option(help: "Seconds to wait for another apply of the same site to finish (default: fail at once).")
     var lockTimeout: Double = 0
 
@@ -81,7 +83,7 @@ struct ApplyCommand: AsyncParsableCommand {
         defer { lock.unlock() }
 
         let options = Planner.Options(savedPlan?.allowed ?? allow.allowances)
-        let reconciliation = await Reconciliation.make(site: site, options: options, connected: true)
+        let reconciliation = await Reconciliation.make(site: site, options: options, timeout: reading.timeout, connected: true)
         do {
             try await carryOut(reconciliation, savedPlan: savedPlan, output: output)
         } catch {

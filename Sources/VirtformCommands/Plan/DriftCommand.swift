@@ -16,9 +16,11 @@ struct DriftCommand: AsyncParsableCommand {
     @Option(help: "Output format: text or json.")
     var format: ReportFormat = .text
 
+    @OptionGroup var reading: ReadOptions
+
     func run() async throws {
         let desired = try site.load(json: format == .json)
-        let result = await Reconciliation.make(site: desired, options: .init())
+        let result = await Reconciliation.make(site: desired, options: .init(), timeout: reading.timeout)
         let report = DriftReport(plan: result.plan)
         let output = Output.current
         switch format {

@@ -31,10 +31,12 @@ struct PlanCommand: AsyncParsableCommand {
 
     @OptionGroup var allow: AllowanceOptions
 
+    @OptionGroup var reading: ReadOptions
+
     func run() async throws {
         let loaded = try site.loadResult(json: format == .json)
         let options = Planner.Options(allow.allowances, showUnmanaged: showUnmanaged)
-        let result = await Reconciliation.make(site: loaded.site, options: options)
+        let result = await Reconciliation.make(site: loaded.site, options: options, timeout: reading.timeout)
         let output = Output.current
         switch format {
         case .text: output.write(PlanRenderer.text(result.plan, color: output.useColor))

@@ -47,6 +47,15 @@ struct SiteOptions: ParsableArguments {
     }
 }
 
+/// How long reading the systems may take: shared by `plan`, `drift` and `apply`.
+struct ReadOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Seconds each system has to answer when it is connected to.",
+                               discussion: "A system's whole reading — every domain of a host, a pool with its targets and what its portal serves, a DHCP server's endpoints — may take three times as long; one that does not answer in time is unreachable, never empty."))
+    var readTimeout: Double = 10
+
+    var timeout: Duration { .milliseconds(Int(max(readTimeout, 0.1) * 1000)) }
+}
+
 /// What a plan may do beyond creating and updating: shared by `plan` and `apply`.
 struct AllowanceOptions: ParsableArguments {
     @Flag(help: "Carry out deletions of managed objects that left the manifests (otherwise they are shown, not applied).")
