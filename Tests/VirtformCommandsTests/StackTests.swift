@@ -323,6 +323,63 @@ struct StackTests {
         }
     }
 
+    /// A plan run while a target server or DHCP server is frozen ends within its reading's
+    /// deadline and reports that system as unreachable (it used to take 90 s for tgtd).
+    @Test func aPlanWithAFrozenSystemEndsWithinItsDeadline() async throws {
+        try await StackSite.with { site in
+            var (output, code) = await site.run(["apply", "--auto-approve"])
+            try #require(code == 0, "\(output)")
+            func pid(_ file: String) throws -> Int32 {
+                try #require(Int32((try String(contentsOfFile: file, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+            }
+            for (daemon, system) in [(try pid(site.root + "/storage/tgtd.pid"), "StoragePool/stack-pool"),
+                                     (try pid(site.dhcp.configuration.pidFile), "DHCPServer/kea")] {
+                kill(daemon, SIGSTOP)
+                let start = ContinuousClock.now
+                (output, code) = await site.run(["plan", "--read-timeout", "1"])
+                let took = start.duration(to: .now)
+                kill(daemon, SIGCONT)
+                #expect(code == 1, "\(output)")
+                #expect(output.contains("\(system): could not be read") || output.contains("\(system) (kea-1): could not be read"), "\(output)")
+                #expect(took < .seconds(10), "the plan took \(took)")
+            }
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            #expect(code == 0, "after the thaw: \(output)")
+        }
+    }
+
+    /// `plan` run again and again while an apply makes a site never mistakes the apply's
+    /// unfinished work for a stranger's: no errors, no foreign objects, only changes still to
+    /// make (it used to fail with "exists but is not virtform's" now and then).
+    @Test func plansDuringAnApplySeeOnlyWorkInProgress() async throws {
+        let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
+        try await StackSite.with { site in
+            let sweep = KillSweep(site: site, program: program)
+            let directory = site.root + "/busy"
+            try sweep.write(directory, vms: (1...16).map { KillSweep.VM(name: "web-\($0)", mac: String(format: "02:00:00:00:40:%02x", $0), address: "192.168.76.\(100 + $0)") })
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = ["apply", "--auto-approve", "--parallelism", "1", directory]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            var plans = 0
+            var warned = false
+            while process.isRunning && plans < 200 {
+                let (output, code) = await runVirtform(["plan", directory])
+                plans += 1
+                warned = warned || output.contains("an apply of this site is running")
+                #expect(code == 0 && !output.contains("error") && !output.contains("left alone"), "plan \(plans) during the apply:\n\(output)")
+            }
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            #expect(plans >= 3, "the apply ended before a third plan")
+            #expect(warned, "no plan said that an apply runs")
+            let (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
+            #expect(code == 0, "\(output)")
+        }
+    }
+
     /// Two sites with different names on the same hypervisor, pool, target server and Kea: each
     /// applies, each plans clean, neither sees the other's objects as its own, and one that
     /// drops everything deletes only what it made.
