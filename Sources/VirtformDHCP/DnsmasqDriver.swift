@@ -120,6 +120,7 @@ public struct DnsmasqDriver: DHCPDriver {
                 KillPoint.step("write the hosts file of \(endpoint.name)")
                 try FileSystem.writeFile(paths.hostsFile, edited, mode: 0o644, owner: nil)
             } catch {
+                UnfinishedWrite.end(paths.hostsFile)  // the file is as it was (written whole or not at all)
                 throw DHCPError(.unreachable, "failed to write the hosts file of \(endpoint.name): \(error)", endpoint: endpoint.name)
             }
             KillPoint.step("signal dnsmasq of \(endpoint.name)")

@@ -131,7 +131,12 @@ public struct KeaDriver: DHCPDriver {
         // From config-set to config-write Kea runs what its file does not hold: marked, so that
         // an apply killed in between is finished by the next (a URL endpoint cannot be marked).
         try UnfinishedWrite.begin(endpoint.controlSocket)
-        _ = try await timed("config-set") { try await channel.send("config-set", arguments: edited) }
+        do {
+            _ = try await timed("config-set") { try await channel.send("config-set", arguments: edited) }
+        } catch let error as DHCPError where error.code == .serverError {
+            UnfinishedWrite.end(endpoint.controlSocket)  // refused: Kea runs what it ran
+            throw error
+        }
         _ = try await timed("config-write") { try await channel.send("config-write") }
         UnfinishedWrite.end(endpoint.controlSocket)
         roundTrips += 3

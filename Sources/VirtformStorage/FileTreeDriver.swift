@@ -38,9 +38,17 @@ public final class FileTreeDriver: StorageDriver {
     public let site: String?
     /// `dir`: how clones are made, found by `probe()`.
     private let probedMethod = Mutex<CloneMethod?>(nil)
-    /// Bytes promised to copies in flight: copies that together do not fit fail at once, before
-    /// they start, instead of all filling the pool and all failing (and again on every re-run).
-    private let reserved = Mutex<UInt64>(0)
+    /// Space for copies: copies that together do not fit fail at once, before they start,
+    /// instead of all filling the pool and all failing (and again on every re-run).
+    private let space = Mutex(CopySpace())
+
+    /// What copies in flight were promised, out of what was free when the first of them began
+    /// (measured once per burst: a copy half written would otherwise be counted twice, in the
+    /// free space it used and in its promise).
+    private struct CopySpace {
+        var budget: UInt64 = 0
+        var promised: UInt64 = 0
+    }
 
     public init(flavor: Flavor, poolName: String, path: String, site: String? = nil, runner: any CommandRunner = LocalCommandRunner()) {
         self.site = site
@@ -467,17 +475,28 @@ public final class FileTreeDriver: StorageDriver {
         guard bytes > 0 else { return try await body() }
         let need = bytes + Self.copyMargin
         let free = FileOperations.freeBytes(path) ?? .max
-        let promised = reserved.withLock { reserved -> Bool in
-            guard free >= reserved && free - reserved >= need else { return false }
-            reserved += need
-            return true
+        let (promised, left) = space.withLock { space -> (Bool, UInt64) in
+            if space.promised == 0 { space.budget = free }  // a new burst: measured now
+            let left = space.budget >= space.promised ? space.budget - space.promised : 0
+            guard left >= need else { return (false, left) }
+            space.promised += need
+            return (true, left)
         }
         guard promised else {
-            let left = reserved.withLock { free >= $0 ? free - $0 : 0 }
             throw StorageError(.noSpace, "failed to \(what): pool \(poolName) has \(ByteSize(bytes: left)) free for it (after the copies in flight), it needs \(ByteSize(bytes: need))")
         }
-        defer { reserved.withLock { $0 -= need } }
-        return try await body()
+        do {
+            let result = try await body()
+            // Made: its space is used for good, out of this burst's budget.
+            space.withLock { space in
+                space.promised -= need
+                space.budget = space.budget >= need ? space.budget - need : 0
+            }
+            return result
+        } catch {
+            space.withLock { $0.promised -= need }  // its temporary is gone: the space is free again
+            throw error
+        }
     }
 
     /// What copying `source` into this pool writes: nothing for a reflink.
