@@ -224,12 +224,12 @@ struct EndToEndTests {
             let frozen = try #require(await site.lab.daemonPID(site.hosts[1].index), "the second host's libvirtd")
             // Driven by the apply's own progress: the first action on e2e-h2 freezes its daemon.
             let (output, status, ended, froze) = try await runVirtformChild(
-                program, ["apply", "--auto-approve", "--per-host", "1", "--operation-timeout", "2", site.directory],
+                program, ["apply", "--auto-approve", "--per-host", "1", "--operation-timeout", "3", site.directory],
                 trigger: "on e2e-h2\n", onTrigger: { kill(frozen, SIGSTOP) }, cleanup: { kill(frozen, SIGCONT) })
             #expect(ended, "the apply did not end while a host was frozen:\n\(output)")
             #expect(froze, "no action ran on e2e-h2:\n\(output)")
             #expect(status == 1, "\(output)")
-            #expect(output.contains("did not finish within 2"), "\(output)")
+            #expect(output.contains("did not finish within 3"), "\(output)")
             #expect(output.contains("not tried: e2e-h2 did not answer an earlier action"), "\(output)")
             #expect(output.contains(" skipped: "), "what waits for a failed action does not run:\n\(output)")
             // Every action on the other host ran: planning again finds nothing left to do there.

@@ -277,11 +277,11 @@ struct StackTests {
                 var (output, code) = await site.run(["apply", "--auto-approve", "--allow-destroy"])
                 try #require(code == 0, "\(output)")
                 try site.write(withWeb: true)
-                let run = try await runVirtformChild(program, ["apply", "--auto-approve", "--operation-timeout", "2", site.directory],
+                let run = try await runVirtformChild(program, ["apply", "--auto-approve", "--operation-timeout", "3", site.directory],
                                                      trigger: trigger, onTrigger: { kill(daemon, SIGSTOP) }, cleanup: { kill(daemon, SIGCONT) })
                 #expect(run.ended && run.triggered, "\(name): \(run.output)")
                 #expect(run.status == 1, "\(name): \(run.output)")
-                #expect(run.output.contains("did not finish within 2") && run.output.contains(system), "\(name): \(run.output)")
+                #expect(run.output.contains("did not finish within 3") && run.output.contains(system), "\(name): \(run.output)")
                 (output, code) = await site.run(["apply", "--auto-approve"])
                 #expect(code == 0, "\(name), after the thaw: \(output)")
                 (output, code) = await site.run(["plan", "--detailed-exitcode"])
