@@ -99,7 +99,7 @@ public enum PlanRenderer {
         return text
     }
 
-    private static func symbolAndColor(_ action: Change.Action) -> (String, String) {
+    static func symbolAndColor(_ action: Change.Action) -> (String, String) {
         switch action {
         case .create: return ("+", "32")
         case .update: return ("~", "33")
@@ -111,7 +111,7 @@ public enum PlanRenderer {
         }
     }
 
-    private static func summary(_ spec: DomainSpec) -> String {
+    static func summary(_ spec: DomainSpec) -> String {
         var parts = ["\(ByteSize(bytes: spec.memoryKiB << 10)), \(spec.vcpus) vCPU\(spec.vcpus == 1 ? "" : "s"), \(spec.osType)"]
         if !spec.interfaces.isEmpty { parts.append("interfaces " + DomainSpec.describe(spec.interfaces)) }
         if !spec.disks.isEmpty { parts.append("disk " + DomainSpec.describe(spec.disks)) }

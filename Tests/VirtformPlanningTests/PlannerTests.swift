@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import VirtformManifests
 import VirtformModel
-import VirtformPlanning
+@testable import VirtformPlanning
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
@@ -225,6 +225,29 @@ struct PlanRenderingTests {
         let plan = mixed ? Self.mixedPlan() : World().plan()
         try expectGolden(PlanRenderer.text(plan), "\(name).txt")
         try expectGolden(PlanRenderer.json(plan), "\(name).json")
+        try expectGolden(PlanMarkdown.render(plan), "\(name).md")
+        try expectGolden(GitLabReport.render(plan), "\(name).gitlab.json")
+    }
+
+    /// A comment stays within GitHub's limit: whole sections go from the end, and the last line
+    /// says so.
+    @Test func markdownIsCutAtTheLimitWithANote() throws {
+        let plan = World().plan()
+        let whole = PlanMarkdown.render(plan)
+        #expect(whole.count > 2_000 && !whole.contains("cut to stay within the limit"))
+        let cut = PlanMarkdown.render(plan, limit: 2_000)
+        #expect(cut.count <= 2_000)
+        #expect(cut.contains("more section") && cut.contains("cut to stay within the limit"), "\(cut)")
+        #expect(cut.hasPrefix(whole.prefix(200)), "the head (warnings, counts) is kept")
+        // GitLab's report: exactly its three keys.
+        let report = try JSONSerialization.jsonObject(with: Data(GitLabReport.render(plan).utf8)) as? [String: Int]
+        #expect(report.map { Set($0.keys) } == ["create", "update", "delete"])
+        #expect(report?["create"] == plan.summary.create && report?["update"] == plan.summary.start)
+    }
+
+    /// A value cannot break the table or smuggle HTML into the comment.
+    @Test func markdownCellsAreEscaped() {
+        #expect(PlanMarkdown.cell("a|b<script>\nx") == "a\\|b&lt;script>\\u{a}x")
     }
 
     @Test func jsonRoundTrips() throws {

@@ -17,8 +17,19 @@ struct PlanCommand: AsyncParsableCommand {
 
     @OptionGroup var site: SiteOptions
 
-    @Option(help: "Output format: text or json.")
-    var format: ReportFormat = .text
+    /// What `plan` writes to standard output.
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json, markdown
+    }
+
+    @Option(help: "Output format: text, json, or markdown (a pull-request comment, at most 65,536 characters).")
+    var format: Format = .text
+
+    @Option(help: "Also write the plan as Markdown (under 1 MiB) to this file, for a CI step summary (append it to $GITHUB_STEP_SUMMARY).")
+    var summary: String?
+
+    @Option(help: "Also write GitLab's Terraform report ({\"create\": n, \"update\": n, \"delete\": n}) to this file.")
+    var gitlabReport: String?
 
     @Option(name: .customLong("out"), help: "Also save the plan (JSON) to this file, for `virtform apply --plan FILE`.")
     var out: String?
@@ -41,6 +52,16 @@ struct PlanCommand: AsyncParsableCommand {
         switch format {
         case .text: output.write(PlanRenderer.text(result.plan, color: output.useColor))
         case .json: output.write(PlanRenderer.json(result.plan))
+        case .markdown: output.write(PlanMarkdown.render(result.plan))
+        }
+        for (path, text) in [(summary, { PlanMarkdown.render(result.plan, limit: PlanMarkdown.summaryLimit) }),
+                             (gitlabReport, { GitLabReport.render(result.plan) })] {
+            guard let path else { continue }
+            do {
+                try Redaction.redacted(text()).write(toFile: path, atomically: true, encoding: .utf8)
+            } catch {
+                throw CommandFailure("failed to write \(path): \(error.localizedDescription)")
+            }
         }
         if let out {
             var saved = result.plan

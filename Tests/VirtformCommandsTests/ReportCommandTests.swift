@@ -1,0 +1,39 @@
+import Foundation
+import Testing
+@testable import VirtformCommands
+
+/// One `plan` run writes the text for the log and the files a CI system reads.
+@Suite("CI reports from one plan")
+struct ReportCommandTests {
+    @Test func oneRunWritesTheLogTheSummaryAndTheGitLabReport() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vftest-reports-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // A host on a loopback port that refuses: nothing is planned for it, and the reports say so.
+        try """
+            apiVersion: virtform.io/v1alpha1
+            kind: Site
+            metadata: {name: reports}
+            spec: {}
+            ---
+            apiVersion: virtform.io/v1alpha1
+            kind: Host
+            metadata: {name: h1}
+            spec:
+              uri: "qemu+tcp://127.0.0.1:1/system"
+              capacity: {memory: 1GiB, vcpus: 1}
+              bridges: [fe0]
+
+            """.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+        let summary = directory + "/summary.md", gitlab = directory + "/gitlab.json"
+        var (output, code) = await runVirtform(["plan", "--summary", summary, "--gitlab-report", gitlab, directory])
+        #expect(code == 1, "\(output)")
+        #expect(output.contains("Host h1: unreachable"), "the text for the log: \(output)")
+        let markdown = try String(contentsOfFile: summary, encoding: .utf8)
+        #expect(markdown.hasPrefix("### virtform plan — site `reports`") && markdown.contains("#### Not read (1)"), "\(markdown)")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: gitlab))) as? [String: Int]
+        #expect(report == ["create": 0, "update": 0, "delete": 0])
+        (output, code) = await runVirtform(["plan", "--format", "markdown", directory])
+        #expect(code == 1 && output.hasPrefix("### virtform plan"), "\(output)")
+    }
+}
