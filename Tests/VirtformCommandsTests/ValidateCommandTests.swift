@@ -66,6 +66,37 @@ struct ValidateCommandTests {
         #expect(keys[1].contains("\"diagnostics\""), "keys are sorted: \(keys)")
     }
 
+    /// Code scanning: SARIF 2.1.0 for GitHub, the code-quality report for GitLab, each problem
+    /// with its file and line.
+    @Test func sarifAndCodeQualityPlaceEveryProblem() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("virtform-cmd-\(UUID()).yaml")
+        try "apiVersion: virtform.io/v1alpha1\nkind: Host\nmetadata: {name: a}\nspec: {uri: 'x:', capacity: {memory: 1 lemon, vcpus: 0}}\n"
+            .write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        var (output, code) = await runVirtform(["validate", "--format", "sarif", file.path])
+        #expect(code == 1)
+        let sarif = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        #expect(sarif["version"] as? String == "2.1.0" && (sarif["$schema"] as? String)?.contains("sarif-2.1.0") == true)
+        let run = try #require((sarif["runs"] as? [[String: Any]])?.first)
+        #expect(((run["tool"] as? [String: Any])?["driver"] as? [String: Any])?["name"] as? String == "virtform")
+        let results = try #require(run["results"] as? [[String: Any]])
+        #expect(results.count == 2, "\(output)")
+        for result in results {
+            let physical = try #require(((result["locations"] as? [[String: Any]])?.first)?["physicalLocation"] as? [String: Any])
+            #expect((physical["artifactLocation"] as? [String: Any])?["uri"] as? String == file.path)
+            #expect((physical["region"] as? [String: Any])?["startLine"] as? Int == 4)
+            #expect(result["level"] as? String == "error" && (result["ruleId"] as? String)?.hasPrefix("virtform/spec.capacity.") == true)
+        }
+        (output, code) = await runVirtform(["validate", "--format", "codequality", file.path])
+        #expect(code == 1)
+        let issues = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]])
+        #expect(issues.count == 2)
+        #expect(issues.allSatisfy { ($0["location"] as? [String: Any])?["path"] as? String == file.path
+            && (($0["location"] as? [String: Any])?["lines"] as? [String: Any])?["begin"] as? Int == 4
+            && $0["severity"] as? String == "major" && ($0["fingerprint"] as? String)?.isEmpty == false })
+        #expect(Set(issues.compactMap { $0["fingerprint"] as? String }).count == 2, "fingerprints tell the problems apart")
+    }
+
     @Test func schemaCommandPrintsTheSchema() async {
         let (output, code) = await runVirtform(["schema"])
         #expect(code == 0)

@@ -13,8 +13,13 @@ struct ValidateCommand: AsyncParsableCommand {
     @Argument(help: "Manifest files or directories (searched recursively for *.yaml and *.yml).")
     var paths: [String] = ["manifests"]
 
-    @Option(help: "Output format: text or json.")
-    var format: ReportFormat = .text
+    /// What `validate` writes.
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json, sarif, codequality
+    }
+
+    @Option(help: "Output format: text, json, sarif (GitHub code scanning) or codequality (GitLab).")
+    var format: Format = .text
 
     func run() async throws {
         let result = ManifestLoader.load(paths: paths)
@@ -22,6 +27,8 @@ struct ValidateCommand: AsyncParsableCommand {
         switch format {
         case .text: output.write(DiagnosticReport.text(result, output: output))
         case .json: output.write(DiagnosticReport.json(result))
+        case .sarif: output.write(ScanningReports.sarif(result))
+        case .codequality: output.write(ScanningReports.codeQuality(result))
         }
         if !result.isValid { throw ExitCode(1) }
     }
