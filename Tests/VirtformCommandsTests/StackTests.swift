@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Libvirt
 import Testing
 import VirtformDHCP
@@ -53,6 +56,13 @@ struct StackTests {
             #expect(code == 2, "\(output)")
             #expect(output.contains("missing ISCSITarget/appl/web-1"), "\(output)")
             #expect(output.contains("missing NetworkBinding/web-1-public"), "\(output)")
+            // The same for a CI system: a test case per managed resource, a failure per drift.
+            (output, code) = await site.run(["drift", "--format", "junit"])
+            #expect(code == 2)
+            let report = try JUnitReading(output)
+            #expect(report.cases.count == 8, "VM, binding, two projects, image, snapshot, LUN, target: \(report.cases)")
+            #expect(report.failed == ["ISCSITarget/appl/web-1", "NetworkBinding/web-1-public"], "\(output)")
+            #expect(report.attributes["failures"] == "2" && report.attributes["errors"] == "0" && report.attributes["tests"] == "8", "\(report.attributes)")
 
             (output, code) = await site.run(["apply", "--auto-approve"])
             #expect(code == 0, "\(output)")
@@ -592,4 +602,37 @@ struct StackSite: Sendable {
         }
         return text
     }
+}
+
+/// A JUnit report read back with Foundation's XML parser: it must be well-formed XML.
+struct JUnitReading {
+    var cases: [String] = []
+    var failed: [String] = []
+    var attributes: [String: String] = [:]
+
+    init(_ text: String) throws {
+        final class Delegate: NSObject, XMLParserDelegate {
+            var reading = JUnitReading(empty: ())
+            var current: String?
+            func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+                        attributes: [String: String] = [:]) {
+                switch name {
+                case "testsuites": reading.attributes = attributes
+                case "testcase":
+                    current = attributes["name"]
+                    reading.cases.append(attributes["name"] ?? "?")
+                case "failure": if let current, reading.failed.last != current { reading.failed.append(current) }
+                default: break
+                }
+            }
+        }
+        let parser = XMLParser(data: Data(text.utf8))
+        let delegate = Delegate()
+        parser.delegate = delegate
+        guard parser.parse() else { throw CocoaError(.propertyListReadCorrupt, userInfo: ["text": text]) }
+        self = delegate.reading
+        failed.sort()
+    }
+
+    private init(empty: Void) {}
 }

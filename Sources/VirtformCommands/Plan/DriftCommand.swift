@@ -13,8 +13,13 @@ struct DriftCommand: AsyncParsableCommand {
 
     @OptionGroup var site: SiteOptions
 
-    @Option(help: "Output format: text or json.")
-    var format: ReportFormat = .text
+    /// What `drift` writes.
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json, junit
+    }
+
+    @Option(help: "Output format: text, json, or junit (one test case per managed resource, for GitLab and Jenkins).")
+    var format: Format = .text
 
     @OptionGroup var reading: ReadOptions
 
@@ -26,6 +31,7 @@ struct DriftCommand: AsyncParsableCommand {
         switch format {
         case .text: output.write(report.text(output: output))
         case .json: output.write(report.json())
+        case .junit: output.write(report.junit(site: desired))
         }
         if !result.plan.errors.isEmpty || !result.plan.unreachable.isEmpty || !result.plan.unknown.isEmpty { throw ExitCode(1) }
         if !report.items.isEmpty { throw ExitCode(2) }
