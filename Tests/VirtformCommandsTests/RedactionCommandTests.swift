@@ -9,23 +9,8 @@ struct RedactionCommandTests {
     static let secret = "s3cret-pw"
 
     @Test func aPasswordInAHostURIIsNeverWritten() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vftest-redaction-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         // Port 1 on loopback refuses at once: the host is unreachable, and its URI is in the reason.
-        try """
-            apiVersion: virtform.io/v1alpha1
-            kind: Site
-            metadata: {name: secrets}
-            spec: {}
-            ---
-            apiVersion: virtform.io/v1alpha1
-            kind: Host
-            metadata: {name: h1}
-            spec:
-              uri: "qemu+tcp://admin:\(Self.secret)@127.0.0.1:1/system"
-              capacity: {memory: 1GiB, vcpus: 1}
-              bridges: [fe0]
+        let directory = try writeLoopbackSite("secrets", uri: "qemu+tcp://admin:\(Self.secret)@127.0.0.1:1/system", extraHost: """
             ---
             apiVersion: virtform.io/v1alpha1
             kind: Host
@@ -35,7 +20,8 @@ struct RedactionCommandTests {
               capacity: {memory: 0, vcpus: 1}
               bridges: [fe0]
 
-            """.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+            """)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let saved = directory + "/plan.json"
         var everything = ""
         // Invalid first (memory: 0), then valid.

@@ -6,25 +6,9 @@ import Testing
 @Suite("CI reports from one plan")
 struct ReportCommandTests {
     @Test func oneRunWritesTheLogTheSummaryAndTheGitLabReport() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vftest-reports-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         // A host on a loopback port that refuses: nothing is planned for it, and the reports say so.
-        try """
-            apiVersion: virtform.io/v1alpha1
-            kind: Site
-            metadata: {name: reports}
-            spec: {}
-            ---
-            apiVersion: virtform.io/v1alpha1
-            kind: Host
-            metadata: {name: h1}
-            spec:
-              uri: "qemu+tcp://127.0.0.1:1/system"
-              capacity: {memory: 1GiB, vcpus: 1}
-              bridges: [fe0]
-
-            """.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+        let directory = try writeLoopbackSite("reports", uri: "qemu+tcp://127.0.0.1:1/system")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let summary = directory + "/summary.md", gitlab = directory + "/gitlab.json"
         var (output, code) = await runVirtform(["plan", "--summary", summary, "--gitlab-report", gitlab, directory])
         #expect(code == 1, "\(output)")
@@ -36,4 +20,27 @@ struct ReportCommandTests {
         (output, code) = await runVirtform(["plan", "--format", "markdown", directory])
         #expect(code == 1 && output.hasPrefix("### virtform plan"), "\(output)")
     }
+}
+
+/// A site of one host at `uri` (a loopback port that refuses: unreachable at once) in a new
+/// temporary directory, returned; `extraHost` is added as a second Host document.
+func writeLoopbackSite(_ name: String, uri: String, extraHost: String = "") throws -> String {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vftest-\(name)-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try """
+        apiVersion: virtform.io/v1alpha1
+        kind: Site
+        metadata: {name: \(name)}
+        spec: {}
+        ---
+        apiVersion: virtform.io/v1alpha1
+        kind: Host
+        metadata: {name: h1}
+        spec:
+          uri: "\(uri)"
+          capacity: {memory: 1GiB, vcpus: 1}
+          bridges: [fe0]
+        \(extraHost)
+        """.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+    return directory
 }

@@ -58,20 +58,9 @@ extension DriftReport {
             """
     }
 
-    /// Text for XML attributes and content; characters XML 1.0 cannot carry at all are escaped
-    /// as text first.
+    /// Text for XML attributes and content; control characters (which XML 1.0 cannot carry)
+    /// are escaped as text first.
     private func xml(_ text: String) -> String {
-        var result = ""
-        for scalar in Redaction.escapingControls(text, keepingNewlines: true).unicodeScalars {
-            switch scalar {
-            case "&": result += "&amp;"
-            case "<": result += "&lt;"
-            case ">": result += "&gt;"
-            case "\"": result += "&quot;"
-            case "'": result += "&apos;"
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result
+        XMLText.escaped(Redaction.escapingControls(text, keepingNewlines: true))
     }
 }
