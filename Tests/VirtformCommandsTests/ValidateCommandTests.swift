@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Synchronization
 import Testing
+import VirtformSystem
 @testable import VirtformCommands
 
 /// Runs a `virtform` command line in-process and captures what it writes and how it exits.
@@ -95,6 +96,26 @@ struct ValidateCommandTests {
             && (($0["location"] as? [String: Any])?["lines"] as? [String: Any])?["begin"] as? Int == 4
             && $0["severity"] as? String == "major" && ($0["fingerprint"] as? String)?.isEmpty == false })
         #expect(Set(issues.compactMap { $0["fingerprint"] as? String }).count == 2, "fingerprints tell the problems apart")
+    }
+
+    /// The completion scripts come from the commands themselves; bash reads its script without
+    /// a syntax error, and every kind of flag is in it.
+    @Test func completionScriptsNameEveryCommandAndFlag() async throws {
+        let (bash, code) = await runVirtform(["completion", "bash"])
+        #expect(code == 0)
+        for word in ["validate", "plan", "apply", "drift", "lab", "schema", "--operation-timeout", "--read-timeout", "--gitlab-report"] {
+            #expect(bash.contains(word), "\(word) missing from the bash completion")
+        }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("virtform-completion-\(UUID()).bash").path
+        try bash.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let shell = try #require(Executables.find("bash"))
+        let check = try await Command.run([shell, "-n", file])
+        #expect(check.status == 0, "\(check.standardError)")
+        for name in ["zsh", "fish"] {
+            let (script, status) = await runVirtform(["completion", name])
+            #expect(status == 0 && script.contains("apply"), "\(name)")
+        }
     }
 
     @Test func schemaCommandPrintsTheSchema() async {
