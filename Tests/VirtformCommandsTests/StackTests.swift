@@ -30,6 +30,15 @@ struct StackTests {
                              "+ VirtualMachine/appl/web-1  create"] {
                 #expect(output.contains(expected), "\(expected) in:\n\(output)")
             }
+            // The graph apply will run, as DOT and as Mermaid: the start waits for the domain's
+            // definition, its reservation and (through the definition) its disk's export.
+            (output, code) = await site.run(["graph"])
+            #expect(code == 0 && output.hasPrefix("digraph virtform {"), "\(output)")
+            #expect(output.contains("\"create VirtualMachine/appl/web-1\" -> \"start VirtualMachine/appl/web-1\";"), "\(output)")
+            #expect(output.contains("\"write DHCPServer/kea\" -> \"start VirtualMachine/appl/web-1\";"), "\(output)")
+            #expect(output.contains("\"create ISCSITarget/appl/web-1\" -> \"create VirtualMachine/appl/web-1\";"), "\(output)")
+            (output, code) = await site.run(["graph", "--format", "mermaid"])
+            #expect(code == 0 && output.hasPrefix("flowchart LR") && output.contains(" --> "), "\(output)")
 
             (output, code) = await site.run(["apply", "--auto-approve"])
             try #require(code == 0, "\(output)")

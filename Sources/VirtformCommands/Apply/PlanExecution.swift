@@ -60,22 +60,28 @@ enum PlanExecution {
         }
     }
 
-    static func build(_ runnable: [Change], systems: ConnectedSystems, settings: Settings) throws -> (ActionGraph<String>, [String: Int]) {
+    /// One node of the action graph: the change (or, for a system that writes in one go, every
+    /// change to it) it carries out, and the nodes it waits for.
+    struct Node {
+        var id: String
+        var label: String
+        /// The change whose system, keys and deadline the node has (the first of a batch).
+        var change: Change
+        var batch: [Change]
+        var dependsOn: [String]
+    }
+
+    /// The graph's nodes in plan order, as the executor will follow them (`virtform graph`
+    /// draws the same). A system that writes many changes at once (DHCP) gets one node for all
+    /// of them, waiting for everything any of them waits for.
+    static func nodes(_ runnable: [Change]) throws -> [Node] {
         var nodeOf: [String: String] = [:]
         for change in runnable { nodeOf[change.id] = nodeID(for: change) }
-        var builder = ActionGraph<String>.Builder()
-        var keyLimits: [String: Int] = [:]
-
-        // A system that writes many changes at once (DHCP) gets one node for all of them,
-        // waiting for everything any of them waits for.
         var batches: [SystemAddress: [Change]] = [:]
         for change in runnable where writesInOneGo(change.system.kind) { batches[change.system, default: []].append(change) }
-
-        let unanswering = Unanswering()
+        var nodes: [Node] = []
         for change in runnable {
-            if change.system.kind == .exportServer { keyLimits[change.system.description] = 1 }
             let address = change.system
-            let session = systems[address]
             var batch = [change]
             var label = "\(change.id) on \(address)"
             var dependencies = change.dependsOn
@@ -86,8 +92,22 @@ enum PlanExecution {
                 dependencies = Set(all.flatMap(\.dependsOn)).sorted()
             }
             let id = nodeID(for: change)
-            builder.add(id, keys: keys(for: change), label: label,
-                        dependsOn: try dependencies.map { try node($0, of: nodeOf, for: change) }.filter { $0 != id }) { [batch] in
+            nodes.append(Node(id: id, label: label, change: change, batch: batch,
+                              dependsOn: try dependencies.map { try node($0, of: nodeOf, for: change) }.filter { $0 != id }))
+        }
+        return nodes
+    }
+
+    static func build(_ runnable: [Change], systems: ConnectedSystems, settings: Settings) throws -> (ActionGraph<String>, [String: Int]) {
+        var builder = ActionGraph<String>.Builder()
+        var keyLimits: [String: Int] = [:]
+        let unanswering = Unanswering()
+        for node in try nodes(runnable) {
+            let (change, batch, id) = (node.change, node.batch, node.id)
+            if change.system.kind == .exportServer { keyLimits[change.system.description] = 1 }
+            let address = change.system
+            let session = systems[address]
+            builder.add(id, keys: keys(for: change), label: node.label, dependsOn: node.dependsOn) {
                 do {
                     guard let session else { throw CommandFailure("\(address) is not connected") }
                     if let why = unanswering.reason(address) {
