@@ -108,7 +108,7 @@ public func withDeadline<T: Sendable>(
 
 /// The body and the timer of one `withDeadline`: whichever finishes first resumes the caller
 /// and cancels the other.
-private final class DeadlineRace<T: Sendable>: Sendable {
+final class DeadlineRace<T: Sendable>: Sendable {
     private struct State {
         var continuation: CheckedContinuation<T, any Error>?
         var work: Task<Void, Never>?
@@ -117,7 +117,7 @@ private final class DeadlineRace<T: Sendable>: Sendable {
     }
     private let state = Mutex(State())
 
-    func begin(_ continuation: CheckedContinuation<T, any Error>, work: Task<Void, Never>, timer: Task<Void, Never>) {
+    func begin(_ continuation: CheckedContinuation<T, any Error>, work: Task<Void, Never>, timer: Task<Void, Never>?) {
         let early = state.withLock { state -> Result<T, any Error>? in
             state.work = work
             state.timer = timer
@@ -127,7 +127,7 @@ private final class DeadlineRace<T: Sendable>: Sendable {
         }
         if let early {
             work.cancel()
-            timer.cancel()
+            timer?.cancel()
             continuation.resume(with: early)
         }
     }
@@ -150,5 +150,74 @@ private final class DeadlineRace<T: Sendable>: Sendable {
     func cancel() {
         let work = state.withLock { $0.work }
         work?.cancel()
+    }
+}
+
+/// Deadlines for many calls at once, watched by one task: what apply gives each of thousands of
+/// actions, where a timer task per call (as `withDeadline` has) costs about as much as the call.
+/// A deadline fires within a tenth of a second of its time.
+public final class DeadlineWatch: Sendable {
+    private struct Entry: Sendable {
+        var deadline: ContinuousClock.Instant
+        var expire: @Sendable () -> Void
+    }
+    private struct State {
+        var entries: [Int: Entry] = [:]
+        var next = 0
+        var watching = false
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// As `withDeadline`: `body`'s result, or a `SystemError` (timed out) naming `what` once
+    /// `limit` has passed, even when the body cannot end yet (it is cancelled and left to finish).
+    public func run<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let race = DeadlineRace<T>()
+        let id = register(ContinuousClock.now + limit) {
+            race.finish(.failure(SystemError("\(what) did not finish within \(limit)", timedOut: true)))
+        }
+        defer { state.withLock { _ = $0.entries.removeValue(forKey: id) } }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                race.begin(continuation,
+                           work: Task {
+                               let result: Result<T, any Error>
+                               do { result = .success(try await body()) } catch { result = .failure(error) }
+                               race.finish(result)
+                           },
+                           timer: nil)
+            }
+        } onCancel: {
+            race.cancel()
+        }
+    }
+
+    private func register(_ deadline: ContinuousClock.Instant, expire: @escaping @Sendable () -> Void) -> Int {
+        let (id, start) = state.withLock { state -> (Int, Bool) in
+            let id = state.next
+            state.next += 1
+            state.entries[id] = Entry(deadline: deadline, expire: expire)
+            defer { state.watching = true }
+            return (id, !state.watching)
+        }
+        if start { Task { await watch() } }
+        return id
+    }
+
+    /// Wakes ten times a second while there are deadlines, and stops when there are none.
+    private func watch() async {
+        while true {
+            try? await Task.sleep(for: .milliseconds(100))
+            let now = ContinuousClock.now
+            let (due, done) = state.withLock { state -> ([Entry], Bool) in
+                let due = state.entries.filter { $0.value.deadline <= now }
+                for key in due.keys { state.entries[key] = nil }
+                if state.entries.isEmpty { state.watching = false }
+                return (Array(due.values), state.entries.isEmpty)
+            }
+            for entry in due { entry.expire() }
+            if done { return }
+        }
     }
 }

@@ -24,6 +24,29 @@ struct DeadlineTests {
         struct Failure: Error {}
         await #expect(throws: Failure.self) { try await withDeadline(.seconds(5), "failing") { throw Failure() } }
     }
+
+    /// One watcher for many deadlines: quick calls give their results, a stuck one among them
+    /// fails at its deadline (within the watcher's tenth of a second), and later calls still work.
+    @Test func oneWatchKeepsTheDeadlinesOfManyCalls() async throws {
+        let watch = DeadlineWatch()
+        let sum = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<200 { group.addTask { try await watch.run(.seconds(5), "call \(i)") { i } } }
+            return try await group.reduce(0, +)
+        }
+        #expect(sum == 199 * 200 / 2)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = await #expect(throws: SystemError.self) {
+            try await watch.run(.milliseconds(200), "a stuck call") {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 3) { continuation.resume() }
+                }
+            }
+        }
+        #expect(error?.timedOut == true && error?.message.contains("a stuck call") == true)
+        #expect(clock.now - start < .seconds(2), "returned at the deadline, not when the body ended")
+        #expect(try await watch.run(.seconds(5), "after") { "still works" } == "still works")
+    }
 }
 
 @Suite("Blocking thread pool")

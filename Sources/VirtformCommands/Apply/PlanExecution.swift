@@ -102,6 +102,7 @@ enum PlanExecution {
         var builder = ActionGraph<String>.Builder()
         var keyLimits: [String: Int] = [:]
         let unanswering = Unanswering()
+        let deadlines = DeadlineWatch()
         for node in try nodes(runnable) {
             let (change, batch, id) = (node.change, node.batch, node.id)
             if change.system.kind == .exportServer { keyLimits[change.system.description] = 1 }
@@ -115,7 +116,7 @@ enum PlanExecution {
                                             message: "not tried: \(address) did not answer an earlier action (\(why))", retryable: true)
                     }
                     let deadline = settings.deadline(for: change)
-                    try await withDeadline(deadline, "\(id) on \(address)") {
+                    try await deadlines.run(deadline, "\(id) on \(address)") {
                         try await session.execute(batch, on: address, settings: settings)
                     }
                 } catch let error as SystemError where error.timedOut {
