@@ -88,27 +88,39 @@ public func withDeadline<T: Sendable>(
     _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let race = DeadlineRace<T>()
-    return try await withTaskCancellationHandler {
-        try await withCheckedThrowingContinuation { continuation in
-            race.begin(continuation,
-                       work: Task {
-                           let result: Result<T, any Error>
-                           do { result = .success(try await body()) } catch { result = .failure(error) }
-                           race.finish(result)
-                       },
-                       timer: Task {
-                           guard (try? await Task.sleep(for: limit)) != nil else { return }
-                           race.finish(.failure(SystemError("\(what) did not finish within \(limit)", timedOut: true)))
-                       })
+    return try await race.run(body) {
+        Task {
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
+            race.finish(.failure(DeadlineRace<T>.timedOut(what, limit)))
         }
-    } onCancel: {
-        race.cancel()
     }
 }
 
 /// The body and the timer of one `withDeadline`: whichever finishes first resumes the caller
 /// and cancels the other.
 final class DeadlineRace<T: Sendable>: Sendable {
+    static func timedOut(_ what: String, _ limit: Duration) -> SystemError {
+        SystemError("\(what) did not finish within \(limit)", timedOut: true)
+    }
+
+    /// Runs `body` in a task of its own and waits for whichever comes first: its result, or
+    /// `finish` called by the timer that `timer` starts (nil: something else keeps the time).
+    func run(_ body: @escaping @Sendable () async throws -> T, timer: () -> Task<Void, Never>?) async throws -> T {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                begin(continuation,
+                      work: Task {
+                          let result: Result<T, any Error>
+                          do { result = .success(try await body()) } catch { result = .failure(error) }
+                          self.finish(result)
+                      },
+                      timer: timer())
+            }
+        } onCancel: {
+            cancel()
+        }
+    }
+
     private struct State {
         var continuation: CheckedContinuation<T, any Error>?
         var work: Task<Void, Never>?
@@ -174,23 +186,9 @@ public final class DeadlineWatch: Sendable {
     /// `limit` has passed, even when the body cannot end yet (it is cancelled and left to finish).
     public func run<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let race = DeadlineRace<T>()
-        let id = register(ContinuousClock.now + limit) {
-            race.finish(.failure(SystemError("\(what) did not finish within \(limit)", timedOut: true)))
-        }
+        let id = register(ContinuousClock.now + limit) { race.finish(.failure(DeadlineRace<T>.timedOut(what, limit))) }
         defer { state.withLock { _ = $0.entries.removeValue(forKey: id) } }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                race.begin(continuation,
-                           work: Task {
-                               let result: Result<T, any Error>
-                               do { result = .success(try await body()) } catch { result = .failure(error) }
-                               race.finish(result)
-                           },
-                           timer: nil)
-            }
-        } onCancel: {
-            race.cancel()
-        }
+        return try await race.run(body) { nil }
     }
 
     private func register(_ deadline: ContinuousClock.Instant, expire: @escaping @Sendable () -> Void) -> Int {
