@@ -118,6 +118,15 @@ struct ValidateCommandTests {
         }
     }
 
+    /// A deadline of nothing is refused before anything is read, naming the flag.
+    @Test func timeoutsMustBeAboveZero() async {
+        for (arguments, flag) in [(["apply", "--operation-timeout", "0"], "--operation-timeout"), (["plan", "--read-timeout=-1"], "--read-timeout"),
+                                  (["apply", "--shutdown-timeout=-5"], "--shutdown-timeout")] {
+            let (output, code) = await runVirtform(arguments + ["/nonexistent-manifests"])
+            #expect(code == 64 && output.contains("\(flag) must be"), "\(arguments): \(output)")
+        }
+    }
+
     @Test func schemaCommandPrintsTheSchema() async {
         let (output, code) = await runVirtform(["schema"])
         #expect(code == 0)

@@ -50,6 +50,13 @@ struct ApplyCommand: AsyncParsableCommand {
         discussion: "Without it: 120 on a hypervisor (plus the shutdown timeout for a stop or restart), 1800 on a storage pool (copies of large images), 60 on an iSCSI target server, 120 on a DHCP server. An action past its deadline fails and its dependents are skipped; the system it ran on is then taken as not answering, so its remaining actions fail at once instead of each waiting out a deadline of its own."))
     var operationTimeout: Double?
 
+    func validate() throws {
+        if let operationTimeout, !(operationTimeout > 0) {
+            throw ValidationError("--operation-timeout must be a number of seconds above 0, not \(operationTimeout)")
+        }
+        if !(shutdownTimeout >= 0) { throw ValidationError("--shutdown-timeout must be 0 or more seconds, not \(shutdownTimeout)") }
+    }
+
     /// Exit status when everything runnable was applied but some changes stayed blocked.
     static let blockedExitCode: Int32 = 3
 

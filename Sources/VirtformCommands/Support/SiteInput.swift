@@ -53,7 +53,11 @@ struct ReadOptions: ParsableArguments {
                                discussion: "A system's whole reading — every domain of a host, a pool with its targets and what its portal serves, a DHCP server's endpoints — may take three times as long; one that does not answer in time is unreachable, never empty."))
     var readTimeout: Double = 10
 
-    var timeout: Duration { .milliseconds(Int(max(readTimeout, 0.1) * 1000)) }
+    func validate() throws {
+        if !(readTimeout > 0) { throw ValidationError("--read-timeout must be a number of seconds above 0, not \(readTimeout)") }
+    }
+
+    var timeout: Duration { .milliseconds(Int(readTimeout * 1000)) }
 }
 
 /// What a plan may do beyond creating and updating: shared by `plan` and `apply`.
