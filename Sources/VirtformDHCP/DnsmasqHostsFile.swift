@@ -49,7 +49,9 @@ struct DnsmasqHostsFile: Hashable, Sendable {
             switch line {
             case .foreign(let text): out.append(text)
             case .owned(let mark, let mac, let address, let hostname):
-                out.append("\(Self.markPrefix)binding=\(mark.binding) vm=\(mark.vm) interface=\(mark.interface)\(mark.site.map { " site=\($0)" } ?? "")")
+                // A line kept as it was keeps its mark as read (a hand edit stays visible); what
+                // virtform writes carries the digest of what it reserved.
+                out.append("\(Self.markPrefix)binding=\(mark.binding) vm=\(mark.vm) interface=\(mark.interface)\(mark.site.map { " site=\($0)" } ?? "")\(mark.applied.map { " applied=\($0)" } ?? "")")
                 out.append([mac.description, address.description, hostname].compactMap { $0 }.joined(separator: ","))
             }
         }
@@ -66,7 +68,8 @@ struct DnsmasqHostsFile: Hashable, Sendable {
         guard let binding = fields["binding"], !binding.isEmpty, let vm = fields["vm"].flatMap({ VMID(parsing: $0) }),
             let interface = fields["interface"], !interface.isEmpty
         else { return nil }
-        return OwnerMark(binding: binding, vm: vm, interface: interface, site: fields["site"].flatMap { $0.isEmpty ? nil : $0 })
+        return OwnerMark(binding: binding, vm: vm, interface: interface, site: fields["site"].flatMap { $0.isEmpty ? nil : $0 },
+                         applied: fields["applied"].flatMap { $0.isEmpty ? nil : $0 })
     }
 
     /// `MAC,address[,hostname][,lease time]`, the form virtform writes and the commonest one
@@ -142,14 +145,19 @@ struct DnsmasqHostsFile: Hashable, Sendable {
                 result.lines.append(line)
                 continue
             }
-            if let r = pending.removeValue(forKey: mark.key) {
-                result.lines.append(.owned(r.owner!, mac: r.mac, address: r.address, hostname: r.hostname))
-            }
+            if let r = pending.removeValue(forKey: mark.key) { result.lines.append(Self.written(r)) }
         }
         for r in additions where pending[r.owner!.key] == r {
             pending[r.owner!.key] = nil
-            result.lines.append(.owned(r.owner!, mac: r.mac, address: r.address, hostname: r.hostname))
+            result.lines.append(Self.written(r))
         }
         return result
+    }
+
+    /// The lines virtform writes for a reservation: its mark, with the digest of what it reserves.
+    private static func written(_ r: Reservation) -> Line {
+        var mark = r.owner!
+        mark.applied = r.digest
+        return .owned(mark, mac: r.mac, address: r.address, hostname: r.hostname)
     }
 }

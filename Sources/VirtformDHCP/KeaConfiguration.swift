@@ -54,7 +54,8 @@ enum KeaConfiguration {
         guard let mark = entry["user-context"]?[markKey], let binding = mark["binding"]?.stringValue,
             let vmText = mark["vm"]?.stringValue, let vm = VMID(parsing: vmText), let interface = mark["interface"]?.stringValue
         else { return nil }
-        return OwnerMark(binding: binding, vm: vm, interface: interface, site: mark["site"]?.stringValue)
+        return OwnerMark(binding: binding, vm: vm, interface: interface, site: mark["site"]?.stringValue,
+                         applied: mark["applied"]?.stringValue)
     }
 
     /// The Kea form of an owned reservation.
@@ -69,6 +70,8 @@ enum KeaConfiguration {
                 "binding": .string(owner.binding), "vm": .string(owner.vm.description), "interface": .string(owner.interface),
             ]
             if let site = owner.site { mark["site"] = .string(site) }
+            // A reservation kept as it was keeps the digest it was written with: a hand edit stays visible.
+            mark["applied"] = .string(owner.applied ?? r.digest)
             members["user-context"] = .object([markKey: .object(mark)])
         }
         return .object(members)

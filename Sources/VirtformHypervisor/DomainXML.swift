@@ -27,11 +27,7 @@ public enum DomainXML {
         add("<domain type='", escape(spec.domainType), "'>\n")
         add("  <name>", escape(spec.name), "</name>\n")
         if let uuid { add("  <uuid>", escape(uuid), "</uuid>\n") }
-        add("  <metadata>\n")
-        add("    <", Ownership.prefix, ":owner xmlns:", Ownership.prefix, "='", Ownership.namespace, "' vm='", escape(ownership.vm.description),
-            "' digest='", escape(ownership.digest), "' deletion-protection='", ownership.deletionProtection ? "true" : "false", "'")
-        if let site = ownership.site { add(" site='", escape(site), "'") }
-        add("/>\n  </metadata>\n")
+        add("  <metadata>\n    ", ownerElement(ownership, qualified: true), "\n  </metadata>\n")
         add("  <memory unit='KiB'>", String(spec.memoryKiB), "</memory>\n")
         add("  <currentMemory unit='KiB'>", String(spec.currentMemoryKiB), "</currentMemory>\n")
         if spec.maxVCPUs > spec.vcpus {
@@ -83,6 +79,19 @@ public enum DomainXML {
     }
 
     /// The managed fields of a domain and its ownership mark (nil when virtform does not own it).
+    /// virtform's mark as one element: `qualified` with its namespace prefix and declaration, as
+    /// in a whole definition; otherwise bare, as `virDomainSetMetadata` takes it (libvirt adds
+    /// the namespace).
+    public static func ownerElement(_ ownership: Ownership, qualified: Bool = false) -> String {
+        var xml = qualified ? "<\(Ownership.prefix):owner xmlns:\(Ownership.prefix)='\(Ownership.namespace)'" : "<owner"
+        xml += " vm='" + escape(ownership.vm.description) + "' digest='" + escape(ownership.digest)
+            + "' deletion-protection='" + (ownership.deletionProtection ? "true" : "false") + "'"
+        if let site = ownership.site { xml += " site='" + escape(site) + "'" }
+        if let power = ownership.power { xml += " power='" + power.rawValue + "'" }
+        if let host = ownership.host { xml += " host='" + escape(host) + "'" }
+        return xml + "/>"
+    }
+
     public static func parse(_ xml: String) throws -> (spec: DomainSpec, ownership: Ownership?) {
         let reading = try read(xml)
         return (reading.spec, reading.ownership)
@@ -174,7 +183,9 @@ public enum DomainXML {
             guard let vm = element.attribute("vm").flatMap(VMID.init(parsing:)) else { return nil }
             return Ownership(vm: vm, digest: element.attribute("digest") ?? "",
                              deletionProtection: element.attribute("deletion-protection") == "true",
-                             site: element.attribute("site").flatMap { $0.isEmpty ? nil : $0 })
+                             site: element.attribute("site").flatMap { $0.isEmpty ? nil : $0 },
+                             power: element.attribute("power").flatMap(VirtualMachine.PowerState.init(rawValue:)),
+                             host: element.attribute("host").flatMap { $0.isEmpty ? nil : $0 })
         }
         return nil
     }

@@ -108,6 +108,15 @@ public final class LibvirtHost: Sendable {
         }
     }
 
+    /// Rewrites virtform's mark on a domain (its definition, and the running guest's when it
+    /// runs), leaving the rest of its metadata alone.
+    public func writeMark(_ domainName: String, _ ownership: Ownership) async throws {
+        let domain = try await require(domainName)
+        let flags: DomainModification = try await domain.state.isActive ? [.live, .config] : [.config]
+        try await domain.setMetadata(DomainXML.ownerElement(ownership), type: .element, key: Ownership.prefix,
+                                     uri: Ownership.namespace, flags: flags)
+    }
+
     /// Asks the guest to shut down, waits up to `timeout`, then forces it off.
     public func stop(_ domainName: String, timeout: Duration = .seconds(60)) async throws {
         let domain = try await require(domainName)

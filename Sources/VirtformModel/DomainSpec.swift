@@ -127,11 +127,20 @@ public struct Ownership: Hashable, Sendable, Codable {
     public var deletionProtection: Bool
     /// The site that owns the domain; nil in marks written before sites existed.
     public var site: String?
+    /// The power state virtform last gave the domain (written when it defines, starts or stops
+    /// it): a guest found otherwise was started or stopped outside virtform. nil in older marks.
+    public var power: VirtualMachine.PowerState?
+    /// The host virtform defined the domain on: a domain found on another host was moved
+    /// outside virtform. nil in older marks.
+    public var host: String?
 
-    public init(vm: VMID, digest: String, deletionProtection: Bool, site: String? = nil) {
+    public init(vm: VMID, digest: String, deletionProtection: Bool, site: String? = nil,
+                power: VirtualMachine.PowerState? = nil, host: String? = nil) {
         self.vm = vm
         self.digest = digest
         self.deletionProtection = deletionProtection
         self.site = site
+        self.power = power
+        self.host = host
     }
 }

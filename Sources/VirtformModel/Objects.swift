@@ -352,7 +352,7 @@ public struct VirtualMachine: SiteObject {
     public var provenance: Provenance
 
     public enum VirtualizationType: String, Sendable, CaseIterable { case hvm, pv }
-    public enum PowerState: String, Sendable, CaseIterable { case running, stopped }
+    public enum PowerState: String, Sendable, CaseIterable, Codable { case running, stopped }
 
     /// The boot disk: a clone of a master image snapshot, optionally grown.
     public struct Disk: Hashable, Sendable {

@@ -16,12 +16,29 @@ public struct OwnerMark: Hashable, Sendable, Comparable, Codable, CustomStringCo
     public var interface: String
     /// The site that owns the reservation; nil in marks written before sites existed.
     public var site: String?
+    /// As read from a server: the digest of the reservation virtform wrote with this mark
+    /// (`Reservation.digest`); a reservation that no longer hashes to it was edited outside
+    /// virtform. Not part of the mark's identity: two marks of one binding are equal whatever
+    /// it says. nil in marks written before it existed, and in marks not yet written.
+    public var applied: String?
 
-    public init(binding: String, vm: VMID, interface: String, site: String? = nil) {
+    public init(binding: String, vm: VMID, interface: String, site: String? = nil, applied: String? = nil) {
         self.binding = binding
         self.vm = vm
         self.interface = interface
         self.site = site
+        self.applied = applied
+    }
+
+    public static func == (a: OwnerMark, b: OwnerMark) -> Bool {
+        (a.binding, a.vm, a.interface, a.site) == (b.binding, b.vm, b.interface, b.site)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(binding)
+        hasher.combine(vm)
+        hasher.combine(interface)
+        hasher.combine(site)
     }
 
     /// What identifies the owner's reservation on a server: its site and its binding.
@@ -63,6 +80,19 @@ public struct Reservation: Hashable, Sendable, Codable, CustomStringConvertible 
     public var description: String {
         "\(mac) → \(address)\(hostname.map { " (\($0))" } ?? "") in \(subnet)\(owner.map { ", \($0)" } ?? ", unowned")"
     }
+
+    /// What a client would see, hashed: written into the mark as `applied` when virtform writes
+    /// the reservation.
+    public var digest: String { Self.digest(mac: mac, address: address, hostname: hostname) }
+
+    public static func digest(mac: MACAddress, address: IPv4Address, hostname: String?) -> String {
+        var hash = StableHash()
+        hash.feed("\(mac)|\(address)|\(hostname ?? "")")
+        return hash.hex
+    }
+
+    /// Whether the reservation is as virtform wrote it (nil: its mark does not say).
+    public var untouched: Bool? { owner?.applied.map { $0 == digest } }
 
     /// Same reservation apart from the mark (what a DHCP client would see).
     public func sameEffect(as other: Reservation) -> Bool {

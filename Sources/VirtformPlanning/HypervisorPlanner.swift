@@ -103,14 +103,17 @@ struct HypervisorPlanner {
                     let desired = destination.map { DomainSpec.desired(for: vm, on: $0, index: index) }
                     plan.fingerprints[resource] = domain.fingerprint
                     // The move carries the VM's other changes with it: they are shown here, not hidden.
-                    plan.changes.append(Change(
+                    var move = Change(
                         action: .migrate, resource: resource, system: .host(domain.host),
                         operation: .migrateDomain(name: domain.name, destination: destination?.name ?? ""),
                         before: .domain(domain.spec), after: desired.map(ResourceState.domain),
                         fields: desired.map { DomainDifference(persistent: domain.spec, live: nil, running: false, desired: $0).fields } ?? [],
                         reason: "its placement no longer allows host \(domain.host)",
                         blocked: "live migration is carried out by the cluster feature, which has not landed yet",
-                        destination: destination?.name))
+                        destination: destination?.name)
+                    // The mark names the host virtform defined it on: elsewhere, it was moved by hand.
+                    move.cause = Self.cause(domain.ownership?.host.map { $0 == domain.host })
+                    plan.changes.append(move)
                     continue
                 }
                 let desired = DomainSpec.desired(for: vm, on: host, index: index)
@@ -118,15 +121,22 @@ struct HypervisorPlanner {
                                                   capabilities: capabilities(of: host), hotplug: domain.hotplug)
                 let fields = difference.fields
                 let markChanged = domain.ownership?.deletionProtection != vm.deletionProtection || domain.ownership?.site != site.name
+                // The definition is as virtform wrote it when its managed fields still hash to the mark's digest.
+                let untouched = domain.persistent && domain.ownership?.digest == domain.spec.digest
                 if !fields.isEmpty || markChanged || !domain.persistent {
-                    plan.changes.append(Change(action: .update, resource: resource, system: .host(domain.host),
-                                               operation: .defineDomain(spec: desired, ownership: ownership(vm, desired), replacing: true,
-                                                                        live: difference.live),
-                                               before: .domain(domain.spec), after: .domain(desired), fields: fields,
-                                               reason: fields.isEmpty
-                                                   ? (domain.ownership?.site == nil ? "adopt: its mark names no site; it is marked as site \(site.name)'s"
-                                                       : "refresh virtform's mark on the domain")
-                                                   : "differs from the manifest"))
+                    var update = Change(action: .update, resource: resource, system: .host(domain.host),
+                                        operation: .defineDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host), replacing: true,
+                                                                 live: difference.live),
+                                        before: .domain(domain.spec), after: .domain(desired), fields: fields,
+                                        reason: fields.isEmpty
+                                            ? (domain.ownership?.site == nil ? "adopt: its mark names no site; it is marked as site \(site.name)'s"
+                                                : domain.persistent ? "refresh virtform's mark on the domain" : "it is no longer defined persistently")
+                                            : "differs from the manifest")
+                    // Outside: the definition no longer matches the mark, or only the running guest differs
+                    // from a definition that matches the manifest (a live change made by hand).
+                    update.cause = fields.isEmpty ? (domain.persistent ? .unapplied : .outside)
+                        : untouched && domain.spec != desired ? .unapplied : .outside
+                    plan.changes.append(update)
                 }
                 defer {
                     // Saved plans check what their changes were made against; a resource
@@ -135,20 +145,35 @@ struct HypervisorPlanner {
                 }
                 if !difference.pending.isEmpty && vm.power == .running {
                     // What runs still has the old definition: a restart makes it take effect.
-                    plan.changes.append(Change(action: .restart, resource: resource, system: .host(domain.host),
-                                               operation: .restartDomain(name: domain.name), fields: difference.pending,
-                                               reason: "restart pending: the running guest keeps its old \(difference.pending.map(\.field).joined(separator: ", ")) until it restarts",
-                                               blocked: options.allowRestart || vm.allowRestart
-                                                   ? nil : "restarting a guest needs --allow-restart (or spec.allowRestart: true)"))
+                    var restart = Change(action: .restart, resource: resource, system: .host(domain.host),
+                                         operation: .restartDomain(name: domain.name), fields: difference.pending,
+                                         reason: "restart pending: the running guest keeps its old \(difference.pending.map(\.field).joined(separator: ", ")) until it restarts",
+                                         blocked: options.allowRestart || vm.allowRestart
+                                             ? nil : "restarting a guest needs --allow-restart (or spec.allowRestart: true)")
+                    // A definition virtform wrote that waits for the next start is virtform's own unfinished change.
+                    restart.cause = untouched ? .unapplied : .outside
+                    plan.changes.append(restart)
+                }
+                // The mark says which power state virtform last gave the guest; a define in this plan
+                // writes the new one, otherwise the start or stop does.
+                let defines = plan.changes.last?.resource == resource && plan.changes.last?.action == .update
+                func mark(_ power: VirtualMachine.PowerState) -> Ownership? {
+                    guard !defines, var mark = domain.ownership else { return nil }
+                    mark.power = power
+                    return mark
                 }
                 if vm.power == .running && !running {
-                    plan.changes.append(Change(action: .start, resource: resource, system: .host(domain.host),
-                                               operation: .startDomain(name: domain.name),
-                                               reason: "power: running, but it is \(domain.state.rawValue)"))
+                    var start = Change(action: .start, resource: resource, system: .host(domain.host),
+                                       operation: .startDomain(name: domain.name, mark: mark(.running)),
+                                       reason: "power: running, but it is \(domain.state.rawValue)")
+                    start.cause = Self.cause(domain.ownership?.power.map { $0 == .stopped })
+                    plan.changes.append(start)
                 } else if vm.power == .stopped && running {
-                    plan.changes.append(Change(action: .stop, resource: resource, system: .host(domain.host),
-                                               operation: .stopDomain(name: domain.name),
-                                               reason: "power: stopped; shut down gracefully, forced after the timeout"))
+                    var stop = Change(action: .stop, resource: resource, system: .host(domain.host),
+                                      operation: .stopDomain(name: domain.name, mark: mark(.stopped)),
+                                      reason: "power: stopped; shut down gracefully, forced after the timeout")
+                    stop.cause = Self.cause(domain.ownership?.power.map { $0 == .running })
+                    plan.changes.append(stop)
                 }
                 continue
             }
@@ -181,12 +206,17 @@ struct HypervisorPlanner {
             withLoad { $0.place(vm, on: host.name) }
             let desired = DomainSpec.desired(for: vm, on: host, index: index)
             plan.fingerprints[resource] = Plan.absent
-            plan.changes.append(Change(action: .create, resource: resource, system: .host(host.name),
-                                       operation: .defineDomain(spec: desired, ownership: ownership(vm, desired), replacing: false, live: nil),
-                                       after: .domain(desired), reason: "declared in \(vm.provenance.document.file)"))
+            // Unapplied: the site planner tells a domain removed by hand from one never made, by its disk.
+            var create = Change(action: .create, resource: resource, system: .host(host.name),
+                                operation: .defineDomain(spec: desired, ownership: ownership(vm, desired, on: host.name), replacing: false, live: nil),
+                                after: .domain(desired), reason: "declared in \(vm.provenance.document.file)")
+            create.cause = .unapplied
+            plan.changes.append(create)
             if vm.power == .running {
-                plan.changes.append(Change(action: .start, resource: resource, system: .host(host.name),
-                                           operation: .startDomain(name: desired.name), reason: "power: running"))
+                var start = Change(action: .start, resource: resource, system: .host(host.name),
+                                   operation: .startDomain(name: desired.name), reason: "power: running")
+                start.cause = .unapplied
+                plan.changes.append(start)
             }
         }
 
@@ -212,6 +242,7 @@ struct HypervisorPlanner {
                 }
                 var change = Change(action: .delete, resource: resource, system: .host(domain.host), operation: .deleteDomain(name: domain.name),
                                     before: .domain(domain.spec), reason: "no longer in the manifests", blocked: blocked)
+                change.cause = .unapplied
                 if position > 0 { change.id += " on \(domain.host)" }
                 plan.changes.append(change)
             }
@@ -219,8 +250,14 @@ struct HypervisorPlanner {
         return plan
     }
 
-    private func ownership(_ vm: VirtualMachine, _ spec: DomainSpec) -> Ownership {
-        Ownership(vm: vm.id, digest: spec.digest, deletionProtection: vm.deletionProtection, site: site.name)
+    private func ownership(_ vm: VirtualMachine, _ spec: DomainSpec, on host: String) -> Ownership {
+        Ownership(vm: vm.id, digest: spec.digest, deletionProtection: vm.deletionProtection, site: site.name, power: vm.power, host: host)
+    }
+
+    /// `asVirtformLeftIt`: whether the mark shows the object as virtform left it (nil: the mark
+    /// does not say, as in marks of an earlier virtform).
+    static func cause(_ asVirtformLeftIt: Bool?) -> ChangeCause {
+        asVirtformLeftIt.map { $0 ? .unapplied : .outside } ?? .unknown
     }
 
     /// What the host's hypervisor driver changes on a running guest (its descriptor in `Drivers`).

@@ -69,6 +69,9 @@ public struct Plan: Codable, Sendable {
     public struct Summary: Codable, Sendable, Hashable {
         public var create = 0, update = 0, delete = 0, start = 0, stop = 0, restart = 0, migrate = 0
         public var blocked = 0, errors = 0, unknown = 0, unreachable = 0, foreign = 0
+        /// Changes by cause: what changed outside virtform since it was applied (or cannot be
+        /// told apart from that), and what the manifests ask for that is not applied yet.
+        public var outside = 0, unapplied = 0
         public init() {}
     }
 
@@ -86,6 +89,7 @@ public struct Plan: Codable, Sendable {
             case .migrate: summary.migrate += 1
             }
             if change.blocked != nil { summary.blocked += 1 }
+            if change.cause == .unapplied { summary.unapplied += 1 } else { summary.outside += 1 }
         }
         summary.errors = errors.count
         summary.unknown = unknown.count
@@ -255,6 +259,9 @@ public struct Change: Codable, Sendable, Hashable {
     public var summary: String?
     /// For a migration: where the guest goes.
     public var destination: String?
+    /// Why it differs: changed outside virtform since it was applied, or the manifests changed
+    /// and were not applied yet (decided from virtform's marks; see `ChangeCause`).
+    public var cause: ChangeCause = .unknown
 
     public init(action: Action, resource: String, system: SystemAddress, operation: Operation, before: ResourceState? = nil,
                 after: ResourceState? = nil, fields: [FieldChange] = [], reason: String, blocked: String? = nil,
@@ -308,6 +315,21 @@ extension VMID {
     }
 }
 
+/// Why a change is in the plan, told from virtform's marks without any state file: each mark
+/// records what virtform last wrote (a domain's digest, power and host, a reservation's digest),
+/// so a difference between the mark and what is there was made by someone else.
+public enum ChangeCause: String, Codable, Sendable, Hashable {
+    /// The object changed outside virtform since virtform last applied it (a `virsh edit`, a
+    /// guest shut down by hand, a LUN or reservation removed behind virtform's back).
+    case outside
+    /// The manifests changed (or virtform's own work is unfinished) and were not applied yet;
+    /// the object is as virtform left it.
+    case unapplied
+    /// The marks cannot tell (one written by an earlier virtform, or an object removed without
+    /// a trace); counted with `outside`, so a drift check does not miss it.
+    case unknown
+}
+
 /// What apply runs for a change, on the change's system. Encoded in JSON as an object with one
 /// key, the operation's name, holding its arguments. Indirect, like `ResourceState`: a copy
 /// of a change copies a reference to its arguments.
@@ -316,9 +338,11 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// Defines (or redefines in place) the domain with virtform's mark; on a running guest,
     /// `live` names what is also changed on the running guest.
     case defineDomain(spec: DomainSpec, ownership: Ownership, replacing: Bool, live: LiveUpdate?)
-    case startDomain(name: String)
-    /// A graceful shutdown, forced after apply's shutdown timeout.
-    case stopDomain(name: String)
+    /// Starts the domain; `mark`, when given, is written to its metadata afterwards (the power
+    /// state virtform gave it, when no define in the plan writes the mark).
+    case startDomain(name: String, mark: Ownership? = nil)
+    /// A graceful shutdown, forced after apply's shutdown timeout; then `mark`, as for start.
+    case stopDomain(name: String, mark: Ownership? = nil)
     /// Shut down, then start again, so that the definition takes effect.
     case restartDomain(name: String)
     case deleteDomain(name: String)

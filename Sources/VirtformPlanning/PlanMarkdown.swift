@@ -40,6 +40,7 @@ public enum PlanMarkdown {
                 if change.action == .create, let domain = change.after?.domain { details.append(PlanRenderer.summary(domain)) }
                 if let summary = change.summary { details.append(summary) }
                 details += change.fields.map { "\($0.field): \($0.before) → \($0.after)\($0.label.map { " (\($0))" } ?? "")" }
+                if let note = PlanRenderer.causeNote(change.cause) { details.append("_\(note)_") }
                 if let blocked = change.blocked { details.append("**not applied:** \(blocked)") }
                 let action = change.action.rawValue + (change.destination.map { " → \($0)" } ?? "")
                 table += "| \(symbol) | `\(cell(change.resource))` | \(cell(action)) | \(details.map(cell).joined(separator: "<br>")) |\n"
@@ -55,6 +56,9 @@ public enum PlanMarkdown {
                 ? "\n<details><summary>\(title) (\(items.count))</summary>\n\n\(body)\n</details>\n"
                 : "\n#### \(title) (\(items.count))\n\n\(body)")
         }
+        list("Changed outside virtform since it was applied", plan.changes.filter { $0.cause != .unapplied }.map {
+            "`\(cell($0.id))`\($0.cause == .unknown ? " (or not applied yet: virtform's marks cannot tell)" : "")"
+        })
         list("Not applied", plan.changes.filter { $0.blocked != nil }.map { "`\(cell($0.id))`: \(cell($0.blocked!))" })
         list("Unknown", plan.unknown.map { "`\(cell($0.resource))`: \(cell($0.reason))" })
         list("Not read", plan.unreachable.map { "\(cell($0.system.description))\($0.endpoint.map { " (\(cell($0)))" } ?? ""): \(cell($0.reason))" })

@@ -47,6 +47,7 @@ public enum PlanRenderer {
                     lines.append("      \(e(field.field)): \(e(field.before)) → \(e(field.after))\(field.label.map { " (\($0))" } ?? "")")
                 }
                 lines.append("      " + paint("because \(e(change.reason))", "2"))
+                if let note = causeNote(change.cause) { lines.append("      " + paint(note, "35")) }
                 if let blocked = change.blocked {
                     lines.append("      " + paint("not applied: \(e(blocked))", "33"))
                 }
@@ -94,9 +95,21 @@ public enum PlanRenderer {
         }
         var text = "Plan: \(s.create) to create, \(s.update) to update, \(s.delete) to delete, \(s.start) to start, \(s.stop) to stop, "
             + "\(s.restart) to restart, \(s.migrate) to migrate."
+        if s.outside > 0 {
+            text += "\nChanged outside virtform since it was applied (or cannot be told apart from that): \(s.outside); manifest changes not applied yet: \(s.unapplied)."
+        }
         if s.blocked > 0 { text += "\n\(s.blocked) change\(s.blocked == 1 ? " is" : "s are") shown but will not be applied (see \"not applied\")." }
         if !doubts.isEmpty { text += "\nIncomplete: \(doubts.joined(separator: ", "))." }
         return text
+    }
+
+    /// What a change's cause adds to it: nothing for a manifest change not applied yet.
+    public static func causeNote(_ cause: ChangeCause) -> String? {
+        switch cause {
+        case .unapplied: nil
+        case .outside: "changed outside virtform since it was applied"
+        case .unknown: "changed outside virtform, or not applied yet (virtform's marks cannot tell)"
+        }
     }
 
     static func symbolAndColor(_ action: Change.Action) -> (String, String) {

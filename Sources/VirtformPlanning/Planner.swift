@@ -69,9 +69,10 @@ public struct Planner {
         }
 
         if observation.scope == .everything {
-            planStorageAndDHCP(into: &plan, unreachableHosts: unreachableHosts.map(\.host))
+            let defined = planStorageAndDHCP(into: &plan, unreachableHosts: unreachableHosts.map(\.host))
             markUnknownAcrossSystems(&plan)
             linkAcrossSystems(&plan)
+            ChangeCauses.assign(&plan, site: site, defined: defined)
         }
         propagateBlocks(&plan)
         Self.sort(&plan.changes)
@@ -81,7 +82,8 @@ public struct Planner {
 
     // MARK: Storage and DHCP
 
-    private func planStorageAndDHCP(into plan: inout Plan, unreachableHosts: [String]) {
+    /// Returns the declared VMs whose domain is defined.
+    private func planStorageAndDHCP(into plan: inout Plan, unreachableHosts: [String]) -> Set<VMID> {
         let declared = Set(site.virtualMachines.map(\.id))
         // Domains deleted by this plan (runnable deletions) no longer hold their disks.
         let deleted = Set(plan.changes.filter { $0.action == .delete && $0.blocked == nil }.compactMap(\.vm))
@@ -160,6 +162,7 @@ public struct Planner {
         plan.errors += dhcp.problems
         plan.unreachable += dhcp.unreachable
         plan.fingerprints.merge(dhcp.fingerprints) { first, _ in first }
+        return definedVMs
     }
 
     /// A VM whose pool or DHCP server could not be read is unknown: its own changes are taken

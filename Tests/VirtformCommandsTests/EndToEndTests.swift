@@ -55,9 +55,10 @@ struct EndToEndTests {
             (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
             #expect(code == 2, "\(output)")
             #expect(output.contains("restart pending: the running guest keeps its old memory"), "\(output)")
+            // virtform wrote the definition; it waits for a restart: not applied yet, exit 3.
             (output, code) = await runVirtform(["drift", site.directory])
-            #expect(code == 2, "\(output)")
-            #expect(output.contains("restart pending VirtualMachine/appl/web-1"), "\(output)")
+            #expect(code == 3, "\(output)")
+            #expect(output.contains("In the manifests, not applied yet:\n  restart pending VirtualMachine/appl/web-1"), "\(output)")
             (output, code) = await runVirtform(["apply", "--auto-approve", "--allow-restart", "--shutdown-timeout", "1", site.directory])
             #expect(code == 0, "\(output)")
             (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
@@ -89,7 +90,9 @@ struct EndToEndTests {
             #expect(output.contains("changed VirtualMachine/appl/web-2"), "\(output)")
             #expect(output.contains("memory is 96MiB, the manifest says 64MiB"), "\(output)")
             #expect(output.contains("02:00:00:00:00:99"), "\(output)")
-            #expect(output.contains("Drift: 3 differences."), "\(output)")
+            // db-1 has neither a disk nor a reservation: undefined, it leaves no trace and reads as new.
+            #expect(output.contains("In the manifests, not applied yet:\n  missing VirtualMachine/appl/db-1"), "\(output)")
+            #expect(output.contains("Drift: 3 differences (2 changed outside virtform, 1 not applied yet)."), "\(output)")
 
             (output, code) = await runVirtform(["drift", "--format", "json", site.directory])
             #expect(code == 2)

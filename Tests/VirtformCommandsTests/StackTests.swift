@@ -134,6 +134,78 @@ struct StackTests {
         }
     }
 
+    /// A scheduled drift check tells who changed what, from virtform's marks alone: the
+    /// definition edited with virsh, or the guest stopped with it, is "changed outside
+    /// virtform" (exit 2, a JUnit failure); a manifest edit not applied yet is "not applied
+    /// yet" (exit 3, a JUnit skip). Each section of the text, the plan and its Markdown says which.
+    @Test func driftTellsAChangeByHandFromAManifestNotAppliedYet() async throws {
+        try await StackSite.with { site in
+            try site.write(withWeb: true)
+            var (output, code) = await site.run(["apply", "--auto-approve"])
+            try #require(code == 0, "\(output)")
+            let virshPath = try #require(Executables.find("virsh"))
+            func virsh(_ arguments: String...) async throws -> String {
+                let command = [virshPath, "-c", site.hosts[0].testURI] + arguments
+                return try await Command.run(command).checked(command).standardOutput
+            }
+
+            // The manifest edited, not applied yet.
+            try site.write(withWeb: true, memory: "96MiB")
+            (output, code) = await site.run(["drift"])
+            #expect(code == 3, "\(output)")
+            #expect(output.contains("In the manifests, not applied yet:\n  changed VirtualMachine/appl/web-1"), "\(output)")
+            #expect(!output.contains("Changed outside virtform"), "\(output)")
+            (output, code) = await site.run(["drift", "--format", "junit"])
+            var report = try JUnitReading(output)
+            #expect(code == 3 && report.failed.isEmpty && report.skipped == ["VirtualMachine/appl/web-1"], "\(output)")
+            (output, code) = await site.run(["drift", "--format", "json"])
+            #expect(output.contains("\"cause\" : \"unapplied\"") && output.contains("\"changed_outside\" : false"), "\(output)")
+
+            // Back to what was applied; the definition edited by hand (virsh dumpxml, edit, define).
+            try site.write(withWeb: true)
+            let definition = try await virsh("dumpxml", "--inactive", "appl:web-1")
+            #expect(definition.contains("<memory unit='KiB'>65536</memory>"), "\(definition)")
+            let edited = site.directory + "/edited.xml"
+            try definition.replacingOccurrences(of: "<memory unit='KiB'>65536</memory>", with: "<memory unit='KiB'>131072</memory>")
+                .write(toFile: edited, atomically: true, encoding: .utf8)
+            _ = try await virsh("define", edited)
+            (output, code) = await site.run(["drift"])
+            #expect(code == 2, "\(output)")
+            #expect(output.contains("Changed outside virtform since it was applied:\n  changed VirtualMachine/appl/web-1"), "\(output)")
+            (output, code) = await site.run(["drift", "--format", "junit"])
+            report = try JUnitReading(output)
+            #expect(code == 2 && report.failed == ["VirtualMachine/appl/web-1"] && report.skipped.isEmpty, "\(output)")
+            (output, code) = await site.run(["plan"])
+            #expect(output.contains("memory: 128MiB (64MiB in use) → 64MiB") && output.contains("      changed outside virtform since it was applied"), "\(output)")
+            (output, code) = await site.run(["plan", "--format", "markdown"])
+            #expect(output.contains("#### Changed outside virtform since it was applied (1)\n\n- `update VirtualMachine/appl/web-1`"), "\(output)")
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+
+            // The guest stopped by hand: outside. Stopped through the manifest: not applied yet,
+            // and once applied, the stop is in the mark, so starting it by hand is outside again.
+            _ = try await virsh("destroy", "appl:web-1")
+            (output, code) = await site.run(["drift"])
+            #expect(code == 2 && output.contains("Changed outside virtform since it was applied:\n  stopped VirtualMachine/appl/web-1"), "\(output)")
+            try site.write(withWeb: true, power: "stopped")
+            (output, code) = await site.run(["drift"])
+            #expect(code == 0, "stopped, as the manifest now says:\n\(output)")
+            try site.write(withWeb: true)
+            (output, code) = await site.run(["drift"])
+            #expect(code == 2, "virtform last left it running; stopped since:\n\(output)")
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+            try site.write(withWeb: true, power: "stopped")
+            (output, code) = await site.run(["drift"])
+            #expect(code == 3 && output.contains("In the manifests, not applied yet:\n  running VirtualMachine/appl/web-1"), "\(output)")
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+            _ = try await virsh("start", "appl:web-1")
+            (output, code) = await site.run(["drift"])
+            #expect(code == 2 && output.contains("Changed outside virtform since it was applied:\n  running VirtualMachine/appl/web-1"), "\(output)")
+        }
+    }
+
     /// A pool whose targets admit only the hypervisors' initiator names: virtform checks what
     /// the portal serves as one of them, so a freshly applied site shows no drift.
     @Test func targetsRestrictedToNamedInitiatorsShowNoDrift() async throws {
@@ -541,8 +613,10 @@ struct StackSite: Sendable {
             .write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
     }
 
-    func write(withWeb: Bool, diskSize: String? = nil, protected: Bool = false, initiators: [String] = []) throws {
-        let web = withWeb ? Web(mac: Self.webMAC, address: "192.168.76.71", hostname: "web-1", diskSize: diskSize, protected: protected) : nil
+    func write(withWeb: Bool, diskSize: String? = nil, protected: Bool = false, initiators: [String] = [], memory: String = "64MiB",
+               power: String = "running") throws {
+        let web = withWeb ? Web(mac: Self.webMAC, address: "192.168.76.71", hostname: "web-1", diskSize: diskSize, protected: protected,
+                                memory: memory, power: power) : nil
         try manifests(site: "stack-a", prefix: "", web: web, initiators: initiators)
             .write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
     }
@@ -554,6 +628,8 @@ struct StackSite: Sendable {
         var hostname: String
         var diskSize: String?
         var protected = false
+        var memory = "64MiB"
+        var power = "running"
     }
 
     /// A site's manifests on the stack's systems: projects `<prefix>masters` and `<prefix>appl`
@@ -594,12 +670,12 @@ struct StackSite: Sendable {
                 spec:
                   project: \(apps)
                   type: hvm
-                  memory: 64MiB
+                  memory: \(web.memory)
                   vcpus: 1
                   disk: {from: \(masters)/base@v1\(web.diskSize.map { ", size: \($0)" } ?? "")}
                   interfaces: [{network: public, mac: "\(web.mac)"}]
                   placement: {host: stack-h1}
-                  power: running
+                  power: \(web.power)
                   deletionProtection: \(web.protected)
                 ---
                 apiVersion: virtform.io/v1alpha1
@@ -617,6 +693,7 @@ struct StackSite: Sendable {
 struct JUnitReading {
     var cases: [String] = []
     var failed: [String] = []
+    var skipped: [String] = []
     var attributes: [String: String] = [:]
 
     init(_ text: String) throws {
@@ -631,6 +708,7 @@ struct JUnitReading {
                     current = attributes["name"]
                     reading.cases.append(attributes["name"] ?? "?")
                 case "failure": if let current, reading.failed.last != current { reading.failed.append(current) }
+                case "skipped": if let current, reading.skipped.last != current { reading.skipped.append(current) }
                 default: break
                 }
             }
@@ -641,6 +719,7 @@ struct JUnitReading {
         guard parser.parse() else { throw CocoaError(.propertyListReadCorrupt, userInfo: ["text": text]) }
         self = delegate.reading
         failed.sort()
+        skipped.sort()
     }
 
     private init(empty: Void) {}

@@ -34,7 +34,7 @@ struct DnsmasqIntegrationTests {
             #expect(lease.hostname == "vm-1b")
 
             let text = try String(contentsOfFile: hostsFile, encoding: .utf8)
-            #expect(text == foreign + "# virtform binding=vm-1-fe0 vm=appl-1/vm-1 interface=fe0\n02:00:00:76:00:71,192.168.76.72,vm-1b\n")
+            #expect(text == foreign + "# virtform binding=vm-1-fe0 vm=appl-1/vm-1 interface=fe0 applied=\(moved.digest)\n02:00:00:76:00:71,192.168.76.72,vm-1b\n")
             #expect(try await lab.requestLease(mac: "02:00:00:76:00:10").address == "192.168.76.10")
 
             // Somebody edits virtform's line after the observation: detected by the file's hash.

@@ -101,14 +101,20 @@ struct PureTests {
         let moved = owned("b1", mac: "02:00:00:00:00:02", "192.168.76.72", host: "vm-1b")
         let edited = try file.applying([.change(from: seen[1], to: moved)], endpoint: "d")
         #expect(edited.text.hasPrefix(text.components(separatedBy: "# virtform")[0]))
-        #expect(edited.text.hasSuffix("# virtform binding=b1 vm=appl-1/vm-1 interface=fe0\n02:00:00:00:00:02,192.168.76.72,vm-1b\n"))
+        // What virtform writes carries the digest of what it reserved, so a hand edit shows.
+        func applied(_ r: Reservation) -> String { " applied=\(r.digest)" }
+        #expect(edited.text.hasSuffix("# virtform binding=b1 vm=appl-1/vm-1 interface=fe0\(applied(moved))\n02:00:00:00:00:02,192.168.76.72,vm-1b\n"))
+        #expect(DnsmasqHostsFile(parsing: edited.text).reservations(in: [publicSubnet]).last?.untouched == true)
         #expect(try edited.applying([.remove(moved)], endpoint: "d").text == text.components(separatedBy: "# virtform")[0])
         // Re-applying what is there changes nothing; a changed entry stays in its place.
         #expect(try edited.applying([.change(from: moved, to: moved)], endpoint: "d") == edited)
         let first = owned("a0", mac: "02:00:00:00:00:0a", "192.168.76.30", host: nil)
         let two = try edited.applying([.add(first)], endpoint: "d")
         let third = try two.applying([.change(from: moved, to: seen[1])], endpoint: "d")
-        #expect(third.text.hasSuffix("192.168.76.71,vm-1\n# virtform binding=a0 vm=appl-1/vm-1 interface=fe0\n02:00:00:00:00:0a,192.168.76.30\n"))
+        #expect(third.text.hasSuffix("interface=fe0\(applied(seen[1]))\n02:00:00:00:00:02,192.168.76.71,vm-1\n# virtform binding=a0 vm=appl-1/vm-1 interface=fe0\(applied(first))\n02:00:00:00:00:0a,192.168.76.30\n"))
+        // Edited by hand under virtform's mark: the digest no longer matches.
+        let byHand = DnsmasqHostsFile(parsing: third.text.replacingOccurrences(of: "192.168.76.30", with: "192.168.76.31"))
+        #expect(byHand.reservations(in: [publicSubnet]).first { $0.owner?.binding == "a0" }?.untouched == false)
         #expect(throws: DHCPError.self) {
             try file.applying([.add(owned("b2", mac: "02:00:00:00:00:05", "192.168.76.10", host: nil))], endpoint: "d")
         }

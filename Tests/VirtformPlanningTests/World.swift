@@ -95,10 +95,12 @@ struct World {
                                            spec: spec, ownership: ownership))
             }
             hosts.hosts[host] = .reachable(list)
-        case .startDomain(let name), .restartDomain(let name):
+        case .startDomain(let name, let mark):
+            setState(name, on: host, .running, mark: mark)
+        case .restartDomain(let name):
             setState(name, on: host, .running)
-        case .stopDomain(let name):
-            setState(name, on: host, .shutoff)
+        case .stopDomain(let name, let mark):
+            setState(name, on: host, .shutoff, mark: mark)
         case .deleteDomain(let name):
             hosts.hosts[host] = .reachable(domains(on: host).filter { $0.name != name })
         case .migrateDomain:
@@ -139,7 +141,12 @@ struct World {
             served[iqn] = nil
         case .reservation(let edit):
             if let before = edit.before { reservations.removeAll { $0.owner?.binding == before.owner?.binding } }
-            if let after = edit.after { reservations.append(after) }
+            if var after = edit.after {
+                // As the drivers write it: the mark records the digest of what was reserved.
+                let digest = after.digest
+                after.owner?.applied = digest
+                reservations.append(after)
+            }
         case .adoptMarks(let marks):
             for mark in marks {
                 let project = String(mark.name.prefix { $0 != "/" && $0 != "@" })
@@ -172,12 +179,13 @@ struct World {
     func domain(_ vm: String) -> ObservedDomain? { hosts.domains.first { $0.ownership?.vm.description == vm } }
 
     /// A start runs the definition; a stop leaves nothing running.
-    private mutating func setState(_ name: String, on host: String, _ state: ObservedDomain.State) {
+    private mutating func setState(_ name: String, on host: String, _ state: ObservedDomain.State, mark: Ownership? = nil) {
         hosts.hosts[host] = .reachable(domains(on: host).map { domain in
             var domain = domain
             if domain.name == name {
                 domain.state = state
                 domain.live = state == .running ? domain.spec : nil
+                if let mark { domain.ownership = mark }
             }
             return domain
         })

@@ -8,7 +8,15 @@ struct DriftCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drift",
         abstract: "Report what differs from the manifests (for scheduled checks).",
-        discussion: "Exit status: 0 no drift, 2 drift, 1 error (including a host that could not be read)."
+        discussion: """
+            Each difference is either changed outside virtform since it was applied (a virsh edit, a guest \
+            stopped by hand, a LUN or reservation removed), told from virtform's marks, or in the manifests \
+            but not applied yet (a merged change awaiting apply).
+
+            Exit status: 0 no differences; 2 something changed outside virtform (or its cause cannot be \
+            told); 3 only manifest changes that are not applied yet; 1 error (including a system that could \
+            not be read).
+            """
     )
 
     @OptionGroup var site: SiteOptions
@@ -34,7 +42,8 @@ struct DriftCommand: AsyncParsableCommand {
         case .junit: output.write(report.junit(site: desired))
         }
         if !result.plan.errors.isEmpty || !result.plan.unreachable.isEmpty || !result.plan.unknown.isEmpty { throw ExitCode(1) }
-        if !report.items.isEmpty { throw ExitCode(2) }
+        if !report.outside.isEmpty { throw ExitCode(2) }
+        if !report.items.isEmpty { throw ExitCode(3) }
     }
 }
 
@@ -45,10 +54,17 @@ struct DriftReport {
         var host: String
         var kind: String
         var detail: String
+        /// `outside`, `unapplied` or `unknown` (see `ChangeCause`).
+        var cause: ChangeCause = .unknown
     }
 
     var items: [Item] = []
     var plan: Plan
+
+    /// What changed outside virtform since it was applied, or whose cause cannot be told.
+    var outside: [Item] { items.filter { $0.cause != .unapplied } }
+    /// What the manifests ask for and is not applied yet.
+    var unapplied: [Item] { items.filter { $0.cause == .unapplied } }
 
     init(plan: Plan) {
         self.plan = plan
@@ -59,7 +75,7 @@ struct DriftReport {
                 let kinds: [Change.Action: String] = [.create: "missing", .update: "changed", .delete: "extra"]
                 let fields = change.fields.map { "\($0.field) is \($0.before), the manifest says \($0.after)" }
                 items.append(Item(resource: change.resource, host: change.host, kind: kinds[change.action] ?? change.action.rawValue,
-                                  detail: fields.isEmpty ? change.reason : fields.joined(separator: "; ")))
+                                  detail: fields.isEmpty ? change.reason : fields.joined(separator: "; "), cause: change.cause))
                 continue
             }
             switch change.action {
@@ -75,14 +91,33 @@ struct DriftReport {
                     .joined(separator: "; "))
             case .migrate: (kind, detail) = ("misplaced", change.reason)
             }
-            items.append(Item(resource: change.resource, host: change.host, kind: kind, detail: detail))
+            items.append(Item(resource: change.resource, host: change.host, kind: kind, detail: detail, cause: change.cause))
+        }
+    }
+
+    /// How a cause reads after an item.
+    static func note(_ cause: ChangeCause) -> String {
+        switch cause {
+        case .outside: "changed outside virtform since it was applied"
+        case .unapplied: "in the manifests, not applied yet"
+        case .unknown: "changed outside virtform, or not applied yet: virtform's marks cannot tell"
         }
     }
 
     func text(output: Output) -> String {
         // What systems and manifests said is escaped: no value can forge a line.
         func e(_ text: String) -> String { Redaction.escapingControls(text) }
-        var lines = items.map { "\(output.paint($0.kind, .yellow)) \(e($0.resource)) on \(e($0.host)): \(e($0.detail))" }
+        var lines: [String] = []
+        func section(_ title: String, _ items: [Item]) {
+            guard !items.isEmpty else { return }
+            lines.append(output.paint(title, .bold))
+            for item in items {
+                lines.append("  \(output.paint(item.kind, .yellow)) \(e(item.resource)) on \(e(item.host)): \(e(item.detail))"
+                    + (item.cause == .unknown ? " (virtform's marks cannot tell whether it changed outside virtform or is not applied yet)" : ""))
+            }
+        }
+        section("Changed outside virtform since it was applied:", outside)
+        section("In the manifests, not applied yet:", unapplied)
         for system in plan.unreachable {
             let endpoint = system.endpoint.map { " (\(e($0)))" } ?? ""
             lines.append(output.paint("error", .red) + (system.system.kind != .host
@@ -96,7 +131,8 @@ struct DriftReport {
             lines.append(incomplete ? "No drift found in what could be read, but the check is incomplete (see the errors above)."
                 : "No drift: the hypervisors, storage and DHCP servers match the manifests.")
         } else {
-            lines.append("Drift: \(items.count) difference\(items.count == 1 ? "" : "s")\(incomplete ? "; the check is incomplete (see the errors above)" : "").")
+            let counts = "\(outside.count) changed outside virtform, \(unapplied.count) not applied yet"
+            lines.append("Drift: \(items.count) difference\(items.count == 1 ? "" : "s") (\(counts))\(incomplete ? "; the check is incomplete (see the errors above)" : "").")
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -105,6 +141,8 @@ struct DriftReport {
         struct Document: Encodable {
             var formatVersion = 2
             var drift: Bool
+            /// Something changed outside virtform (or its cause cannot be told): exit status 2.
+            var changedOutside: Bool
             var complete: Bool
             var items: [Item]
             var unreachable: [Plan.UnreachableSystem]
@@ -114,7 +152,7 @@ struct DriftReport {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        let document = Document(drift: !items.isEmpty, complete: plan.errors.isEmpty && plan.unknown.isEmpty && plan.unreachable.isEmpty,
+        let document = Document(drift: !items.isEmpty, changedOutside: !outside.isEmpty, complete: plan.errors.isEmpty && plan.unknown.isEmpty && plan.unreachable.isEmpty,
                                 items: items, unreachable: plan.unreachable, unknown: plan.unknown, errors: plan.errors)
         return String(decoding: try! encoder.encode(document), as: UTF8.self) + "\n"
     }

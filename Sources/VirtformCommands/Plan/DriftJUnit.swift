@@ -3,9 +3,11 @@ import VirtformPlanning
 
 extension DriftReport {
     /// JUnit XML, as GitLab and Jenkins render test reports: one test case per resource the site
-    /// manages (and per drifted resource it no longer declares), a failure for each of its
-    /// differences, an error for each system that could not be read, and a skip for each VM
-    /// whose state could not be told.
+    /// manages (and per drifted resource it no longer declares), a failure for each difference
+    /// made outside virtform (or of a cause that cannot be told), a skip for a resource whose
+    /// only differences are manifest changes not applied yet (named in the skip, so the report
+    /// stays green until someone changes things behind virtform's back), an error for each
+    /// system that could not be read, and a skip for each VM whose state could not be told.
     func junit(site: Site) -> String {
         var resources: [String] = []
         resources += site.virtualMachines.map { "VirtualMachine/\($0.id)" }
@@ -28,10 +30,21 @@ extension DriftReport {
         for resource in resources {
             let kind = String(resource.prefix { $0 != "/" })
             var body = ""
-            for item in drifts[resource] ?? [] {
-                body += "      <failure type=\"\(xml(item.kind))\" message=\"\(xml("\(item.kind) on \(item.host)"))\">\(xml(item.detail))</failure>\n"
+            let all = drifts[resource] ?? []
+            let outside = all.filter { $0.cause != .unapplied }
+            let waiting = all.filter { $0.cause == .unapplied }
+            for item in outside {
+                body += "      <failure type=\"\(xml(item.kind))\" message=\"\(xml("\(item.kind) on \(item.host): \(Self.note(item.cause))"))\">\(xml(item.detail))</failure>\n"
             }
-            if let reason = unknown[resource] { body += "      <skipped message=\"\(xml("unknown: \(reason)"))\"/>\n" }
+            if let reason = unknown[resource] {
+                body += "      <skipped message=\"\(xml("unknown: \(reason)"))\"/>\n"
+            } else if outside.isEmpty && !waiting.isEmpty {
+                let text = waiting.map { "\($0.kind) on \($0.host): \($0.detail)" }.joined(separator: "; ")
+                body += "      <skipped message=\"\(xml("not applied yet: \(text)"))\"/>\n"
+            } else if !waiting.isEmpty {
+                let text = waiting.map { "not applied yet: \($0.kind) on \($0.host): \($0.detail)" }.joined(separator: "\n")
+                body += "      <system-out>\(xml(text))</system-out>\n"
+            }
             cases.append(body.isEmpty
                 ? "    <testcase classname=\"\(xml(kind))\" name=\"\(xml(resource))\"/>"
                 : "    <testcase classname=\"\(xml(kind))\" name=\"\(xml(resource))\">\n\(body)    </testcase>")
@@ -43,9 +56,11 @@ extension DriftReport {
         for problem in plan.errors {
             cases.append("    <testcase classname=\"Plan\" name=\"\(xml(problem.resource))\">\n      <error message=\"error\">\(xml(problem.message))</error>\n    </testcase>")
         }
-        let failures = items.isEmpty ? 0 : resources.filter { drifts[$0] != nil }.count
+        let failures = resources.filter { drifts[$0]?.contains { $0.cause != .unapplied } == true }.count
         let errors = plan.unreachable.count + plan.errors.count
-        let skipped = resources.filter { unknown[$0] != nil }.count
+        let skipped = resources.filter { resource in
+            unknown[resource] != nil || (drifts[resource].map { !$0.isEmpty && $0.allSatisfy { $0.cause == .unapplied } } ?? false)
+        }.count
         let counts = "tests=\"\(cases.count)\" failures=\"\(failures)\" errors=\"\(errors)\" skipped=\"\(skipped)\""
         return """
             <?xml version="1.0" encoding="UTF-8"?>

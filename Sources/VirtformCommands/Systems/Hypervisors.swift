@@ -44,10 +44,12 @@ enum Hypervisors: SystemKind {
                         try await host.hotplug(spec.name, attach: live.attach, detach: live.detach)
                     }
                 }
-            case .startDomain(let name):
+            case .startDomain(let name, let mark):
                 try await host.start(name)
-            case .stopDomain(let name):
+                if let mark { try await host.writeMark(name, mark) }
+            case .stopDomain(let name, let mark):
                 try await host.stop(name, timeout: timeout)
+                if let mark { try await host.writeMark(name, mark) }
             case .restartDomain(let name):
                 try await host.stop(name, timeout: timeout)
                 try await host.start(name)
