@@ -22,25 +22,34 @@ struct DriftCommand: AsyncParsableCommand {
     @OptionGroup var site: SiteOptions
 
     /// What `drift` writes.
-    enum Format: String, ExpressibleByArgument, CaseIterable {
+    enum Format: String, ExpressibleByArgument, CaseIterable, Sendable {
         case text, json, junit
     }
 
-    @Option(help: "Output format: text, json, or junit (one test case per managed resource, for GitLab and Jenkins).")
-    var format: Format = .text
+    @Option(help: ArgumentHelp(
+        "Output format: text, json, or junit (one test case per managed resource, for GitLab and Jenkins); FORMAT=FILE writes it to a file instead. Repeatable: one format for standard output (text when none), any number to files.",
+        valueName: "format[=file]"))
+    var format: [FormatRequest<Format>] = []
 
     @OptionGroup var reading: ReadOptions
 
+    func validate() throws { _ = try FormatRequests(format, fallback: .text) }
+
     func run() async throws {
-        let desired = try site.load(json: format == .json)
+        let formats = try FormatRequests(format, fallback: .text)
+        let desired = try site.load(json: formats.standardOutput == .json)
         let result = await Reconciliation.make(site: desired, options: .init(), timeout: reading.timeout)
         let report = DriftReport(plan: result.plan)
         let output = Output.current
-        switch format {
-        case .text: output.write(report.text(output: output))
-        case .json: output.write(report.json())
-        case .junit: output.write(report.junit(site: desired))
+        func render(_ format: Format, output: Output) -> String {
+            switch format {
+            case .text: report.text(output: output)
+            case .json: report.json()
+            case .junit: report.junit(site: desired)
+            }
         }
+        output.write(render(formats.standardOutput, output: output))
+        try formats.writeFiles { render($0, output: .plain) }
         if !result.plan.errors.isEmpty || !result.plan.unreachable.isEmpty || !result.plan.unknown.isEmpty { throw ExitCode(1) }
         if !report.outside.isEmpty { throw ExitCode(2) }
         if !report.items.isEmpty { throw ExitCode(3) }

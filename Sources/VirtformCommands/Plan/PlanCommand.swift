@@ -17,13 +17,15 @@ struct PlanCommand: AsyncParsableCommand {
 
     @OptionGroup var site: SiteOptions
 
-    /// What `plan` writes to standard output.
-    enum Format: String, ExpressibleByArgument, CaseIterable {
-        case text, json, markdown
+    /// What `plan` writes.
+    enum Format: String, ExpressibleByArgument, CaseIterable, Sendable {
+        case text, json, markdown, gitlab
     }
 
-    @Option(help: "Output format: text, json, or markdown (a pull-request comment, at most 65,536 characters).")
-    var format: Format = .text
+    @Option(help: ArgumentHelp(
+        "Output format: text, json, markdown (a pull-request comment, at most 65,536 characters) or gitlab (GitLab's Terraform report); FORMAT=FILE writes it to a file instead. Repeatable: one format for standard output (text when none), any number to files.",
+        valueName: "format[=file]"))
+    var format: [FormatRequest<Format>] = []
 
     @Option(help: "Also write the plan as Markdown (under 1 MiB) to this file, for a CI step summary (append it to $GITHUB_STEP_SUMMARY).")
     var summary: String?
@@ -44,25 +46,26 @@ struct PlanCommand: AsyncParsableCommand {
 
     @OptionGroup var reading: ReadOptions
 
+    func validate() throws { _ = try FormatRequests(format, fallback: .text) }
+
     func run() async throws {
-        let loaded = try site.loadResult(json: format == .json)
+        let formats = try FormatRequests(format, fallback: .text)
+        let loaded = try site.loadResult(json: formats.standardOutput == .json)
         let options = Planner.Options(allow.allowances, showUnmanaged: showUnmanaged)
         let result = await Reconciliation.make(site: loaded.site, options: options, timeout: reading.timeout)
         let output = Output.current
-        switch format {
-        case .text: output.write(PlanRenderer.text(result.plan, color: output.useColor))
-        case .json: output.write(PlanRenderer.json(result.plan))
-        case .markdown: output.write(PlanMarkdown.render(result.plan))
-        }
-        for (path, text) in [(summary, { PlanMarkdown.render(result.plan, limit: PlanMarkdown.summaryLimit) }),
-                             (gitlabReport, { GitLabReport.render(result.plan) })] {
-            guard let path else { continue }
-            do {
-                try Redaction.redacted(text()).write(toFile: path, atomically: true, encoding: .utf8)
-            } catch {
-                throw CommandFailure("failed to write \(path): \(error.localizedDescription)")
+        func render(_ format: Format, color: Bool = false) -> String {
+            switch format {
+            case .text: PlanRenderer.text(result.plan, color: color)
+            case .json: PlanRenderer.json(result.plan)
+            case .markdown: PlanMarkdown.render(result.plan)
+            case .gitlab: GitLabReport.render(result.plan)
             }
         }
+        output.write(render(formats.standardOutput, color: output.useColor))
+        try formats.writeFiles { render($0) }
+        if let summary { try Report.write(PlanMarkdown.render(result.plan, limit: PlanMarkdown.summaryLimit), to: summary) }
+        if let gitlabReport { try Report.write(GitLabReport.render(result.plan), to: gitlabReport) }
         if let out {
             var saved = result.plan
             let directory = FileManager.default.currentDirectoryPath
@@ -72,12 +75,8 @@ struct PlanCommand: AsyncParsableCommand {
             }
             saved.sources = Plan.Sources(paths: paths, files: files)
             saved.allowed = allow.allowances
-            do {
-                try Redaction.redacted(PlanRenderer.json(saved)).write(toFile: out, atomically: true, encoding: .utf8)
-            } catch {
-                throw CommandFailure("failed to save the plan to \(out): \(error.localizedDescription)")
-            }
-            if format == .text { output.line("Saved the plan to \(out); apply it with `virtform apply --plan \(out)`.") }
+            try Report.write(PlanRenderer.json(saved), to: out)
+            if formats.standardOutput == .text { output.line("Saved the plan to \(out); apply it with `virtform apply --plan \(out)`.") }
         }
         if !result.plan.errors.isEmpty || !result.plan.unreachable.isEmpty || !result.plan.unknown.isEmpty { throw ExitCode(1) }
         if detailedExitcode && !result.plan.isEmpty { throw ExitCode(2) }

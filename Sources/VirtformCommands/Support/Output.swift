@@ -31,6 +31,9 @@ public struct Output: Sendable {
 
     @TaskLocal public static var current = Output.standard
 
+    /// For text rendered into a file: no colour (it writes nothing itself).
+    public static let plain = Output(write: { _ in }, writeError: { _ in }, useColor: false)
+
     private static func writeAll(_ descriptor: Int32, _ text: String) {
         var text = text
         text.withUTF8 { bytes in

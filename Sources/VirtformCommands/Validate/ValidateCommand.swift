@@ -14,22 +14,31 @@ struct ValidateCommand: AsyncParsableCommand {
     var paths: [String] = ["manifests"]
 
     /// What `validate` writes.
-    enum Format: String, ExpressibleByArgument, CaseIterable {
+    enum Format: String, ExpressibleByArgument, CaseIterable, Sendable {
         case text, json, sarif, codequality
     }
 
-    @Option(help: "Output format: text, json, sarif (GitHub code scanning) or codequality (GitLab).")
-    var format: Format = .text
+    @Option(help: ArgumentHelp(
+        "Output format: text, json, sarif (GitHub code scanning) or codequality (GitLab); FORMAT=FILE writes it to a file instead. Repeatable: one format for standard output (text when none), any number to files.",
+        valueName: "format[=file]"))
+    var format: [FormatRequest<Format>] = []
+
+    func validate() throws { _ = try FormatRequests(format, fallback: .text) }
 
     func run() async throws {
+        let formats = try FormatRequests(format, fallback: .text)
         let result = ManifestLoader.load(paths: paths)
         let output = Output.current
-        switch format {
-        case .text: output.write(DiagnosticReport.text(result, output: output))
-        case .json: output.write(DiagnosticReport.json(result))
-        case .sarif: output.write(ScanningReports.sarif(result))
-        case .codequality: output.write(ScanningReports.codeQuality(result))
+        func render(_ format: Format, output: Output) -> String {
+            switch format {
+            case .text: DiagnosticReport.text(result, output: output)
+            case .json: DiagnosticReport.json(result)
+            case .sarif: ScanningReports.sarif(result)
+            case .codequality: ScanningReports.codeQuality(result)
+            }
         }
+        output.write(render(formats.standardOutput, output: output))
+        try formats.writeFiles { render($0, output: .plain) }
         if !result.isValid { throw ExitCode(1) }
     }
 }
