@@ -7,14 +7,19 @@ import VirtformModel
 struct ReferenceManifestTests {
     let root = SiteFixture.repositoryRoot
 
-    @Test func referenceSiteAndExamplesValidateTogether() {
-        let result = ManifestLoader.load(paths: [root.appendingPathComponent("manifests").path,
-                                                 root.appendingPathComponent("examples").path])
+    /// The manifest examples (`examples/ci` holds CI pipelines, not manifests).
+    static let examples = ["single-vm", "pinned-vm", "spread-cluster"]
+
+    @Test func referenceSiteAndExamplesValidateTogether() throws {
+        let folders = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("examples").path)
+        #expect(Set(folders) == Set(Self.examples + ["ci"]), "a new example belongs in the list above")
+        let result = ManifestLoader.load(paths: [root.appendingPathComponent("manifests").path]
+            + Self.examples.map { root.appendingPathComponent("examples/\($0)").path })
         #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
         #expect(result.site.virtualMachines.count >= 4)
     }
 
-    @Test("each example is valid on its own", arguments: ["single-vm", "pinned-vm", "spread-cluster"])
+    @Test("each example is valid on its own", arguments: examples)
     func example(_ name: String) {
         let result = ManifestLoader.load(paths: [root.appendingPathComponent("examples/\(name)").path])
         // Alone, an example declares no Site: one warning says the site is called "default".
