@@ -12,8 +12,11 @@ extension StackTests {
     func theCIExamplesRunAgainstTheLab() async throws {
         let examples = repositoryRoot.appendingPathComponent("examples/ci")
         try await StackSite.with { site in
-            // A VM to create: the merge request / pull request has something to show and apply.
+            // A VM to create: the merge request / pull request has something to show and apply. A
+            // repository keeps its manifests formatted (the pipelines check it).
             try site.write(withWeb: true)
+            var (output, code) = await runVirtform(["fmt", site.directory])
+            try #require(code == 0, "\(output)")
             let environment = [
                 "PATH": URL(fileURLWithPath: virtformExecutable()!).deletingLastPathComponent().path + ":/usr/sbin:/usr/bin:/sbin:/bin",
                 "GITHUB_SHA": "0123abc", "GITHUB_STEP_SUMMARY": site.root + "/step-summary.md",
@@ -21,7 +24,7 @@ extension StackTests {
             ]
 
             let github = try CIScripts(file: examples.appendingPathComponent("github-actions.yml").path, kind: .github)
-            #expect(github.scripts.map(\.job) == ["validate", "plan", "plan-merged", "apply", "drift"], "\(github.scripts)")
+            #expect(github.scripts.map(\.job) == ["validate", "validate", "plan", "plan-merged", "apply", "drift"], "\(github.scripts)")
             for script in github.scripts {
                 let (output, status) = try await script.run(in: site.root, environment: environment)
                 #expect(status == 0, "job \(script.job): \(script.text)\n\(output)")
@@ -36,8 +39,10 @@ extension StackTests {
             // A merged change for GitLab's pipeline to plan, apply by hand and check: the LUN grown
             // (and exported again at its new size).
             try site.write(withWeb: true, diskSize: "96MiB")
+            (output, code) = await runVirtform(["fmt", site.directory])
+            try #require(code == 0, "\(output)")
             let gitlab = try CIScripts(file: examples.appendingPathComponent("gitlab-ci.yml").path, kind: .gitlab)
-            #expect(gitlab.scripts.map(\.job) == ["validate", "plan", "apply", "drift"], "\(gitlab.scripts)")
+            #expect(gitlab.scripts.map(\.job) == ["validate", "validate", "plan", "apply", "drift"], "\(gitlab.scripts)")
             for script in gitlab.scripts {
                 let (output, status) = try await script.run(in: site.root, environment: environment)
                 #expect(status == 0, "job \(script.job): \(script.text)\n\(output)")
@@ -46,7 +51,7 @@ extension StackTests {
             #expect(report as? [String: Int] == ["create": 0, "update": 2, "delete": 0], "\(report)")
             #expect(FileManager.default.fileExists(atPath: site.root + "/gl-code-quality.json"))
             #expect(FileManager.default.fileExists(atPath: site.root + "/plan-4567def.json"))
-            let (output, code) = await site.run(["plan", "--detailed-exitcode"])
+            (output, code) = await site.run(["plan", "--detailed-exitcode"])
             #expect(code == 0, "the apply job applied the merged change:\n\(output)")
 
             // The scheduled drift job tolerates merged changes not applied yet (exit 3), and

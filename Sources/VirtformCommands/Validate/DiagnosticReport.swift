@@ -6,22 +6,7 @@ import VirtformModel
 public enum DiagnosticReport {
     /// `file:line:col: error: Kind/name: field: message (did you mean "x"?)`, then a summary line.
     public static func text(_ result: LoadResult, output: Output) -> String {
-        var lines: [String] = []
-        for diagnostic in result.diagnostics {
-            let location = diagnostic.location.line == 0
-                ? diagnostic.location.file
-                : diagnostic.location.description
-            let severity = diagnostic.severity == .error
-                ? output.paint("error", .red) : output.paint("warning", .yellow)
-            // Values quoted from the manifests are escaped: a hostname cannot forge a line.
-            func e(_ text: String) -> String { Redaction.escapingControls(text) }
-            var line = "\(output.paint(e(location), .bold)): \(severity): "
-            if let object = diagnostic.object { line += "\(e(object)): " }
-            if !diagnostic.field.isEmpty { line += "\(e(diagnostic.field)): " }
-            line += e(diagnostic.message)
-            if let suggestion = diagnostic.suggestion { line += " (did you mean \"\(e(suggestion))\"?)" }
-            lines.append(line)
-        }
+        var lines = result.diagnostics.map { line($0, output: output) }
         if result.skippedSiteChecks {
             lines.append("note: checks across objects (references, addresses, capacity) were skipped because a file could not be read whole")
         }
@@ -34,6 +19,23 @@ public enum DiagnosticReport {
             lines.append(output.paint("invalid", .red) + ": \(plural(errors, "error")), \(plural(warnings, "warning")); \(scope)")
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// One diagnostic's line.
+    public static func line(_ diagnostic: Diagnostic, output: Output) -> String {
+        let location = diagnostic.location.line == 0
+            ? diagnostic.location.file
+            : diagnostic.location.description
+        let severity = diagnostic.severity == .error
+            ? output.paint("error", .red) : output.paint("warning", .yellow)
+        // Values quoted from the manifests are escaped: a hostname cannot forge a line.
+        func e(_ text: String) -> String { Redaction.escapingControls(text) }
+        var line = "\(output.paint(e(location), .bold)): \(severity): "
+        if let object = diagnostic.object { line += "\(e(object)): " }
+        if !diagnostic.field.isEmpty { line += "\(e(diagnostic.field)): " }
+        line += e(diagnostic.message)
+        if let suggestion = diagnostic.suggestion { line += " (did you mean \"\(e(suggestion))\"?)" }
+        return line
     }
 
     /// Versioned, with sorted keys, one entry per diagnostic.

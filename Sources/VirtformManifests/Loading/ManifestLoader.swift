@@ -114,6 +114,18 @@ public enum ManifestLoader {
 
     // MARK: - Finding files
 
+    /// The manifest files `paths` name, as `load` reads them, and the problems finding them.
+    public static func files(in paths: [String]) -> (files: [String], problems: [Diagnostic]) {
+        var files: [String] = []
+        var problems: [Diagnostic] = []
+        for path in paths {
+            let (found, problem) = discover(path)
+            if let problem { problems.append(problem) }
+            files += found
+        }
+        return (files, problems)
+    }
+
     private static func discover(_ path: String) -> (files: [String], problem: Diagnostic?) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
