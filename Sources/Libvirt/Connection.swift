@@ -129,6 +129,16 @@ public final class Connection: Sendable {
         }
     }
 
+    /// Whether a guest CPU (`<cpu>` XML) can run on this host's hypervisor
+    /// (`virConnectCompareHypervisorCPU`): `false` when libvirt says incompatible.
+    public func hypervisorCPUCompatible(with cpuXML: String) async throws(LibvirtError) -> Bool {
+        try await withPointer("compare a CPU with '\(uri)'") { conn throws(LibvirtError) -> Bool in
+            let result = virConnectCompareHypervisorCPU(conn, nil, nil, nil, nil, cpuXML, 0)
+            if result == Int32(VIR_CPU_COMPARE_ERROR.rawValue) { throw LibvirtError.last(operation: "compare a CPU with '\(self.uri)'") }
+            return result != Int32(VIR_CPU_COMPARE_INCOMPATIBLE.rawValue)
+        }
+    }
+
     /// The host's UUID as reported in `<capabilities><host><uuid>` (for a libvirtd, its
     /// `host_uuid` setting). Throws `internalError` if the document has none.
     public var hostUUID: UUID {

@@ -238,11 +238,13 @@ public final class Domain: Sendable, CustomStringConvertible {
     ///     `tcp://127.0.0.1`; nil lets the destination choose (its hostname).
     ///   - destinationName: a new name on the destination.
     ///   - destinationXML: a replacement definition for the destination (must be ABI-compatible).
+    ///   - persistentXML: the persistent definition on the destination (with `persistDestination`),
+    ///     which may differ from what runs (`VIR_MIGRATE_PARAM_PERSIST_XML`).
     ///   - bandwidthMiBps: a bandwidth cap in MiB/s.
     @discardableResult
     public func migrate(
         to destination: Connection, uri: String?, flags: MigrationFlags,
-        destinationName: String? = nil, destinationXML: String? = nil, bandwidthMiBps: UInt64? = nil
+        destinationName: String? = nil, destinationXML: String? = nil, persistentXML: String? = nil, bandwidthMiBps: UInt64? = nil
     ) async throws(LibvirtError) -> Domain {
         let destinationPointer = try destination.retainedPointer("migrate domain '\(name)'")
         defer { virConnectClose(destinationPointer.raw) }
@@ -253,6 +255,7 @@ public final class Domain: Sendable, CustomStringConvertible {
             if let uri { try params.add(VIR_MIGRATE_PARAM_URI, uri, op) }
             if let destinationName { try params.add(VIR_MIGRATE_PARAM_DEST_NAME, destinationName, op) }
             if let destinationXML { try params.add(VIR_MIGRATE_PARAM_DEST_XML, destinationXML, op) }
+            if let persistentXML { try params.add(VIR_MIGRATE_PARAM_PERSIST_XML, persistentXML, op) }
             if let bandwidthMiBps { try params.add(VIR_MIGRATE_PARAM_BANDWIDTH, bandwidthMiBps, op) }
             let migrated = try check(
                 virDomainMigrate3(dom, destinationPointer.raw, params.pointer, UInt32(params.count), flags.rawValue),
@@ -260,6 +263,34 @@ public final class Domain: Sendable, CustomStringConvertible {
             return Domain(pointer: migrated, connection: destination)
         }
     }
+}
+
+extension Domain {
+    /// The domain's current job (`virDomainGetJobInfo`): none, or a migration's progress.
+    public func jobInfo() async throws(LibvirtError) -> JobInfo {
+        try await call("get job of") { dom, op throws(LibvirtError) -> JobInfo in
+            var info = virDomainJobInfo()
+            _ = try check(virDomainGetJobInfo(dom, &info), op)
+            return JobInfo(active: info.type != Int32(VIR_DOMAIN_JOB_NONE.rawValue), elapsedMilliseconds: info.timeElapsed,
+                           dataTotal: info.dataTotal, dataRemaining: info.dataRemaining)
+        }
+    }
+
+    /// Aborts the domain's current job (`virDomainAbortJob`): a migration ends with the guest
+    /// running where it was.
+    public func abortJob() async throws(LibvirtError) {
+        try await call("abort job of") { dom, op throws(LibvirtError) in
+            _ = try check(virDomainAbortJob(dom), op)
+        }
+    }
+}
+
+/// What a domain's job has done so far.
+public struct JobInfo: Sendable, Hashable {
+    public var active: Bool
+    public var elapsedMilliseconds: UInt64
+    public var dataTotal: UInt64
+    public var dataRemaining: UInt64
 }
 
 /// An owned `virTypedParameter` list built with `virTypedParamsAdd*`, freed with

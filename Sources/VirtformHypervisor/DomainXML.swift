@@ -164,6 +164,32 @@ public enum DomainXML {
         return Reading(spec: spec, ownership: ownership(in: root), hotplug: osType != "hvm" || root.child("features")?.child("acpi") != nil)
     }
 
+    /// One `<disk>` of a definition, as migration checks it.
+    public struct Disk: Sendable, Hashable {
+        /// `network`, `file`, `block`, …
+        public var type: String
+        /// `disk`, `cdrom`, `floppy`.
+        public var device: String
+        /// The guest's name for it (`vda`).
+        public var target: String
+        /// The driver's cache mode, when the definition names one.
+        public var cache: String?
+    }
+
+    /// Every `<disk>` of a definition.
+    public static func disks(in xml: String) throws -> [Disk] {
+        let root = try XMLTree.parse(xml) { ancestors, name in
+            switch (ancestors.count, ancestors.last ?? "", name) {
+            case (1, _, "devices"), (2, "devices", "disk"), (3, "disk", "driver"), (3, "disk", "target"): true
+            default: false
+            }
+        }
+        return (root.child("devices")?.children ?? []).filter { $0.name == "disk" }.map { disk in
+            Disk(type: disk.attribute("type") ?? "file", device: disk.attribute("device") ?? "disk",
+                 target: disk.child("target")?.attribute("dev") ?? "?", cache: disk.child("driver")?.attribute("cache"))
+        }
+    }
+
     /// The elements `parse` reads; the scanner skips everything else unbuilt.
     private static func managedElements(_ ancestors: [String], _ name: String) -> Bool {
         switch (ancestors.count, ancestors.last ?? "", name) {

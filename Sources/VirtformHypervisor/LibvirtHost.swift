@@ -177,6 +177,18 @@ public final class LibvirtHost: Sendable {
         await connection.close()
     }
 
+    /// The domain handle, or a failure naming the host.
+    func liveDomain(_ domainName: String) async throws -> Domain { try await require(domainName) }
+
+    /// Forgets a domain this session defined (it moved away).
+    func forget(_ domainName: String) { defined.withLock { _ = $0.removeValue(forKey: domainName) } }
+
+    /// Defines a domain that is not on this host yet, with the UUID it has elsewhere.
+    func defineNew(_ spec: DomainSpec, ownership: Ownership, uuid: String) async throws {
+        let domain = try await connection.define(xml: DomainXML.render(spec, ownership: ownership, uuid: uuid))
+        defined.withLock { $0[spec.name] = domain }
+    }
+
     private func require(_ domainName: String) async throws -> Domain {
         if let known = defined.withLock({ $0[domainName] }) { return known }
         guard let domain = try await connection.domain(named: domainName) else {

@@ -232,6 +232,14 @@ public actor HypervisorLab {
             directory += "/\(component)"
             try FileSystem.makeDirectory(directory, mode: 0o700, owner: user)
         }
+        if configuration.undefineDomainsOnDown {
+            // A lab that undefines its domains when it goes down also starts without any: one a
+            // teardown could not remove (a guest that would not die) is not inherited.
+            let definitions = "\(directory)/qemu"
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: definitions)) ?? [] where file.hasSuffix(".xml") {
+                try? FileManager.default.removeItem(atPath: "\(definitions)/\(file)")
+            }
+        }
         let uuid = configuration.hostUUID(index).uuidString.lowercased()
         let log = "\(configuration.logDirectory(index))/libvirtd.log"
         try FileSystem.writeFile(
@@ -469,11 +477,17 @@ public actor HypervisorLab {
         do {
             try await withDeadline(configuration.stopTimeout + .seconds(10), "destroy guests of \(host.name)") {
                 let connection = try await Connection.open(uri: host.qemuURI)
-                for summary in try await connection.listAllDomains() {
-                    if summary.state.isActive { try await summary.domain.destroy() }
-                    if undefine && summary.isPersistent {
-                        try await summary.domain.undefine(flags: [.managedSave, .snapshotsMetadata, .nvram])
+                // All at once: a guest whose disk's target is already gone can take seconds to die.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for summary in try await connection.listAllDomains() {
+                        group.addTask {
+                            if summary.state.isActive { try await summary.domain.destroy() }
+                            if undefine && summary.isPersistent {
+                                try await summary.domain.undefine(flags: [.managedSave, .snapshotsMetadata, .nvram])
+                            }
+                        }
                     }
+                    try await group.waitForAll()
                 }
                 await connection.close()
             }

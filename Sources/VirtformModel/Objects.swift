@@ -81,6 +81,7 @@ public struct Cluster: SiteObject {
     public var placement: PlacementPolicy
     public var rebalance: Rebalance
     public var highAvailability: HighAvailability
+    public var migration: MigrationPolicy
     public var provenance: Provenance
 
     public enum Members: Hashable, Sendable {
@@ -89,13 +90,42 @@ public struct Cluster: SiteObject {
     }
 
     public init(meta: ObjectMeta, members: Members, placement: PlacementPolicy, rebalance: Rebalance = .init(),
-                highAvailability: HighAvailability = .init(), provenance: Provenance) {
+                highAvailability: HighAvailability = .init(), migration: MigrationPolicy = .init(), provenance: Provenance) {
         self.meta = meta
         self.members = members
         self.placement = placement
         self.rebalance = rebalance
         self.highAvailability = highAvailability
+        self.migration = migration
         self.provenance = provenance
+    }
+}
+
+/// How live migrations are bounded: how many run at once, and how long one may take.
+public struct MigrationPolicy: Hashable, Sendable, Codable {
+    /// Outbound migrations at once from one host.
+    public var maxPerHost: Int
+    /// Migrations at once in the cluster.
+    public var maxInCluster: Int
+    /// A migration is aborted after this many seconds per GiB of guest memory (at least one GiB's worth).
+    public var secondsPerGiB: Int
+    /// A migration is aborted when the data left to send has not shrunk for this many seconds.
+    public var noProgressSeconds: Int
+    /// A cap on each migration's bandwidth, in MiB/s (nil: as fast as the network goes).
+    public var bandwidthMiBps: Int?
+
+    public init(maxPerHost: Int = 2, maxInCluster: Int = 5, secondsPerGiB: Int = 150, noProgressSeconds: Int = 150, bandwidthMiBps: Int? = nil) {
+        self.maxPerHost = maxPerHost
+        self.maxInCluster = maxInCluster
+        self.secondsPerGiB = secondsPerGiB
+        self.noProgressSeconds = noProgressSeconds
+        self.bandwidthMiBps = bandwidthMiBps
+    }
+
+    /// How long a migration of a guest with `memoryKiB` may take in all.
+    public func completionTimeout(memoryKiB: UInt64) -> Int {
+        let gibibytes = max(1.0, Double(memoryKiB) / Double(1 << 20))
+        return Int((gibibytes * Double(secondsPerGiB)).rounded(.up))
     }
 }
 

@@ -87,8 +87,21 @@ struct HypervisorPlanner {
                 placements[vm.placement] = placement
             }
             let (candidates, candidateNames) = placement
-            let first = owned.removeValue(forKey: vm.id)
-            let extra = copies.removeValue(forKey: vm.id) ?? []
+            var first = owned.removeValue(forKey: vm.id)
+            var extra = copies.removeValue(forKey: vm.id) ?? []
+            if let copy = first, !extra.isEmpty, let (arrived, behind) = Self.interruptedColdMove([copy] + extra) {
+                // The rest of a cold move that stopped after defining the domain on its destination.
+                for stale in behind {
+                    var change = Change(action: .delete, resource: resource, system: .host(stale.host), operation: .deleteDomain(name: stale.name),
+                                        before: .domain(stale.spec),
+                                        reason: "the rest of an interrupted cold move: the domain was defined on \(arrived.host), this copy stayed")
+                    change.id += " on \(stale.host)"
+                    change.cause = .unapplied
+                    plan.changes.append(change)
+                }
+                first = arrived
+                extra = []
+            }
 
             if let first, !extra.isEmpty {
                 plan.errors.append(.init(resource: resource,
@@ -98,22 +111,9 @@ struct HypervisorPlanner {
             if let domain = first {
                 guard let host = index.hosts[domain.host] else { continue }
                 let running = domain.state == .running || domain.state == .paused
-                if !candidateNames.contains(domain.host) {
-                    let destination = withLoad { $0.choose(for: vm, among: candidates.filter { !$0.maintenance && isReachable($0.name) }) }
-                    let desired = destination.map { DomainSpec.desired(for: vm, on: $0, index: index) }
+                if !candidateNames.contains(domain.host) || host.maintenance {
                     plan.fingerprints[resource] = domain.fingerprint
-                    // The move carries the VM's other changes with it: they are shown here, not hidden.
-                    var move = Change(
-                        action: .migrate, resource: resource, system: .host(domain.host),
-                        operation: .migrateDomain(name: domain.name, destination: destination?.name ?? ""),
-                        before: .domain(domain.spec), after: desired.map(ResourceState.domain),
-                        fields: desired.map { DomainDifference(persistent: domain.spec, live: nil, running: false, desired: $0).fields } ?? [],
-                        reason: "its placement no longer allows host \(domain.host)",
-                        blocked: "live migration is carried out by the cluster feature, which has not landed yet",
-                        destination: destination?.name)
-                    // The mark names the host virtform defined it on: elsewhere, it was moved by hand.
-                    move.cause = Self.cause(domain.ownership?.host.map { $0 == domain.host })
-                    plan.changes.append(move)
+                    plan.changes.append(withLoad { move(domain, of: vm, from: host, candidates: candidates, running: running, load: &$0) })
                     continue
                 }
                 let desired = DomainSpec.desired(for: vm, on: host, index: index)
@@ -136,6 +136,7 @@ struct HypervisorPlanner {
                     // from a definition that matches the manifest (a live change made by hand).
                     update.cause = fields.isEmpty ? (domain.persistent ? .unapplied : .outside)
                         : untouched && domain.spec != desired ? .unapplied : .outside
+                    update.changeClass = fields.contains { $0.effect == .restart } ? .inPlaceRestart : .inPlaceLive
                     plan.changes.append(update)
                 }
                 defer {
@@ -152,6 +153,7 @@ struct HypervisorPlanner {
                                              ? nil : "restarting a guest needs --allow-restart (or spec.allowRestart: true)")
                     // A definition virtform wrote that waits for the next start is virtform's own unfinished change.
                     restart.cause = untouched ? .unapplied : .outside
+                    restart.changeClass = .inPlaceRestart
                     plan.changes.append(restart)
                 }
                 // The mark says which power state virtform last gave the guest; a define in this plan
@@ -250,6 +252,83 @@ struct HypervisorPlanner {
         return plan
     }
 
+    /// The move of a VM's domain off `source` (its placement no longer allows it, or the host
+    /// is in maintenance): live when it runs, cold when it does not, to the first candidate that
+    /// passes the preflight — reachable, not in maintenance, every bridge the VM uses, room for
+    /// it — as the placement policy picks it. The move carries the VM's other changes (they are
+    /// shown as its fields). With no host to go to, the move is shown blocked, naming why each
+    /// host was refused; the VM's other moves still go.
+    private func move(_ domain: ObservedDomain, of vm: VirtualMachine, from source: Host, candidates: [Host], running: Bool,
+                      load: inout HostLoad) -> Change {
+        let resource = "VirtualMachine/\(vm.id)"
+        var refusals: [String] = []
+        var eligible: [Host] = []
+        let bridges = vm.interfaces.map { index.networks[$0.network]?.bridge ?? $0.network }
+        let localDisks = domain.spec.disks.filter { $0.portalHost.isEmpty }.map(\.target)
+        for candidate in candidates where candidate.name != source.name {
+            if candidate.maintenance { refusals.append("\(candidate.name) is in maintenance"); continue }
+            if !isReachable(candidate.name) { refusals.append("\(candidate.name) could not be read"); continue }
+            let missing = bridges.filter { !candidate.bridges.contains($0) }
+            if !missing.isEmpty { refusals.append("\(candidate.name) has no bridge \(missing.joined(separator: ", "))"); continue }
+            if running, !capabilities(of: candidate).migration || !capabilities(of: source).migration {
+                refusals.append("\(candidate.name): its hypervisor driver (\(candidate.domainType.rawValue)) cannot migrate a running guest")
+                continue
+            }
+            eligible.append(candidate)
+        }
+        var destination: Host?
+        if localDisks.isEmpty, let chosen = load.choose(for: vm, among: eligible) {
+            load.move(domain, of: vm, to: chosen.name)
+            destination = chosen
+        }
+        let why = source.maintenance && candidates.contains(where: { $0.name == source.name })
+            ? "host \(source.name) is in maintenance" : "its placement no longer allows host \(source.name)"
+        let desired = destination.map { DomainSpec.desired(for: vm, on: $0, index: index) }
+        var blocked: String?
+        if !localDisks.isEmpty {
+            blocked = "it has disks on the host itself (\(localDisks.joined(separator: ", "))), not on shared iSCSI storage"
+        } else if destination == nil {
+            if !eligible.isEmpty { refusals.append(load.explainNoFit(for: vm, among: eligible)) }
+            blocked = "no host can take it: " + (refusals.isEmpty ? "its placement allows no other host" : refusals.joined(separator: "; "))
+        }
+        let request = destination.map { target in
+            let cluster = index.clusters.values.sorted { $0.meta.name < $1.meta.name }.first { index.members(of: $0).contains { $0.name == source.name } }
+            let policy = cluster?.migration ?? MigrationPolicy()
+            return MigrationRequest(
+                destination: target.name, uuid: domain.uuid, spec: desired!, ownership: ownership(vm, desired!, on: target.name), live: running,
+                uri: target.migrationAddress.map { "tcp://\($0)" },
+                completionSeconds: policy.completionTimeout(memoryKiB: domain.spec.memoryKiB), noProgressSeconds: policy.noProgressSeconds,
+                bandwidthMiBps: policy.bandwidthMiBps,
+                maxPerHost: policy.maxPerHost, maxInGroup: policy.maxInCluster, limitGroup: cluster?.meta.name ?? "site \(site.name)")
+        }
+        var change = Change(
+            action: .migrate, resource: resource, system: .host(domain.host),
+            operation: .migrateDomain(name: domain.name, request: request ?? MigrationRequest(
+                destination: "", uuid: domain.uuid, spec: domain.spec, ownership: domain.ownership ?? ownership(vm, domain.spec, on: source.name),
+                live: running, uri: nil, completionSeconds: 0, noProgressSeconds: 0, maxPerHost: 1, maxInGroup: 1, limitGroup: "")),
+            before: .domain(domain.spec), after: desired.map(ResourceState.domain),
+            fields: desired.map { DomainDifference(persistent: domain.spec, live: nil, running: false, desired: $0).fields } ?? [],
+            reason: why, blocked: blocked, destination: destination?.name)
+        change.changeClass = running ? .liveMigration : .coldMove
+        // The mark names the host virtform defined it on: elsewhere, it was moved by hand.
+        change.cause = Self.cause(domain.ownership?.host.map { $0 == domain.host })
+        return change
+    }
+
+    /// Copies of one VM left by a cold move that stopped between defining the domain on its
+    /// destination and undefining it on its source: one copy whose mark names the host it is
+    /// on, and stopped copies (same UUID) whose marks name that host instead of theirs. nil for
+    /// anything else (a VM defined twice by hand stays an error).
+    static func interruptedColdMove(_ copies: [ObservedDomain]) -> (arrived: ObservedDomain, behind: [ObservedDomain])? {
+        let arrived = copies.filter { $0.ownership?.host == $0.host }
+        guard arrived.count == 1, let target = arrived.first else { return nil }
+        let behind = copies.filter { $0.host != target.host }
+        guard behind.count == copies.count - 1,
+            behind.allSatisfy({ $0.ownership?.host == target.host && $0.uuid == target.uuid && $0.state == .shutoff })
+        else { return nil }
+        return (target, behind)
+    }
+
     private func ownership(_ vm: VirtualMachine, _ spec: DomainSpec, on host: String) -> Ownership {
         Ownership(vm: vm.id, digest: spec.digest, deletionProtection: vm.deletionProtection, site: site.name, power: vm.power, host: host)
     }
@@ -293,6 +372,15 @@ struct HostLoad {
         memory[host, default: 0] += vm.memory.bytes
         vcpus[host, default: 0] += vm.vcpus
         guests[host, default: 0] += 1
+    }
+
+    /// A domain leaves its host for `host`: what it counted there is taken off, the VM's wants
+    /// are added here.
+    mutating func move(_ domain: ObservedDomain, of vm: VirtualMachine, to host: String) {
+        memory[domain.host, default: 0] -= min(memory[domain.host] ?? 0, domain.spec.memoryKiB << 10)
+        vcpus[domain.host, default: 0] -= min(vcpus[domain.host] ?? 0, domain.spec.vcpus)
+        guests[domain.host, default: 0] -= min(guests[domain.host] ?? 0, 1)
+        place(vm, on: host)
     }
 
     func fits(_ vm: VirtualMachine, on host: Host, perHost: Int?) -> Bool {

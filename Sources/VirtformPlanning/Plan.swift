@@ -259,6 +259,8 @@ public struct Change: Codable, Sendable, Hashable {
     public var summary: String?
     /// For a migration: where the guest goes.
     public var destination: String?
+    /// For a change to a VM's domain (and a disk recreated from its master): how it takes effect.
+    public var changeClass: ChangeClass?
     /// Why it differs: changed outside virtform since it was applied, or the manifests changed
     /// and were not applied yet (decided from virtform's marks; see `ChangeCause`).
     public var cause: ChangeCause = .unknown
@@ -315,6 +317,73 @@ extension VMID {
     }
 }
 
+/// A domain's move to another host, with everything apply needs to carry it out and bound it.
+public struct MigrationRequest: Codable, Sendable, Hashable {
+    public var destination: String
+    /// The domain's UUID, kept on the destination.
+    public var uuid: String
+    /// The definition (and mark) virtform wants on the destination.
+    public var spec: DomainSpec
+    public var ownership: Ownership
+    /// A running guest moves live; a stopped one is moved cold.
+    public var live: Bool
+    /// Where the source sends the guest's memory (`tcp://ADDRESS` from the destination's
+    /// `migrationAddress`); nil lets the destination choose.
+    public var uri: String?
+    /// Aborted after this many seconds in all, or when the data left has not shrunk for
+    /// `noProgressSeconds`.
+    public var completionSeconds: Int
+    public var noProgressSeconds: Int
+    /// A cap on its bandwidth in MiB/s, from the cluster's policy.
+    public var bandwidthMiBps: Int?
+    /// The limits it counts against: outbound migrations of its source host, and of its cluster
+    /// (`limitGroup`: the cluster's name, or the site's when the source is in none).
+    public var maxPerHost: Int
+    public var maxInGroup: Int
+    public var limitGroup: String
+
+    public init(destination: String, uuid: String, spec: DomainSpec, ownership: Ownership, live: Bool, uri: String?,
+                completionSeconds: Int, noProgressSeconds: Int, bandwidthMiBps: Int? = nil, maxPerHost: Int, maxInGroup: Int, limitGroup: String) {
+        self.destination = destination
+        self.uuid = uuid
+        self.spec = spec
+        self.ownership = ownership
+        self.live = live
+        self.uri = uri
+        self.completionSeconds = completionSeconds
+        self.noProgressSeconds = noProgressSeconds
+        self.bandwidthMiBps = bandwidthMiBps
+        self.maxPerHost = maxPerHost
+        self.maxInGroup = maxInGroup
+        self.limitGroup = limitGroup
+    }
+}
+
+/// How a change to a VM's domain takes effect, from the least disruptive.
+public enum ChangeClass: String, Codable, Sendable, Hashable {
+    /// Nothing that runs is interrupted: a stopped guest's definition, or changes made live.
+    case inPlaceLive = "in_place_live"
+    /// Written to the definition; the running guest keeps the old values until it restarts.
+    case inPlaceRestart = "in_place_restart"
+    /// A stopped guest defined on another host.
+    case coldMove = "cold_move"
+    /// A running guest moved to another host without stopping.
+    case liveMigration = "live_migration"
+    /// The guest is made again (its disk cloned anew from its master: what it wrote is lost).
+    case replace
+
+    /// How plans show it.
+    public var label: String {
+        switch self {
+        case .inPlaceLive: "in place, live"
+        case .inPlaceRestart: "in place, restart needed"
+        case .coldMove: "cold move"
+        case .liveMigration: "live migration"
+        case .replace: "replace"
+        }
+    }
+}
+
 /// Why a change is in the plan, told from virtform's marks without any state file: each mark
 /// records what virtform last wrote (a domain's digest, power and host, a reservation's digest),
 /// so a difference between the mark and what is there was made by someone else.
@@ -346,7 +415,10 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// Shut down, then start again, so that the definition takes effect.
     case restartDomain(name: String)
     case deleteDomain(name: String)
-    case migrateDomain(name: String, destination: String)
+    /// Moves the domain to another host: live (`virDomainMigrate3`, persistent there with the
+    /// definition virtform wants, undefined here) when it runs, cold (defined there with the same
+    /// UUID, then undefined here) when it does not.
+    case migrateDomain(name: String, request: MigrationRequest)
 
     // Storage pools.
     case createProject(name: String)

@@ -43,6 +43,7 @@ public enum PlanMarkdown {
                 if let note = PlanRenderer.causeNote(change.cause) { details.append("_\(note)_") }
                 if let blocked = change.blocked { details.append("**not applied:** \(blocked)") }
                 let action = change.action.rawValue + (change.destination.map { " → \($0)" } ?? "")
+                    + (change.changeClass.map { " (\($0.label))" } ?? "")
                 table += "| \(symbol) | `\(cell(change.resource))` | \(cell(action)) | \(details.map(cell).joined(separator: "<br>")) |\n"
             }
             sections.append(changes.count > foldAbove

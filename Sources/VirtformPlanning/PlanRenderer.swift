@@ -38,6 +38,7 @@ public enum PlanRenderer {
                 var headline = "  \(paint(symbol, code)) \(e(change.resource))  \(change.action.rawValue)"
                 if let destination = change.destination { headline += " → \(e(destination))" }
                 if change.action == .migrate && change.destination == nil { headline += " (no host fits)" }
+                if let changeClass = change.changeClass { headline += " (\(changeClass.label))" }
                 lines.append(headline)
                 if change.action == .create, let after = change.after?.domain {
                     lines.append("      \(e(summary(after)))")

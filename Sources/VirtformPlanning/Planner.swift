@@ -234,7 +234,7 @@ public struct Planner {
             case .host:
                 guard !disk.isEmpty || !reservations.isEmpty, let vm = plan.changes[position].vm else { continue }
                 switch plan.changes[position].action {
-                case .create, .update: extra = disk[vm] ?? []
+                case .create, .update, .migrate: extra = disk[vm] ?? []
                 case .start, .restart: extra = (disk[vm] ?? []) + (reservations[vm] ?? [])
                 default: continue
                 }

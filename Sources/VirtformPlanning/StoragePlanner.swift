@@ -194,6 +194,7 @@ struct StoragePlanner {
             if context.definedVMs.contains(vm.id) {
                 // The domain is there and its disk is not: whatever the guest wrote is gone.
                 change.reason = "recreate disk from master: its data is lost (the LUN of the defined domain \(vm.id.domainName) is missing)"
+                change.changeClass = .replace
                 if !options.recreateLostDisks {
                     change.blocked = "the VM's LUN is gone and a new clone holds none of its data; pass --recreate-lost-disks to clone it again"
                 }

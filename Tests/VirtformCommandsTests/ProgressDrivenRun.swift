@@ -6,9 +6,10 @@ import VirtformSystem
 /// its output shows a given progress line (a fault driven by the apply's own progress, not by
 /// timing). Returns what it printed, its exit status (128 + N when a signal ended it), whether
 /// it ended within `within`, and whether the trigger was seen. `cleanup` runs once the child has ended (or was given up on),
-/// before it is reaped: thaw what `onTrigger` froze there.
+/// before it is reaped: thaw what `onTrigger` froze there. With `interrupt`, the child is also
+/// sent SIGINT (Ctrl-C) at the trigger.
 func runVirtformChild(
-    _ program: String, _ arguments: [String], trigger: String, within: Duration = .seconds(90),
+    _ program: String, _ arguments: [String], trigger: String, within: Duration = .seconds(90), interrupt: Bool = false,
     onTrigger: @escaping @Sendable () -> Void, cleanup: @Sendable () -> Void
 ) async throws -> (output: String, status: Int32, ended: Bool, triggered: Bool) {
     let process = Process()
@@ -19,15 +20,19 @@ func runVirtformChild(
     process.standardError = pipe
     let said = Mutex("")
     let triggered = Mutex(false)
+    try process.run()
+    let child = process.processIdentifier
     let reader = Thread {
         while true {
             let chunk = pipe.fileHandleForReading.availableData
             if chunk.isEmpty { return }
             let text = said.withLock { $0 += String(decoding: chunk, as: UTF8.self); return $0 }
-            if text.contains(trigger), triggered.withLock({ was in defer { was = true }; return !was }) { onTrigger() }
+            if text.contains(trigger), triggered.withLock({ was in defer { was = true }; return !was }) {
+                onTrigger()
+                if interrupt { kill(child, SIGINT) }
+            }
         }
     }
-    try process.run()
     reader.start()
     let ended = await poll(within: within, every: .milliseconds(100)) { !process.isRunning }
     cleanup()

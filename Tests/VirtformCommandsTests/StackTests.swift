@@ -525,8 +525,10 @@ struct StackSite: Sendable {
     let dhcpServer: DHCPServer
     let storage: StorageLab
 
-    static func with(_ body: @Sendable (StackSite) async throws -> Void) async throws {
-        try await HypervisorLab.withTemporaryLab(hosts: 1, userPrefix: "vfstackh") { lab, hosts in
+    /// `hosts` lab hypervisors (`stack-h1`, `stack-h2`, …; with more than one, a cluster
+    /// `stack` over them all, spread).
+    static func with(hosts count: Int = 1, _ body: @Sendable (StackSite) async throws -> Void) async throws {
+        try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfstackh") { lab, hosts in
             let root = lab.configuration.root
             let storage = StorageLab(configuration: StorageLabConfiguration(
                 root: root + "/storage", mountPoint: root + "/pool", poolSize: 1 << 30, portalPort: portalPort,
@@ -557,6 +559,18 @@ struct StackSite: Sendable {
                 failure = error
             }
             await keeper?.close()
+            // QEMU guests are stopped while their disks' targets still answer (they die at once then).
+            await withTaskGroup(of: Void.self) { group in
+                for host in hosts {
+                    group.addTask {
+                        guard let connection = try? await Connection.open(uri: host.qemuURI) else { return }
+                        for summary in (try? await connection.listAllDomains()) ?? [] where summary.state.isActive {
+                            try? await summary.domain.destroy()
+                        }
+                        await connection.close()
+                    }
+                }
+            }
             // Domains first (the lab undefines them), but targets and the pool go now.
             do { try await dhcp.down() } catch { failure = failure ?? error }
             do { try await storage.down() } catch { failure = failure ?? error }
@@ -570,19 +584,41 @@ struct StackSite: Sendable {
 
     /// The host, pool and DHCP server the site's manifests name (the same for a second site);
     /// `initiators` restricts the pool's targets to those initiator names.
-    func systems(initiators: [String] = [], qemu: Bool = false) -> String {
+    func systems(initiators: [String] = [], qemu: Bool = false, maintenance: Set<String> = [], bridgeless: Set<String> = [],
+                 migration: String = "") -> String {
         let restricted = initiators.isEmpty ? "" : ", initiators: [\(initiators.joined(separator: ", "))]"
         let driver = qemu ? "domainType: qemu\n  guestNetworking: user-mode" : "domainType: test"
-        return """
-            apiVersion: virtform.io/v1alpha1
-            kind: Host
-            metadata: {name: stack-h1}
-            spec:
-              uri: "\(qemu ? hosts[0].qemuURI : hosts[0].testURI)"
-              capacity: {memory: 8GiB, vcpus: 8}
-              bridges: [fe0]
-              \(driver)
-            ---
+        var text = ""
+        for (i, host) in hosts.enumerated() {
+            text += """
+                apiVersion: virtform.io/v1alpha1
+                kind: Host
+                metadata: {name: stack-h\(i + 1)}
+                spec:
+                  uri: "\(qemu ? host.qemuURI : host.testURI)"
+                  capacity: {memory: 8GiB, vcpus: 8}
+                  bridges: [\(bridgeless.contains("stack-h\(i + 1)") ? "" : "fe0")]
+                  migrationAddress: 127.0.0.1
+                  maintenance: \(maintenance.contains("stack-h\(i + 1)"))
+                  \(driver)
+                ---
+
+                """
+        }
+        if hosts.count > 1 {
+            text += """
+                apiVersion: virtform.io/v1alpha1
+                kind: Cluster
+                metadata: {name: stack}
+                spec:
+                  hosts: [\(hosts.indices.map { "stack-h\($0 + 1)" }.joined(separator: ", "))]
+                  placement: {policy: spread}
+                  migration: {\(migration)}
+                ---
+
+                """
+        }
+        return text + """
             apiVersion: virtform.io/v1alpha1
             kind: StoragePool
             metadata: {name: stack-pool}
@@ -636,7 +672,8 @@ struct StackSite: Sendable {
     /// (`b-apps` for the second site), the master `base@v1`, and `web-1` when given.
     /// `image` is the master's source (blank without one); `qemu` makes the host run real QEMU
     /// guests instead of the test driver's.
-    func manifests(site: String, prefix: String, web: Web?, initiators: [String] = [], image: String? = nil, qemu: Bool = false) -> String {
+    func manifests(site: String, prefix: String, web: Web?, initiators: [String] = [], image: String? = nil, qemu: Bool = false,
+                   maintenance: Set<String> = [], bridgeless: Set<String> = [], migration: String = "") -> String {
         let (masters, apps) = (prefix + "masters", prefix.isEmpty ? "appl" : prefix + "apps")
         var text = """
             apiVersion: virtform.io/v1alpha1
@@ -660,7 +697,7 @@ struct StackSite: Sendable {
             spec: {project: \(masters), size: 64MiB, snapshots: [v1]\(image.map { ", source: \"\($0)\"" } ?? "")}
             ---
 
-            """ + systems(initiators: initiators, qemu: qemu)
+            """ + systems(initiators: initiators, qemu: qemu, maintenance: maintenance, bridgeless: bridgeless, migration: migration)
         if let web {
             text += """
                 ---

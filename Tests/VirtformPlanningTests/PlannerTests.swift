@@ -165,7 +165,7 @@ struct PlannerTests {
         #expect(plan.changes.first { $0.action == .delete }?.blocked?.contains("deletion protection is on") == true)
     }
 
-    @Test func placementChangeIsAMigrationThatIsNotAppliedYet() throws {
+    @Test func placementChangeOfARunningGuestIsALiveMigration() throws {
         let observed = applied(Planner(site: referenceSite, observed: emptyLab()).plan(), to: referenceSite, on: emptyLab())
         var site = referenceSite
         let i = try #require(site.virtualMachines.firstIndex { $0.name == "db-1" })
@@ -174,7 +174,15 @@ struct PlannerTests {
         let migrate = try #require(plan.changes.first { $0.action == .migrate })
         #expect(migrate.host == "lab-h3")
         #expect(migrate.destination == "lab-h1")
-        #expect(migrate.blocked != nil)
+        #expect(migrate.blocked == nil && migrate.changeClass == .liveMigration)
+        guard case .migrateDomain(let name, let request) = migrate.operation else { Issue.record("\(migrate.operation)"); return }
+        #expect(name == "appl-2:db-1" && request.live && request.destination == "lab-h1")
+        #expect(request.uri == "tcp://127.0.0.1", "the destination's migrationAddress")
+        #expect(request.uuid == "uuid-appl-2:db-1", "the UUID stays")
+        #expect(request.ownership.host == "lab-h1" && request.ownership.power == .running)
+        // 64 MiB of memory: one GiB's worth of the cluster's default 150 s per GiB; its limits are the cluster's.
+        #expect(request.completionSeconds == 150 && request.noProgressSeconds == 150)
+        #expect(request.maxPerHost == 2 && request.maxInGroup == 5 && request.limitGroup == "lab")
         #expect(!plan.changes.contains { $0.action == .create })
     }
 

@@ -103,8 +103,16 @@ struct World {
             setState(name, on: host, .shutoff, mark: mark)
         case .deleteDomain(let name):
             hosts.hosts[host] = .reachable(domains(on: host).filter { $0.name != name })
-        case .migrateDomain:
-            break
+        case .migrateDomain(let name, let request):
+            // As apply does: defined on the destination (running there when it ran here), gone here.
+            guard let domain = domains(on: host).first(where: { $0.name == name }) else { break }
+            hosts.hosts[host] = .reachable(domains(on: host).filter { $0.name != name })
+            var moved = domain
+            moved.host = request.destination
+            moved.spec = request.spec
+            moved.ownership = request.ownership
+            if moved.live != nil { moved.live = request.spec }
+            hosts.hosts[request.destination] = .reachable(domains(on: request.destination) + [moved])
         case .createProject(let name):
             projects[name] = ObservedProject(name: name, ownership: .owned(OwnershipMark(kind: .project, name: name, site: site)), volumes: [], snapshots: [])
         case .deleteProject(let name):

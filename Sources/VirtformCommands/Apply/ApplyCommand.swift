@@ -1,3 +1,4 @@
+import Synchronization
 import ArgumentParser
 import Foundation
 import VirtformExecution
@@ -133,13 +134,45 @@ struct ApplyCommand: AsyncParsableCommand {
 
         let settings = PlanExecution.Settings(parallelism: parallelism, perHost: perHost, shutdownTimeout: shutdownTimeout,
                                               operationTimeout: operationTimeout)
-        let summary = try await PlanExecution.run(runnable, systems: reconciliation.systems, settings: settings, output: output)
+        let summary = try await Self.interruptible(output: output) {
+            try await PlanExecution.run(runnable, systems: reconciliation.systems, settings: settings, output: output)
+        }
+        if summary.wasCancelled { output.line("Apply: interrupted (Ctrl-C); nothing new was started, and running migrations were aborted.") }
         output.line("Apply: \(summary.succeeded) done, \(summary.failed) failed, \(summary.skipped) skipped"
             + (summary.notStarted > 0 ? ", \(summary.notStarted) not started" : "")
             + (blocked > 0 ? "; \(blocked) change\(blocked == 1 ? "" : "s") stayed blocked" : "") + "."
             + (summary.order.count != runnable.count ? " (\(runnable.count) changes in \(summary.order.count) actions: each DHCP server's reservations are written at once)" : ""))
         if !summary.isSuccess || !plan.unreachable.isEmpty || !plan.unknown.isEmpty { throw ExitCode(1) }
         if blocked > 0 { throw ExitCode(Self.blockedExitCode) }
+    }
+
+    /// Runs `body` so that the first Ctrl-C (SIGINT) cancels it: nothing new starts, running
+    /// actions see the cancellation (a live migration aborts its job and the guest stays where
+    /// it was), and the summary is still printed. A second Ctrl-C ends the process at once.
+    static func interruptible<T: Sendable>(output: Output, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        // The handler is in place before anything starts.
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        let interrupted = Mutex(false)
+        let started = Mutex<Task<T, any Error>?>(nil)
+        source.setEventHandler {
+            if interrupted.withLock({ was in defer { was = true }; return was }) {
+                signal(SIGINT, SIG_DFL)
+                raise(SIGINT)
+                return
+            }
+            output.line("Interrupted: starting nothing new and aborting running migrations; Ctrl-C again to stop at once.")
+            started.withLock { $0 }?.cancel()
+        }
+        source.resume()
+        let task = Task { try await body() }
+        started.withLock { $0 = task }
+        if interrupted.withLock({ $0 }) { task.cancel() }
+        defer {
+            source.cancel()
+            signal(SIGINT, SIG_DFL)
+        }
+        return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
     }
 
     static func loadSavedPlan(_ path: String) throws -> Plan {

@@ -21,6 +21,10 @@ enum PlanExecution {
             if let operationTimeout { return .milliseconds(Int(operationTimeout * 1000)) }
             switch change.system.kind {
             case .host:
+                // A live migration bounds itself (and aborts its job); the deadline only catches a hung abort.
+                if case .migrateDomain(_, let request) = change.operation, request.live {
+                    return .seconds(request.completionSeconds + 60)
+                }
                 let stops: Bool = switch change.operation {
                 case .stopDomain, .restartDomain: true
                 default: false
@@ -55,9 +59,16 @@ enum PlanExecution {
     /// a listing, so two exports at once could pick the same one).
     static func keys(for change: Change) -> [String] {
         switch change.operation {
-        case .migrateDomain(_, let destination): [change.system.description, destination, "migrations"]
+        case .migrateDomain(_, let request) where request.live:
+            [change.system.description, request.destination] + migrationKeys(change.system.description, request).map(\.key)
+        case .migrateDomain(_, let request): [change.system.description, request.destination]
         default: [change.system.description]
         }
+    }
+
+    /// A live migration's own limits: outbound migrations of its source host, and of its cluster.
+    static func migrationKeys(_ source: String, _ request: MigrationRequest) -> [(key: String, limit: Int)] {
+        [("migrations from \(source)", request.maxPerHost), ("migrations in \(request.limitGroup)", request.maxInGroup)]
     }
 
     /// One node of the action graph: the change (or, for a system that writes in one go, every
@@ -106,6 +117,9 @@ enum PlanExecution {
         for node in try nodes(runnable) {
             let (change, batch, id) = (node.change, node.batch, node.id)
             if change.system.kind == .exportServer { keyLimits[change.system.description] = 1 }
+            if case .migrateDomain(_, let request) = change.operation, request.live {
+                for (key, limit) in migrationKeys(change.system.description, request) { keyLimits[key] = limit }
+            }
             let address = change.system
             let session = systems[address]
             builder.add(id, keys: keys(for: change), label: node.label, dependsOn: node.dependsOn) {

@@ -1,3 +1,4 @@
+import Synchronization
 import VirtformHypervisor
 import VirtformModel
 import VirtformPlanning
@@ -6,17 +7,28 @@ import VirtformPlanning
 /// each type changes live; the planner reads it from there).
 enum Hypervisors: SystemKind {
     static func drivers(for site: Site) -> [any SystemDriver] {
-        site.hosts.map { HostDriver(name: $0.name, uri: $0.uri) }
+        let peers = Peers()
+        return site.hosts.map { HostDriver(name: $0.name, uri: $0.uri, peers: peers) }
+    }
+
+    /// The site's hosts that were read, by name: a migration's source reaches its destination here.
+    final class Peers: Sendable {
+        private let hosts = Mutex<[String: LibvirtHost]>([:])
+        func add(_ host: LibvirtHost) { hosts.withLock { $0[host.name] = host } }
+        func host(_ name: String) -> LibvirtHost? { hosts.withLock { $0[name] } }
     }
 
     struct HostDriver: SystemDriver {
         let name: String
         let uri: String
+        let peers: Peers
         var address: SystemAddress { .host(name) }
 
         func read(timeout: Duration) async throws -> SystemRead {
             let host = try await LibvirtHost.connect(name: name, uri: uri, timeout: timeout)
-            return SystemRead(reading: .host(try await host.observe()), session: HostSession(address: address, host: host))
+            let reading = SystemRead(reading: .host(try await host.observe()), session: HostSession(address: address, host: host, peers: peers))
+            peers.add(host)
+            return reading
         }
     }
 
@@ -24,6 +36,7 @@ enum Hypervisors: SystemKind {
     struct HostSession: SystemSession {
         let address: SystemAddress
         let host: LibvirtHost
+        let peers: Peers
         var addresses: [SystemAddress] { [address] }
 
         func execute(_ changes: [Change], on address: SystemAddress, settings: PlanExecution.Settings) async throws {
@@ -55,8 +68,29 @@ enum Hypervisors: SystemKind {
                 try await host.start(name)
             case .deleteDomain(let name):
                 try await host.delete(name)
-            case .migrateDomain:
-                throw HypervisorError("migration is not carried out yet (the cluster feature)")
+            case .migrateDomain(let name, let request):
+                guard let destination = peers.host(request.destination) else {
+                    throw HypervisorError("host \(request.destination), where \(name) was to go, could not be read in this run")
+                }
+                if request.live {
+                    let limits = LibvirtHost.MigrationLimits(uri: request.uri, completion: .seconds(request.completionSeconds),
+                                                             noProgress: .seconds(request.noProgressSeconds), bandwidthMiBps: request.bandwidthMiBps)
+                    let output = Output.current
+                    let shown = Mutex(ContinuousClock.now - .seconds(10))
+                    try await host.migrateLive(name, to: destination, uuid: request.uuid, spec: request.spec, ownership: request.ownership,
+                                               limits: limits) { progress in
+                        // At most one line a second per migration.
+                        guard shown.withLock({ last in
+                            let now = ContinuousClock.now
+                            guard now - last >= .seconds(1) else { return false }
+                            last = now
+                            return true
+                        }) else { return }
+                        output.line("    ⇄ \(change.resource) → \(request.destination): \(ByteSize(bytes: progress.dataRemaining)) of \(ByteSize(bytes: progress.dataTotal)) left")
+                    }
+                } else {
+                    try await host.moveCold(name, to: destination, uuid: request.uuid, spec: request.spec, ownership: request.ownership)
+                }
             default:
                 throw CommandFailure.notFor(change, address)
             }

@@ -108,8 +108,16 @@ struct ModelBuilder {
         let haDefaults = HighAvailability()
         let ha = HighAvailability(enabled: boolean(spec["ha"]?["enabled"]) ?? haDefaults.enabled,
                                   hostFailuresToTolerate: integer(spec["ha"]?["hostFailuresToTolerate"]) ?? haDefaults.hostFailuresToTolerate)
+        let migrationDefaults = MigrationPolicy()
+        let migrationNode = spec["migration"]
+        let migration = MigrationPolicy(
+            maxPerHost: integer(migrationNode?["maxPerHost"]) ?? migrationDefaults.maxPerHost,
+            maxInCluster: integer(migrationNode?["maxInCluster"]) ?? migrationDefaults.maxInCluster,
+            secondsPerGiB: integer(migrationNode?["secondsPerGiB"]) ?? migrationDefaults.secondsPerGiB,
+            noProgressSeconds: integer(migrationNode?["noProgressSeconds"]) ?? migrationDefaults.noProgressSeconds,
+            bandwidthMiBps: integer(migrationNode?["bandwidthMiBps"]))
         return Cluster(meta: meta, members: members, placement: placement, rebalance: rebalance, highAvailability: ha,
-                       provenance: provenance)
+                       migration: migration, provenance: provenance)
     }
 
     private func storagePool(_ meta: ObjectMeta) throws -> StoragePool {

@@ -65,6 +65,13 @@ public enum ManifestSchema {
             Field("thresholdPercent", .integer(1...100), "Rebalance when memory use differs by more than this. Default 20."),
             Field("maxMigrationsPerRun", .integer(1...1_000), "Most live migrations in one apply. Default 2."),
         ])), "Rebalancing settings."),
+        Field("migration", .object(ObjectShape("How live migrations are bounded.", [
+            Field("maxPerHost", .integer(1...64), "Outbound migrations at once from one host. Default 2."),
+            Field("maxInCluster", .integer(1...1_000), "Migrations at once in the cluster. Default 5."),
+            Field("secondsPerGiB", .integer(1...86_400), "A migration is aborted after this many seconds per GiB of guest memory. Default 150."),
+            Field("noProgressSeconds", .integer(1...86_400), "A migration is aborted when the data left to send has not shrunk for this long. Default 150."),
+            Field("bandwidthMiBps", .integer(1...1_000_000), "A cap on each migration's bandwidth in MiB/s. Default: none."),
+        ])), "Live-migration limits."),
         Field("ha", .object(ObjectShape("Restarting guests of a failed host elsewhere.", [
             Field("enabled", .boolean, "Default false."),
             Field("hostFailuresToTolerate", .integer(1...64), "Host failures to keep room for. Default 1."),

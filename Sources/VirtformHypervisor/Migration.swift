@@ -1,0 +1,166 @@
+import Foundation
+import Libvirt
+import Synchronization
+import VirtformModel
+import VirtformSystem
+
+/// Moving a domain between hosts: live through libvirt's migration API, or cold.
+extension LibvirtHost {
+    /// How a live migration is bounded and where its data goes.
+    public struct MigrationLimits: Sendable {
+        /// `tcp://ADDRESS` of the destination, or nil to let it choose.
+        public var uri: String?
+        /// Aborted after this long in all.
+        public var completion: Duration
+        /// Aborted when the data left to send has not shrunk for this long.
+        public var noProgress: Duration
+        /// How long the abort itself may take.
+        public var abortTimeout: Duration
+        /// How often progress is read.
+        public var pollInterval: Duration
+        /// A cap on the bandwidth, in MiB/s.
+        public var bandwidthMiBps: Int?
+
+        public init(uri: String?, completion: Duration, noProgress: Duration, abortTimeout: Duration = .seconds(15),
+                    pollInterval: Duration = .milliseconds(500), bandwidthMiBps: Int? = nil) {
+            self.bandwidthMiBps = bandwidthMiBps
+            self.uri = uri
+            self.completion = completion
+            self.noProgress = noProgress
+            self.abortTimeout = abortTimeout
+            self.pollInterval = pollInterval
+        }
+    }
+
+    /// What a running migration has left to send.
+    public struct MigrationProgress: Sendable {
+        public var dataTotal: UInt64
+        public var dataRemaining: UInt64
+        public var elapsed: Duration
+    }
+
+    /// Migrates the running domain live to `destination`: persistent there with `spec` and
+    /// `ownership` (its UUID kept), undefined here, aborted on I/O errors. Right before the call
+    /// it checks again what the plan checked where it could: the guest runs, its disks are all
+    /// network disks with a cache mode that allows migration, and its CPU (when the definition
+    /// names one) is compatible with the destination's hypervisor. While it runs, `progress` is
+    /// told what is left; past `limits.completion`, after `limits.noProgress` without progress,
+    /// or when the task is cancelled (Ctrl-C), the job is aborted and the guest keeps running
+    /// here. Nothing is retried.
+    public func migrateLive(_ domainName: String, to destination: LibvirtHost, uuid: String, spec: DomainSpec, ownership: Ownership,
+                            limits: MigrationLimits, progress: @escaping @Sendable (MigrationProgress) -> Void) async throws {
+        let domain = try await liveDomain(domainName)
+        guard try await domain.state.isActive else {
+            throw HypervisorError("domain \(domainName) on host \(name) is no longer running; plan again to move it cold")
+        }
+        let running = try await domain.xml()
+        if let problem = Self.migrationProblem(inLiveXML: running) {
+            throw HypervisorError("domain \(domainName) cannot be migrated live from host \(name): \(problem)")
+        }
+        if let cpu = Self.cpuElement(in: running) {
+            do {
+                guard try await destination.connection.hypervisorCPUCompatible(with: cpu) else {
+                    throw HypervisorError("domain \(domainName)'s CPU is not compatible with host \(destination.name)'s hypervisor")
+                }
+            } catch let error as LibvirtError where error.code == .noSupport || error.code == .operationUnsupported {
+                // A hypervisor that cannot compare CPUs: libvirt checks again when it migrates.
+            }
+        }
+        let persistent = DomainXML.render(spec, ownership: ownership, uuid: uuid)
+        let aborted = Mutex<String?>(nil)
+        let finished = Mutex(false)
+        let started = ContinuousClock.now
+        // Watches the job and aborts it past either limit, or once the task is cancelled; ends
+        // when the migration does. An abort is tried again at every look until the migration
+        // call returns: libvirt refuses it in the phases before the memory is sent.
+        let watcher = Task {
+            var least = UInt64.max
+            var lastProgress = ContinuousClock.now
+            while !finished.withLock({ $0 }) {
+                try? await Task.sleep(for: limits.pollInterval)
+                if finished.withLock({ $0 }) || Task.isCancelled { return }
+                let now = ContinuousClock.now
+                if let job = try? await domain.jobInfo(), job.active {
+                    if job.dataRemaining < least {
+                        least = job.dataRemaining
+                        lastProgress = now
+                    }
+                    progress(MigrationProgress(dataTotal: job.dataTotal, dataRemaining: job.dataRemaining, elapsed: now - started))
+                }
+                if now - started > limits.completion {
+                    aborted.withLock { $0 = $0 ?? "it took longer than \(Self.seconds(limits.completion)) (the limit for its memory)" }
+                } else if now - lastProgress > limits.noProgress {
+                    aborted.withLock { $0 = $0 ?? "no progress for \(Self.seconds(limits.noProgress))" }
+                }
+                if aborted.withLock({ $0 }) != nil {
+                    try? await withDeadline(limits.abortTimeout, "abort the migration of \(domainName)") { try await domain.abortJob() }
+                }
+            }
+        }
+        defer {
+            finished.withLock { $0 = true }
+            watcher.cancel()
+        }
+        KillPoint.step("libvirt migrate \(domainName) to \(destination.name)")
+        do {
+            try await withTaskCancellationHandler {
+                _ = try await domain.migrate(to: destination.connection, uri: limits.uri,
+                                             flags: [.live, .persistDestination, .undefineSource, .abortOnError],
+                                             persistentXML: persistent, bandwidthMiBps: limits.bandwidthMiBps.map(UInt64.init))
+            } onCancel: {
+                aborted.withLock { $0 = $0 ?? "the apply was interrupted" }
+                Task { try? await withDeadline(limits.abortTimeout, "abort the migration of \(domainName)") { try await domain.abortJob() } }
+            }
+        } catch {
+            if let reason = aborted.withLock({ $0 }) {
+                throw HypervisorError("the migration of \(domainName) from host \(name) to \(destination.name) was aborted: \(reason); it runs on \(name) as before")
+            }
+            throw error
+        }
+        forget(domainName)
+    }
+
+    /// Moves the stopped domain cold: its mark here first says where it goes (so that a copy
+    /// left on both hosts by an interrupted move is recognised as such), then it is defined on
+    /// `destination` with the same UUID, then undefined here.
+    public func moveCold(_ domainName: String, to destination: LibvirtHost, uuid: String, spec: DomainSpec, ownership: Ownership) async throws {
+        let domain = try await liveDomain(domainName)
+        guard try await !domain.state.isActive else {
+            throw HypervisorError("domain \(domainName) on host \(name) is running now; plan again to migrate it live")
+        }
+        try await writeMark(domainName, ownership)
+        KillPoint.step("cold move: define \(domainName) on \(destination.name)")
+        try await destination.defineNew(spec, ownership: ownership, uuid: uuid)
+        KillPoint.step("cold move: undefine \(domainName) on \(name)")
+        try await delete(domainName)
+    }
+
+    /// Why a running guest's live definition cannot be migrated, or nil: a disk that is not on
+    /// the network (a file or device of this host), or one whose cache mode makes migration
+    /// unsafe (only `none` and `directsync` are safe on shared storage).
+    static func migrationProblem(inLiveXML xml: String) -> String? {
+        guard let devices = try? DomainXML.disks(in: xml) else { return "its definition could not be read" }
+        for disk in devices {
+            if disk.device == "disk" && disk.type != "network" {
+                return "disk \(disk.target) is \(disk.type) storage of the host itself, not shared iSCSI storage"
+            }
+            if disk.device == "disk", let cache = disk.cache, cache != "none" && cache != "directsync" {
+                return "disk \(disk.target) uses cache mode \(cache); migration needs none or directsync"
+            }
+        }
+        return nil
+    }
+
+    /// The definition's `<cpu>…</cpu>` element, if it names one.
+    static func cpuElement(in xml: String) -> String? {
+        guard let open = xml.range(of: "<cpu"), let close = xml.range(of: "</cpu>", range: open.upperBound..<xml.endIndex) else {
+            return nil
+        }
+        return String(xml[open.lowerBound..<close.upperBound])
+    }
+
+    private static func seconds(_ duration: Duration) -> String {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        return seconds >= 10 ? "\(Int(seconds)) s" : String(format: "%.1f s", seconds)
+    }
+}
