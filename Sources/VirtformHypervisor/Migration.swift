@@ -53,6 +53,9 @@ extension LibvirtHost {
         guard try await domain.state.isActive else {
             throw HypervisorError("domain \(domainName) on host \(name) is no longer running; plan again to move it cold")
         }
+        if Task.isCancelled {
+            throw HypervisorError("the migration of \(domainName) from host \(name) was not started: the apply was interrupted")
+        }
         let running = try await domain.xml()
         if let problem = Self.migrationProblem(inLiveXML: running) {
             throw HypervisorError("domain \(domainName) cannot be migrated live from host \(name): \(problem)")

@@ -82,6 +82,8 @@ public struct Cluster: SiteObject {
     public var rebalance: Rebalance
     public var highAvailability: HighAvailability
     public var migration: MigrationPolicy
+    /// Affinity and anti-affinity between the cluster's VMs, by their labels.
+    public var rules: [PlacementRule]
     public var provenance: Provenance
 
     public enum Members: Hashable, Sendable {
@@ -90,7 +92,9 @@ public struct Cluster: SiteObject {
     }
 
     public init(meta: ObjectMeta, members: Members, placement: PlacementPolicy, rebalance: Rebalance = .init(),
-                highAvailability: HighAvailability = .init(), migration: MigrationPolicy = .init(), provenance: Provenance) {
+                highAvailability: HighAvailability = .init(), migration: MigrationPolicy = .init(), rules: [PlacementRule] = [],
+                provenance: Provenance) {
+        self.rules = rules
         self.meta = meta
         self.members = members
         self.placement = placement
@@ -99,6 +103,24 @@ public struct Cluster: SiteObject {
         self.migration = migration
         self.provenance = provenance
     }
+}
+
+/// A rule between the VMs a label selector matches: kept together on one host (affinity) or
+/// never two on one host (anti-affinity, "the two web VMs never on one host").
+public struct PlacementRule: Hashable, Sendable {
+    public enum Kind: String, Hashable, Sendable { case affinity, antiAffinity }
+    public var name: String
+    public var kind: Kind
+    public var selector: [String: String]
+
+    public init(name: String, kind: Kind, selector: [String: String]) {
+        self.name = name
+        self.kind = kind
+        self.selector = selector
+    }
+
+    /// Whether the rule is about a VM with these labels.
+    public func applies(to labels: [String: String]) -> Bool { !selector.isEmpty && labels.matches(selector) }
 }
 
 /// How live migrations are bounded: how many run at once, and how long one may take.

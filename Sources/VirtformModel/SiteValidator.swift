@@ -140,6 +140,16 @@ public struct SiteValidator {
                 report(cluster, "spec.ha.hostFailuresToTolerate",
                        "must be smaller than the number of hosts in the cluster (\(members.count))")
             }
+            var ruleNames = Set<String>()
+            for (i, rule) in cluster.rules.enumerated() {
+                if !ruleNames.insert(rule.name).inserted {
+                    report(cluster, "spec.rules[\(i)].name", "rule \"\(rule.name)\" is named twice in this cluster")
+                }
+                if rule.selector.isEmpty {
+                    report(cluster, "spec.rules[\(i)].\(rule.kind == .affinity ? "affinity" : "antiAffinity")",
+                           "selects no VM: give the labels of the VMs it is about")
+                }
+            }
         }
     }
 

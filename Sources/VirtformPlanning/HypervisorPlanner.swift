@@ -67,11 +67,15 @@ struct HypervisorPlanner {
         // migrations never needs it).
         var countedLoad: HostLoad?
         func withLoad<T>(_ body: (inout HostLoad) -> T) -> T {
-            if countedLoad == nil { countedLoad = HostLoad(observed: observed, index: index) }
+            if countedLoad == nil { countedLoad = HostLoad(observed: observed, index: index, site: site) }
             return body(&countedLoad!)
         }
+        // Rules between VMs are checked for VMs already placed only when a cluster has any.
+        let hasRules = index.clusters.values.contains { !$0.rules.isEmpty }
         // Thousands of VMs share a handful of placements: work out each one's hosts once.
         var placements: [VirtualMachine.Placement: (hosts: [Host], names: Set<String>)] = [:]
+        // For each placement, the slots (in the host load) of its hosts not in maintenance, once.
+        var openSlots: [VirtualMachine.Placement: [Int]] = [:]
         // In VM order, without copying ten thousand VMs into a sorted array first.
         let order = site.virtualMachines.indices.sorted { site.virtualMachines[$0].id < site.virtualMachines[$1].id }
         for position in order {
@@ -111,9 +115,13 @@ struct HypervisorPlanner {
             if let domain = first {
                 guard let host = index.hosts[domain.host] else { continue }
                 let running = domain.state == .running || domain.state == .paused
-                if !candidateNames.contains(domain.host) || host.maintenance {
+                // It stays where it is unless its placement, its host's maintenance or a rule sends it away.
+                let why: String? = !candidateNames.contains(domain.host) ? "its placement no longer allows host \(domain.host)"
+                    : host.maintenance ? "host \(domain.host) is in maintenance"
+                    : hasRules ? withLoad { $0.ruleConflict(vm.id, on: domain.host, before: vm.id) } : nil
+                if let why {
                     plan.fingerprints[resource] = domain.fingerprint
-                    plan.changes.append(withLoad { move(domain, of: vm, from: host, candidates: candidates, running: running, load: &$0) })
+                    plan.changes.append(withLoad { move(domain, of: vm, from: host, why: why, candidates: candidates, running: running, load: &$0) })
                     continue
                 }
                 let desired = DomainSpec.desired(for: vm, on: host, index: index)
@@ -194,7 +202,12 @@ struct HypervisorPlanner {
                     reason: "not found, but host \(unreachableHosts.map(\.host).joined(separator: ", ")) could not be read and may hold it"))
                 continue
             }
-            guard let host = withLoad({ $0.choose(for: vm, among: candidates.filter { !$0.maintenance }) }) else {
+            let chosen: String? = withLoad { load in
+                let slots = openSlots[vm.placement] ?? load.slots(of: candidates.filter { !$0.maintenance })
+                openSlots[vm.placement] = slots
+                return load.choose(for: vm, amongSlots: slots).map { load.name(ofSlot: $0) }
+            }
+            guard let chosen, let host = index.hosts[chosen] else {
                 plan.errors.append(.init(resource: resource, message: "fits on no host: \(withLoad { $0.explainNoFit(for: vm, among: candidates) })"))
                 continue
             }
@@ -258,7 +271,7 @@ struct HypervisorPlanner {
     /// it — as the placement policy picks it. The move carries the VM's other changes (they are
     /// shown as its fields). With no host to go to, the move is shown blocked, naming why each
     /// host was refused; the VM's other moves still go.
-    private func move(_ domain: ObservedDomain, of vm: VirtualMachine, from source: Host, candidates: [Host], running: Bool,
+    private func move(_ domain: ObservedDomain, of vm: VirtualMachine, from source: Host, why: String, candidates: [Host], running: Bool,
                       load: inout HostLoad) -> Change {
         let resource = "VirtualMachine/\(vm.id)"
         var refusals: [String] = []
@@ -281,8 +294,6 @@ struct HypervisorPlanner {
             load.move(domain, of: vm, to: chosen.name)
             destination = chosen
         }
-        let why = source.maintenance && candidates.contains(where: { $0.name == source.name })
-            ? "host \(source.name) is in maintenance" : "its placement no longer allows host \(source.name)"
         let desired = destination.map { DomainSpec.desired(for: vm, on: $0, index: index) }
         var blocked: String?
         if !localDisks.isEmpty {
@@ -347,80 +358,6 @@ struct HypervisorPlanner {
     private func isReachable(_ host: String) -> Bool {
         if case .reachable = observed.hosts[host] { return true }
         return false
-    }
-}
-
-/// What each host already runs, plus what this plan places on it.
-struct HostLoad {
-    private var memory: [String: UInt64] = [:]
-    private var vcpus: [String: Int] = [:]
-    private var guests: [String: Int] = [:]
-    private let index: SiteIndex
-
-    init(observed: ObservedSite, index: SiteIndex) {
-        self.index = index
-        for case .reachable(let domains) in observed.hosts.values {
-            for domain in domains where domain.state == .running || domain.state == .paused || domain.ownership != nil {
-                memory[domain.host, default: 0] += domain.spec.memoryKiB << 10
-                vcpus[domain.host, default: 0] += domain.spec.vcpus
-                guests[domain.host, default: 0] += 1
-            }
-        }
-    }
-
-    mutating func place(_ vm: VirtualMachine, on host: String) {
-        memory[host, default: 0] += vm.memory.bytes
-        vcpus[host, default: 0] += vm.vcpus
-        guests[host, default: 0] += 1
-    }
-
-    /// A domain leaves its host for `host`: what it counted there is taken off, the VM's wants
-    /// are added here.
-    mutating func move(_ domain: ObservedDomain, of vm: VirtualMachine, to host: String) {
-        memory[domain.host, default: 0] -= min(memory[domain.host] ?? 0, domain.spec.memoryKiB << 10)
-        vcpus[domain.host, default: 0] -= min(vcpus[domain.host] ?? 0, domain.spec.vcpus)
-        guests[domain.host, default: 0] -= min(guests[domain.host] ?? 0, 1)
-        place(vm, on: host)
-    }
-
-    func fits(_ vm: VirtualMachine, on host: Host, perHost: Int?) -> Bool {
-        let count = guests[host.name] ?? 0
-        if let maxGuests = host.capacity.maxGuests, count >= maxGuests { return false }
-        if let perHost, count >= perHost { return false }
-        return (memory[host.name] ?? 0) + vm.memory.bytes <= host.capacity.memory.bytes
-            && (vcpus[host.name] ?? 0) + vm.vcpus <= host.capacity.vcpus
-    }
-
-    /// Pinned: the host if it fits. Pack: the first host by name with room below the per-host
-    /// limit. Spread: the host with the lowest memory use after placing, then by name.
-    /// `hosts` are sorted by name (the planner sorts each placement's hosts once, not once per VM).
-    func choose(for vm: VirtualMachine, among sorted: [Host]) -> Host? {
-        switch vm.placement {
-        case .host:
-            return sorted.first { fits(vm, on: $0, perHost: nil) }
-        case .cluster(let name, _):
-            switch index.clusters[name]?.placement {
-            case .pack(let perHost):
-                return sorted.first { fits(vm, on: $0, perHost: perHost) }
-            case .spread, nil:
-                return sorted.filter { fits(vm, on: $0, perHost: nil) }.min { a, b in
-                    usage(a, adding: vm) < usage(b, adding: vm)
-                }
-            }
-        }
-    }
-
-    private func usage(_ host: Host, adding vm: VirtualMachine) -> Double {
-        Double((memory[host.name] ?? 0) + vm.memory.bytes) / Double(max(host.capacity.memory.bytes, 1))
-    }
-
-    func explainNoFit(for vm: VirtualMachine, among hosts: [Host]) -> String {
-        if hosts.isEmpty { return "its placement allows no host" }
-        return hosts.sorted { $0.name < $1.name }.map { host in
-            if host.maintenance { return "\(host.name) is in maintenance" }
-            let freeMemory = host.capacity.memory.bytes - min(memory[host.name] ?? 0, host.capacity.memory.bytes)
-            return "\(host.name) has \(ByteSize(bytes: freeMemory)) and \(host.capacity.vcpus - (vcpus[host.name] ?? 0)) vCPUs free, \(guests[host.name] ?? 0) guests"
-        }.joined(separator: "; ")
     }
 }
 

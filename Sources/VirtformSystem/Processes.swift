@@ -126,17 +126,20 @@ final class DeadlineRace<T: Sendable>: Sendable {
         var work: Task<Void, Never>?
         var timer: Task<Void, Never>?
         var early: Result<T, any Error>?
+        /// Cancelled before `begin` stored the work: it is cancelled as soon as it is stored.
+        var cancelled = false
     }
     private let state = Mutex(State())
 
     func begin(_ continuation: CheckedContinuation<T, any Error>, work: Task<Void, Never>, timer: Task<Void, Never>?) {
-        let early = state.withLock { state -> Result<T, any Error>? in
+        let (early, cancelled) = state.withLock { state -> (Result<T, any Error>?, Bool) in
             state.work = work
             state.timer = timer
-            if let early = state.early { return early }
+            if let early = state.early { return (early, state.cancelled) }
             state.continuation = continuation
-            return nil
+            return (nil, state.cancelled)
         }
+        if cancelled { work.cancel() }
         if let early {
             work.cancel()
             timer?.cancel()
@@ -160,7 +163,10 @@ final class DeadlineRace<T: Sendable>: Sendable {
     }
 
     func cancel() {
-        let work = state.withLock { $0.work }
+        let work = state.withLock { state -> Task<Void, Never>? in
+            state.cancelled = true
+            return state.work
+        }
         work?.cancel()
     }
 }

@@ -156,6 +156,47 @@ extension StackTests {
         }
     }
 
+    /// On two real hypervisors (libvirt's test driver): `pack` fills the first host before the
+    /// next, and an anti-affinity rule keeps two web VMs apart that pack would put together.
+    @Test func packFillsHostsInOrderAndAntiAffinitySpreadsTwoVMs() async throws {
+        try await StackSite.with(hosts: 2) { site in
+            let directory = site.root + "/manifests-rules"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            var text = site.manifests(site: "stack-a", prefix: "", web: nil,
+                                      cluster: "placement: {policy: pack, maxGuestsPerHost: 4}\n  rules: [{name: web-apart, antiAffinity: {tier: web}}]")
+            // By name the two web VMs come first: pack alone would put both on stack-h1.
+            for (name, labels) in [("a-web-1", "{tier: web}"), ("a-web-2", "{tier: web}"), ("app-1", "{}"), ("app-2", "{}"), ("app-3", "{}")] {
+                text += """
+                    ---
+                    apiVersion: virtform.io/v1alpha1
+                    kind: VirtualMachine
+                    metadata: {name: \(name), labels: \(labels)}
+                    spec: {project: appl, memory: 64MiB, vcpus: 1, placement: {cluster: stack}, power: running}
+
+                    """
+            }
+            try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+            var (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            try #require(code == 0, "\(output)")
+            let h1 = try await Connection.open(uri: site.hosts[0].testURI), h2 = try await Connection.open(uri: site.hosts[1].testURI)
+            func host(_ name: String) async -> String? {
+                if (try? await h1.domain(named: "appl:\(name)")) ?? nil != nil { return "stack-h1" }
+                if (try? await h2.domain(named: "appl:\(name)")) ?? nil != nil { return "stack-h2" }
+                return nil
+            }
+            let webA = await host("a-web-1"), webB = await host("a-web-2")
+            #expect(webA != nil && webB != nil && webA != webB, "the anti-affinity rule keeps them apart: \(String(describing: webA)), \(String(describing: webB))")
+            // Pack: the first host takes four (the first web VM and the three others), the second web VM goes next door.
+            var onFirst = 0
+            for name in ["a-web-1", "a-web-2", "app-1", "app-2", "app-3"] where await host(name) == "stack-h1" { onFirst += 1 }
+            #expect(onFirst == 4 && webA == "stack-h1", "pack fills stack-h1 first (4 per host)")
+            await h1.close()
+            await h2.close()
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
+            #expect(code == 0, "stable: \(output)")
+        }
+    }
+
     @Test(.enabled(if: GuestImage.unmetRequirements() == nil, Comment(rawValue: GuestImage.unmetRequirements() ?? "")))
     func maintenanceEvacuatesAHostOfFourGuestsTwoAtATime() async throws {
         try await StackSite.with(hosts: 2) { site in

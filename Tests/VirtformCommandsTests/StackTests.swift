@@ -537,9 +537,20 @@ struct StackSite: Sendable {
                                                                    clientNamespacePrefix: "vfstack-c"))
             var failure: (any Error)?
             var keeper: Connection?
+            var others: [Connection] = []
             do {
                 _ = try await storage.up()
                 _ = try await dhcp.up()
+                // The test driver's own domain ("test", 8 GiB) would take a host's room; the
+                // driver's state lasts while a connection is open, so one is kept for each host.
+                for host in hosts.dropFirst() {
+                    let other = try await Connection.open(uri: host.testURI)
+                    others.append(other)
+                    if let builtIn = try await other.domain(named: "test") {
+                        try await builtIn.destroy()
+                        try await builtIn.undefine()
+                    }
+                }
                 let opened = try await Connection.open(uri: hosts[0].testURI)
                 keeper = opened
                 if let builtIn = try await opened.domain(named: "test") {
@@ -559,6 +570,7 @@ struct StackSite: Sendable {
                 failure = error
             }
             await keeper?.close()
+            for other in others { await other.close() }
             // QEMU guests are stopped while their disks' targets still answer (they die at once then).
             await withTaskGroup(of: Void.self) { group in
                 for host in hosts {
@@ -585,7 +597,7 @@ struct StackSite: Sendable {
     /// The host, pool and DHCP server the site's manifests name (the same for a second site);
     /// `initiators` restricts the pool's targets to those initiator names.
     func systems(initiators: [String] = [], qemu: Bool = false, maintenance: Set<String> = [], bridgeless: Set<String> = [],
-                 migration: String = "") -> String {
+                 migration: String = "", cluster: String = "placement: {policy: spread}") -> String {
         let restricted = initiators.isEmpty ? "" : ", initiators: [\(initiators.joined(separator: ", "))]"
         let driver = qemu ? "domainType: qemu\n  guestNetworking: user-mode" : "domainType: test"
         var text = ""
@@ -612,7 +624,7 @@ struct StackSite: Sendable {
                 metadata: {name: stack}
                 spec:
                   hosts: [\(hosts.indices.map { "stack-h\($0 + 1)" }.joined(separator: ", "))]
-                  placement: {policy: spread}
+                  \(cluster)
                   migration: {\(migration)}
                 ---
 
@@ -673,7 +685,8 @@ struct StackSite: Sendable {
     /// `image` is the master's source (blank without one); `qemu` makes the host run real QEMU
     /// guests instead of the test driver's.
     func manifests(site: String, prefix: String, web: Web?, initiators: [String] = [], image: String? = nil, qemu: Bool = false,
-                   maintenance: Set<String> = [], bridgeless: Set<String> = [], migration: String = "") -> String {
+                   maintenance: Set<String> = [], bridgeless: Set<String> = [], migration: String = "",
+                   cluster: String = "placement: {policy: spread}") -> String {
         let (masters, apps) = (prefix + "masters", prefix.isEmpty ? "appl" : prefix + "apps")
         var text = """
             apiVersion: virtform.io/v1alpha1
@@ -697,7 +710,8 @@ struct StackSite: Sendable {
             spec: {project: \(masters), size: 64MiB, snapshots: [v1]\(image.map { ", source: \"\($0)\"" } ?? "")}
             ---
 
-            """ + systems(initiators: initiators, qemu: qemu, maintenance: maintenance, bridgeless: bridgeless, migration: migration)
+            """ + systems(initiators: initiators, qemu: qemu, maintenance: maintenance, bridgeless: bridgeless, migration: migration,
+                          cluster: cluster)
         if let web {
             text += """
                 ---

@@ -20,6 +20,25 @@ struct DeadlineTests {
         #expect(clock.now - start < .seconds(5), "returned at the deadline, not when the body ended")
     }
 
+    /// A cancellation that arrives while the race is being set up (Ctrl-C the moment an action
+    /// starts) still reaches the body, for both kinds of deadline.
+    @Test func aCancellationThatComesFirstStillReachesTheBody() async throws {
+        let watch = DeadlineWatch()
+        for round in 0..<100 {
+            let task = Task {
+                if round.isMultiple(of: 2) {
+                    try await withDeadline(.seconds(60), "wait") { try await Task.sleep(for: .seconds(60)) }
+                } else {
+                    try await watch.run(.seconds(60), "wait") { try await Task.sleep(for: .seconds(60)) }
+                }
+            }
+            task.cancel()
+            let start = ContinuousClock.now
+            _ = await task.result
+            #expect(ContinuousClock.now - start < .seconds(10), "round \(round): the body never saw the cancellation")
+        }
+    }
+
     @Test func aBodyThatFinishesInTimeGivesItsResultOrItsError() async throws {
         #expect(try await withDeadline(.seconds(5), "quick") { 42 } == 42)
         struct Failure: Error {}

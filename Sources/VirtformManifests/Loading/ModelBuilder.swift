@@ -116,8 +116,15 @@ struct ModelBuilder {
             secondsPerGiB: integer(migrationNode?["secondsPerGiB"]) ?? migrationDefaults.secondsPerGiB,
             noProgressSeconds: integer(migrationNode?["noProgressSeconds"]) ?? migrationDefaults.noProgressSeconds,
             bandwidthMiBps: integer(migrationNode?["bandwidthMiBps"]))
+        let rules = (spec["rules"]?.items ?? []).compactMap { node -> PlacementRule? in
+            guard let name = string(node["name"]) else { return nil }
+            if let selector = node["antiAffinity"].flatMap(nonNull) {
+                return PlacementRule(name: name, kind: .antiAffinity, selector: stringMap(selector))
+            }
+            return PlacementRule(name: name, kind: .affinity, selector: stringMap(node["affinity"]))
+        }
         return Cluster(meta: meta, members: members, placement: placement, rebalance: rebalance, highAvailability: ha,
-                       migration: migration, provenance: provenance)
+                       migration: migration, rules: rules, provenance: provenance)
     }
 
     private func storagePool(_ meta: ObjectMeta) throws -> StoragePool {

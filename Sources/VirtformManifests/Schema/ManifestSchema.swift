@@ -65,6 +65,12 @@ public enum ManifestSchema {
             Field("thresholdPercent", .integer(1...100), "Rebalance when memory use differs by more than this. Default 20."),
             Field("maxMigrationsPerRun", .integer(1...1_000), "Most live migrations in one apply. Default 2."),
         ])), "Rebalancing settings."),
+        Field("rules", .list(.object(ObjectShape("Affinity or anti-affinity between the cluster's VMs, by labels.",
+                                                  exactlyOne: [["affinity", "antiAffinity"]], [
+            .required("name", .string(.name), "The rule's name, shown when it keeps a VM off a host."),
+            Field("affinity", labels, "VMs whose labels match are kept on one host."),
+            Field("antiAffinity", labels, "No two VMs whose labels match share a host."),
+        ])), unique: false), "Placement rules."),
         Field("migration", .object(ObjectShape("How live migrations are bounded.", [
             Field("maxPerHost", .integer(1...64), "Outbound migrations at once from one host. Default 2."),
             Field("maxInCluster", .integer(1...1_000), "Migrations at once in the cluster. Default 5."),
