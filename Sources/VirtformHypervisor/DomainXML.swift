@@ -89,6 +89,7 @@ public enum DomainXML {
         if let site = ownership.site { xml += " site='" + escape(site) + "'" }
         if let power = ownership.power { xml += " power='" + power.rawValue + "'" }
         if let host = ownership.host { xml += " host='" + escape(host) + "'" }
+        if let replaces = ownership.replaces, !replaces.isEmpty { xml += " replaces='" + escape(replaces.joined(separator: " ")) + "'" }
         return xml + "/>"
     }
 
@@ -211,7 +212,8 @@ public enum DomainXML {
                              deletionProtection: element.attribute("deletion-protection") == "true",
                              site: element.attribute("site").flatMap { $0.isEmpty ? nil : $0 },
                              power: element.attribute("power").flatMap(VirtualMachine.PowerState.init(rawValue:)),
-                             host: element.attribute("host").flatMap { $0.isEmpty ? nil : $0 })
+                             host: element.attribute("host").flatMap { $0.isEmpty ? nil : $0 },
+                             replaces: element.attribute("replaces").map { $0.split(separator: " ").map(String.init) })
         }
         return nil
     }

@@ -421,6 +421,23 @@ public actor HypervisorLab {
         try FileSystem.remove(configuration.pidFile(index))
     }
 
+    /// Fences host `name` as a power-off would: its daemon and every guest of it are killed at
+    /// once (SIGKILL, no shutdown), its definitions stay. Returns false when the lab has no
+    /// such host. `lab up` brings it back with its guests stopped.
+    public func fence(_ name: String) async throws -> Bool {
+        guard let index = knownHostIndices().first(where: { configuration.hostName($0) == name }) else { return false }
+        var pids: [Int32] = []
+        if let pid = Self.readPid(configuration.pidFile(index)), isLibvirtd(pid, index: index) { pids.append(pid) }
+        if let user = try? SystemUser.lookup(configuration.userName(index)) {
+            pids += Processes.all(ownedBy: user.uid).filter { Self.isLabProcess($0.command) }.map(\.pid)
+        }
+        for pid in Set(pids) { kill(pid, SIGKILL) }
+        let survivors = await Processes.terminate(Array(Set(pids)), grace: .seconds(2))
+        if !survivors.isEmpty { throw LabError("failed to fence \(name): processes \(survivors) survived SIGKILL") }
+        try FileSystem.remove(configuration.pidFile(index))
+        return true
+    }
+
     /// Tears the whole lab down: for every host, destroys its guests, stops its daemon, ends any
     /// process left running as its user (QEMU), and removes its runtime directory and PID files.
     /// Logs stay. Idempotent; problems with one host do not stop the others and are reported

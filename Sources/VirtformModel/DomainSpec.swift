@@ -133,9 +133,13 @@ public struct Ownership: Hashable, Sendable, Codable {
     /// The host virtform defined the domain on: a domain found on another host was moved
     /// outside virtform. nil in older marks.
     public var host: String?
+    /// For a guest HA restarted: the hosts it may still be defined on, fenced or confirmed
+    /// down when it was restarted; a stopped copy found there later is removed.
+    public var replaces: [String]?
 
     public init(vm: VMID, digest: String, deletionProtection: Bool, site: String? = nil,
-                power: VirtualMachine.PowerState? = nil, host: String? = nil) {
+                power: VirtualMachine.PowerState? = nil, host: String? = nil, replaces: [String]? = nil) {
+        self.replaces = replaces
         self.vm = vm
         self.digest = digest
         self.deletionProtection = deletionProtection

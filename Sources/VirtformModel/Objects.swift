@@ -38,6 +38,11 @@ public struct Host: SiteObject {
     /// as the local lab's session daemons, which cannot attach to a bridge). The bridge checks
     /// still use `bridges`.
     public var guestNetworking: GuestNetworking
+    /// How to power the host off for certain when it cannot be read (IPMI in a data centre,
+    /// `virtform lab fence HOST` in the lab): a fixed argument vector, run on this machine.
+    /// HA restarts the host's guests elsewhere only after it succeeded (or the operator says
+    /// the host is down).
+    public var fenceCommand: [String]?
     public var provenance: Provenance
 
     public enum DomainType: String, Sendable, CaseIterable { case kvm, qemu, xen, test }
@@ -48,7 +53,8 @@ public struct Host: SiteObject {
 
     public init(meta: ObjectMeta, uri: String, capacity: Capacity, bridges: [String], migrationAddress: String? = nil,
                 maintenance: Bool = false, domainType: DomainType = .kvm, guestNetworking: GuestNetworking = .bridge,
-                provenance: Provenance) {
+                fenceCommand: [String]? = nil, provenance: Provenance) {
+        self.fenceCommand = fenceCommand
         self.domainType = domainType
         self.guestNetworking = guestNetworking
         self.meta = meta
@@ -401,8 +407,12 @@ public struct VirtualMachine: SiteObject {
     /// When true, apply restarts the running guest by itself when a change cannot be made live
     /// (as `--allow-restart` does for every VM).
     public var allowRestart: Bool
+    /// `restart`: when its host cannot be read and has been fenced (or is confirmed down), the
+    /// guest is started on another host of its cluster (whose HA is enabled).
+    public var ha: HAPolicy
     public var provenance: Provenance
 
+    public enum HAPolicy: String, Sendable, CaseIterable { case none, restart }
     public enum VirtualizationType: String, Sendable, CaseIterable { case hvm, pv }
     public enum PowerState: String, Sendable, CaseIterable, Codable { case running, stopped }
 
@@ -438,8 +448,9 @@ public struct VirtualMachine: SiteObject {
 
     public init(meta: ObjectMeta, project: String, type: VirtualizationType = .hvm, memory: ByteSize, vcpus: Int, maxVCPUs: Int? = nil,
                 disk: Disk? = nil, interfaces: [Interface] = [], placement: Placement, power: PowerState = .running,
-                deletionProtection: Bool = false, allowRestart: Bool = false, provenance: Provenance) {
+                deletionProtection: Bool = false, allowRestart: Bool = false, ha: HAPolicy = .none, provenance: Provenance) {
         self.allowRestart = allowRestart
+        self.ha = ha
         self.meta = meta
         self.project = project
         self.type = type

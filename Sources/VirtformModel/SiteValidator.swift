@@ -296,6 +296,16 @@ public struct SiteValidator {
                 }
             }
             checkFit(vm, placementField: placementField)
+            if vm.ha == .restart {
+                switch vm.placement {
+                case .host:
+                    report(vm, "spec.ha", "ha: restart needs a placement on a cluster (the guest is restarted on another of its hosts), not one host")
+                case .cluster(let name, _):
+                    if let cluster = index.clusters[name], !cluster.highAvailability.enabled {
+                        report(vm, "spec.ha", "cluster \"\(name)\" does not enable HA (spec.ha.enabled: true)")
+                    }
+                }
+            }
         }
 
         for (hostName, load) in pinnedLoad.sorted(by: { $0.key < $1.key }) {

@@ -34,6 +34,8 @@ enum ChangeCauses {
                 cause = .unknown
             case .defineDomain, .startDomain, .stopDomain, .restartDomain, .deleteDomain, .migrateDomain:
                 continue  // decided by the hypervisor planner from the domain's own mark
+            case .fenceHost:
+                cause = .outside  // the host stopped answering
             case .cloneVolume:
                 // The LUN of a domain that is defined is gone: removed outside virtform.
                 cause = change.subjectVM.map { defined.contains($0) } == true ? .outside : .unapplied

@@ -93,12 +93,14 @@ struct HypervisorPlanner {
             let (candidates, candidateNames) = placement
             var first = owned.removeValue(forKey: vm.id)
             var extra = copies.removeValue(forKey: vm.id) ?? []
-            if let copy = first, !extra.isEmpty, let (arrived, behind) = Self.interruptedColdMove([copy] + extra) {
-                // The rest of a cold move that stopped after defining the domain on its destination.
+            if let copy = first, !extra.isEmpty, let (arrived, behind, ha) = Self.supersededCopies([copy] + extra) {
+                // The rest of a cold move that stopped after defining the domain on its destination,
+                // or the copy a fenced host still holds of a guest HA restarted elsewhere.
                 for stale in behind {
                     var change = Change(action: .delete, resource: resource, system: .host(stale.host), operation: .deleteDomain(name: stale.name),
                                         before: .domain(stale.spec),
-                                        reason: "the rest of an interrupted cold move: the domain was defined on \(arrived.host), this copy stayed")
+                                        reason: ha ? "the copy host \(stale.host) kept while it was down: the guest was restarted on \(arrived.host) (HA)"
+                                            : "the rest of an interrupted cold move: the domain was defined on \(arrived.host), this copy stayed")
                     change.id += " on \(stale.host)"
                     change.cause = .unapplied
                     plan.changes.append(change)
@@ -188,14 +190,26 @@ struct HypervisorPlanner {
                 continue
             }
 
-            // Not found. If a host that could hold it was not read, it may well exist there.
+            // Not found. If a host that could hold it was not read, it may well exist there: an HA
+            // guest is restarted elsewhere only once every such host is fenced or confirmed down.
             let unreadable = candidates.filter { !isReachable($0.name) }.map(\.name)
-            if !unreadable.isEmpty || (anyUnreachable && candidates.isEmpty) {
+            var haRestart: (reason: String, fences: [String], replaces: [String])?
+            if anyUnreachable && vm.ha == .restart {
+                switch haCondition(unreachableHosts.map(\.host)) {
+                case .met(let how, let fences):
+                    haRestart = ("HA restart: host \(unreachableHosts.map(\.host).joined(separator: ", ")) could not be read; \(how)",
+                                 fences, unreachableHosts.map(\.host))
+                case .unmet(let why):
+                    plan.unknown.append(.init(resource: resource, reason: why))
+                    continue
+                }
+            }
+            if haRestart == nil && (!unreadable.isEmpty || (anyUnreachable && candidates.isEmpty)) {
                 plan.unknown.append(.init(resource: resource,
                     reason: "not found on the hosts that answered, and host \(unreadable.joined(separator: ", ")) could not be read"))
                 continue
             }
-            if anyUnreachable {
+            if anyUnreachable && haRestart == nil {
                 // It could have been moved to an unreadable host outside its placement by hand; creating it
                 // here would make a second copy. Be safe.
                 plan.unknown.append(.init(resource: resource,
@@ -203,6 +217,11 @@ struct HypervisorPlanner {
                 continue
             }
             let chosen: String? = withLoad { load in
+                // An HA restart goes to a host that answered; otherwise every host answered.
+                if haRestart != nil {
+                    return load.choose(for: vm, amongSlots: load.slots(of: candidates.filter { !$0.maintenance && isReachable($0.name) }))
+                        .map { load.name(ofSlot: $0) }
+                }
                 let slots = openSlots[vm.placement] ?? load.slots(of: candidates.filter { !$0.maintenance })
                 openSlots[vm.placement] = slots
                 return load.choose(for: vm, amongSlots: slots).map { load.name(ofSlot: $0) }
@@ -222,10 +241,26 @@ struct HypervisorPlanner {
             let desired = DomainSpec.desired(for: vm, on: host, index: index)
             plan.fingerprints[resource] = Plan.absent
             // Unapplied: the site planner tells a domain removed by hand from one never made, by its disk.
+            var mark = ownership(vm, desired, on: host.name)
+            mark.replaces = haRestart?.replaces
             var create = Change(action: .create, resource: resource, system: .host(host.name),
-                                operation: .defineDomain(spec: desired, ownership: ownership(vm, desired, on: host.name), replacing: false, live: nil),
-                                after: .domain(desired), reason: "declared in \(vm.provenance.document.file)")
-            create.cause = .unapplied
+                                operation: .defineDomain(spec: desired, ownership: mark, replacing: false, live: nil),
+                                after: .domain(desired), reason: haRestart?.reason ?? "declared in \(vm.provenance.document.file)")
+            create.cause = haRestart == nil ? .unapplied : .outside
+            if let haRestart {
+                for fenced in haRestart.fences {
+                    let id = "fence Host/\(fenced)"
+                    if !plan.changes.contains(where: { $0.id == id }), let target = index.hosts[fenced], let command = target.fenceCommand {
+                        var fence = Change(action: .fence, resource: "Host/\(fenced)", system: .host(fenced),
+                                           operation: .fenceHost(command: command, uri: target.uri),
+                                           reason: "it could not be read, and its guests with ha: restart are started elsewhere once it is off",
+                                           summary: "power it off: \(command.joined(separator: " "))")
+                        fence.cause = .outside
+                        plan.changes.append(fence)
+                    }
+                    create.dependsOn.append(id)
+                }
+            }
             plan.changes.append(create)
             if vm.power == .running {
                 var start = Change(action: .start, resource: resource, system: .host(host.name),
@@ -326,18 +361,57 @@ struct HypervisorPlanner {
         return change
     }
 
-    /// Copies of one VM left by a cold move that stopped between defining the domain on its
-    /// destination and undefining it on its source: one copy whose mark names the host it is
-    /// on, and stopped copies (same UUID) whose marks name that host instead of theirs. nil for
-    /// anything else (a VM defined twice by hand stays an error).
-    static func interruptedColdMove(_ copies: [ObservedDomain]) -> (arrived: ObservedDomain, behind: [ObservedDomain])? {
+    enum HACondition {
+        /// Every host that may hold the guest is certain to be off: how, and which need fencing first.
+        case met(String, fences: [String])
+        case unmet(String)
+    }
+
+    /// Whether the guests that may be on `hosts` (which could not be read) may start elsewhere:
+    /// each is confirmed down by the operator, or has a fencing command (run first). Never on a
+    /// failed connection alone: the same disk started on two hosts is corrupted.
+    func haCondition(_ hosts: [String]) -> HACondition {
+        var fences: [String] = []
+        var confirmed: [String] = []
+        for host in hosts.sorted() {
+            if options.confirmedDown.contains(host) {
+                confirmed.append(host)
+            } else if index.hosts[host]?.fenceCommand != nil {
+                fences.append(host)
+            } else {
+                return .unmet("not found on the hosts that answered; host \(host) could not be read and may still run it: with ha: restart it is started elsewhere only after \(host) is fenced (spec.fence) or confirmed down (--confirm-host-down \(host))")
+            }
+        }
+        var how: [String] = []
+        if !fences.isEmpty { how.append("fenced first by \(fences.count == 1 ? "its" : "their") fencing command (\(fences.joined(separator: ", ")))") }
+        if !confirmed.isEmpty { how.append("confirmed down by the operator (--confirm-host-down \(confirmed.joined(separator: ", ")))") }
+        return .met(how.joined(separator: "; "), fences: fences)
+    }
+
+    /// Copies of one VM of which all but one are left over, and which one stays: a copy whose
+    /// mark says it was HA restarted in place of hosts that hold the other (stopped) copies; or
+    /// copies left by a cold move that stopped between defining the domain on its destination
+    /// and undefining it on its source — one copy whose mark names the host it is on, and
+    /// stopped copies (same UUID) whose marks name that host instead of theirs. nil for anything
+    /// else (a VM defined twice by hand stays an error).
+    static func supersededCopies(_ copies: [ObservedDomain]) -> (arrived: ObservedDomain, behind: [ObservedDomain], ha: Bool)? {
+        // An HA restart: one copy's mark names the hosts it replaces, and every other copy is
+        // stopped on one of them.
+        let restarted = copies.filter { !($0.ownership?.replaces ?? []).isEmpty }
+        if restarted.count == 1, let target = restarted.first {
+            let behind = copies.filter { $0.host != target.host }
+            if behind.count == copies.count - 1,
+                behind.allSatisfy({ target.ownership?.replaces?.contains($0.host) == true && $0.state == .shutoff }) {
+                return (target, behind, true)
+            }
+        }
         let arrived = copies.filter { $0.ownership?.host == $0.host }
         guard arrived.count == 1, let target = arrived.first else { return nil }
         let behind = copies.filter { $0.host != target.host }
         guard behind.count == copies.count - 1,
             behind.allSatisfy({ $0.ownership?.host == target.host && $0.uuid == target.uuid && $0.state == .shutoff })
         else { return nil }
-        return (target, behind)
+        return (target, behind, false)
     }
 
     private func ownership(_ vm: VirtualMachine, _ spec: DomainSpec, on host: String) -> Ownership {

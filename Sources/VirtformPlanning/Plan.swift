@@ -43,10 +43,14 @@ public struct Plan: Codable, Sendable {
         public var destroy: Bool
         public var recreateLostDisks: Bool
         public var restart: Bool
-        public init(destroy: Bool, recreateLostDisks: Bool, restart: Bool) {
+        /// Hosts the operator confirmed are down (`--confirm-host-down`): HA restarts their
+        /// guests elsewhere without fencing them.
+        public var confirmedDown: [String] = []
+        public init(destroy: Bool, recreateLostDisks: Bool, restart: Bool, confirmedDown: [String] = []) {
             self.destroy = destroy
             self.recreateLostDisks = recreateLostDisks
             self.restart = restart
+            self.confirmedDown = confirmedDown
         }
     }
 
@@ -67,7 +71,7 @@ public struct Plan: Codable, Sendable {
     public func change(_ id: String) -> Change? { changes.first { $0.id == id } }
 
     public struct Summary: Codable, Sendable, Hashable {
-        public var create = 0, update = 0, delete = 0, start = 0, stop = 0, restart = 0, migrate = 0
+        public var create = 0, update = 0, delete = 0, start = 0, stop = 0, restart = 0, migrate = 0, fence = 0
         public var blocked = 0, errors = 0, unknown = 0, unreachable = 0, foreign = 0
         /// Changes by cause: what changed outside virtform since it was applied (or cannot be
         /// told apart from that), and what the manifests ask for that is not applied yet.
@@ -87,6 +91,7 @@ public struct Plan: Codable, Sendable {
             case .stop: summary.stop += 1
             case .restart: summary.restart += 1
             case .migrate: summary.migrate += 1
+            case .fence: summary.fence += 1
             }
             if change.blocked != nil { summary.blocked += 1 }
             if change.cause == .unapplied { summary.unapplied += 1 } else { summary.outside += 1 }
@@ -234,6 +239,9 @@ public struct SystemAddress: Codable, Sendable, Hashable, Comparable, CustomStri
 public struct Change: Codable, Sendable, Hashable {
     public enum Action: String, Codable, Sendable, CaseIterable {
         case create, update, start, stop, restart, delete, migrate
+        /// A host that cannot be read is powered off with its fencing command (before its HA
+        /// guests start elsewhere).
+        case fence
     }
 
     /// Unique in the plan: `create StorageVolume/appl-1/vm-1` (`… on HOST` for a second copy).
@@ -419,6 +427,10 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// definition virtform wants, undefined here) when it runs, cold (defined there with the same
     /// UUID, then undefined here) when it does not.
     case migrateDomain(name: String, request: MigrationRequest)
+    /// Powers a host that cannot be read off for certain: runs its fencing command (a fixed
+    /// argument vector) on the machine virtform runs on; exit status 0 means it is off.
+    /// `uri` is probed again first: a host that answers now is not fenced (a passing blip).
+    case fenceHost(command: [String], uri: String)
 
     // Storage pools.
     case createProject(name: String)

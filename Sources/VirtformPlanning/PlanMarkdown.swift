@@ -101,6 +101,6 @@ public enum PlanMarkdown {
 public enum GitLabReport {
     public static func render(_ plan: Plan) -> String {
         let s = plan.summary
-        return "{\"create\": \(s.create), \"update\": \(s.update + s.start + s.stop + s.restart + s.migrate), \"delete\": \(s.delete)}\n"
+        return "{\"create\": \(s.create), \"update\": \(s.update + s.start + s.stop + s.restart + s.migrate + s.fence), \"delete\": \(s.delete)}\n"
     }
 }

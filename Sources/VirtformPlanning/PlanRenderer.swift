@@ -95,7 +95,7 @@ public enum PlanRenderer {
                 : "No changes planned, but the plan is incomplete: \(doubts.joined(separator: ", "))."
         }
         var text = "Plan: \(s.create) to create, \(s.update) to update, \(s.delete) to delete, \(s.start) to start, \(s.stop) to stop, "
-            + "\(s.restart) to restart, \(s.migrate) to migrate."
+            + "\(s.restart) to restart, \(s.migrate) to migrate" + (s.fence > 0 ? ", \(s.fence) to fence." : ".")
         if s.outside > 0 {
             text += "\nChanged outside virtform since it was applied (or cannot be told apart from that): \(s.outside); manifest changes not applied yet: \(s.unapplied)."
         }
@@ -122,6 +122,7 @@ public enum PlanRenderer {
         case .start: return ("▶", "32")
         case .stop: return ("■", "33")
         case .restart: return ("↻", "33")
+        case .fence: return ("⏻", "31")
         }
     }
 

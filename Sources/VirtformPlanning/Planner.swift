@@ -21,8 +21,13 @@ public struct Planner {
         public var recreateLostDisks = false
         /// Restart running guests whose definition changed in ways that cannot be made live.
         public var allowRestart = false
+        /// Hosts the operator confirmed are down: their HA guests are restarted elsewhere
+        /// without fencing.
+        public var confirmedDown: Set<String> = []
 
-        public init(allowDestroy: Bool = false, showUnmanaged: Bool = false, recreateLostDisks: Bool = false, allowRestart: Bool = false) {
+        public init(allowDestroy: Bool = false, showUnmanaged: Bool = false, recreateLostDisks: Bool = false, allowRestart: Bool = false,
+                    confirmedDown: Set<String> = []) {
+            self.confirmedDown = confirmedDown
             self.allowRestart = allowRestart
             self.allowDestroy = allowDestroy
             self.showUnmanaged = showUnmanaged

@@ -79,20 +79,12 @@ struct CIScripts {
         var text: String
         var description: String { "\(job): \(text)" }
 
-        /// Runs it as the CI system would: bash, failing on the first failing command.
+        /// Runs it as the CI system would: bash, failing on the first failing command, in
+        /// `directory` (on a thread of its own: a pipeline's apply takes seconds).
         func run(in directory: String, environment: [String: String]) async throws -> (output: String, status: Int32) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/bash")
-            process.arguments = ["-eo", "pipefail", "-c", text]
-            process.currentDirectoryURL = URL(fileURLWithPath: directory)
-            process.environment = environment
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let output = try pipe.fileHandleForReading.readToEnd() ?? Data()
-            process.waitUntilExit()
-            return (String(decoding: output, as: UTF8.self), process.terminationStatus)
+            let script = "cd '\(directory.replacingOccurrences(of: "'", with: "'\\''"))'\n" + text
+            let result = try await Command.run(["/bin/bash", "-eo", "pipefail", "-c", script], environment: environment, timeout: .seconds(300))
+            return (result.standardOutput + result.standardError, result.status)
         }
     }
 

@@ -145,7 +145,8 @@ extension StackTests {
             // Ctrl-C during a (slow) migration: it is aborted and the guest stays where it was.
             try Self.writeMovers([mover, sleeper], site: site, image: image, directory: directory, migration: "bandwidthMiBps: 1")
             let program = try #require(virtformExecutable())
-            let run = try await runVirtformChild(program, ["apply", "--auto-approve", directory], trigger: "… migrate VirtualMachine/appl/mover",
+            // Interrupted once the guest's memory is on its way (the job's first progress line).
+            let run = try await runVirtformChild(program, ["apply", "--auto-approve", directory], trigger: "⇄ VirtualMachine/appl/mover → stack-h1:",
                                                  within: .seconds(60), interrupt: true, onTrigger: {}, cleanup: {})
             #expect(run.triggered && run.ended, "\(run.output)")
             #expect(run.status != 0 && run.output.contains("Interrupted"), "\(run.output)")
@@ -194,6 +195,58 @@ extension StackTests {
             await h2.close()
             (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
             #expect(code == 0, "stable: \(output)")
+        }
+    }
+
+    /// HA on two real hypervisors (libvirt's test driver): a host whose daemon died is not
+    /// given up on a failed connection alone; once its fencing command (`virtform lab fence`)
+    /// has run, its `ha: restart` guest starts on the other host; the operator's word
+    /// (`--confirm-host-down`) is shown as the other way.
+    @Test func haRestartsAStoppedHostsGuestOnlyAfterFencing() async throws {
+        try await StackSite.with(hosts: 2) { site in
+            let program = try #require(virtformExecutable())
+            let directory = site.root + "/manifests-ha"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            func write(fence: Bool) throws {
+                var text = site.manifests(site: "stack-a", prefix: "", web: nil, cluster: "placement: {policy: spread}\n  ha: {enabled: true}")
+                if fence {
+                    // stack-h1 is the lab's first host: its fencing device is `virtform lab fence`.
+                    let command = [program, "lab", "fence", site.hosts[0].name, "--root", site.root, "--user-prefix", "vfstackh"]
+                    text = text.replacingOccurrences(of: "metadata: {name: stack-h1}\nspec:\n",
+                                                     with: "metadata: {name: stack-h1}\nspec:\n  fence: {command: [\(command.map { "\"\($0)\"" }.joined(separator: ", "))]}\n")
+                }
+                text += """
+                    ---
+                    apiVersion: virtform.io/v1alpha1
+                    kind: VirtualMachine
+                    metadata: {name: guardian}
+                    spec: {project: appl, memory: 64MiB, vcpus: 1, placement: {cluster: stack}, power: running, ha: restart}
+
+                    """
+                try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+            }
+            try write(fence: false)
+            var (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            try #require(code == 0, "\(output)")
+            let h2 = try await Connection.open(uri: site.hosts[1].testURI)
+            #expect(try await h2.domain(named: "appl:guardian") == nil, "placed on stack-h1 first")
+
+            // stack-h1's daemon dies: a failed connection alone restarts nothing.
+            kill(site.hosts[0].pid, SIGKILL)
+            (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            #expect(code == 1 && output.contains("started elsewhere only after stack-h1 is fenced (spec.fence) or confirmed down"), "\(output)")
+            #expect(try await h2.domain(named: "appl:guardian") == nil)
+            (output, code) = await runVirtform(["plan", "--confirm-host-down", "stack-h1", directory])
+            #expect(output.contains("HA restart: host stack-h1 could not be read; confirmed down by the operator (--confirm-host-down stack-h1)"), "\(output)")
+
+            // Its fencing command declared: it runs first, then the guest starts on stack-h2.
+            try write(fence: true)
+            (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            #expect(output.contains("✓ fence Host/stack-h1"), "\(output)")
+            #expect(output.contains("✓ start VirtualMachine/appl/guardian"), "\(output)")
+            #expect(code == 1, "stack-h1 still cannot be read: \(output)")
+            #expect(try await h2.domain(named: "appl:guardian")?.state == .running)
+            await h2.close()
         }
     }
 

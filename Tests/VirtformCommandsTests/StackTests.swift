@@ -517,6 +517,7 @@ struct StackSite: Sendable {
     static let controlPort = 140
     static let webMAC = "02:00:00:00:10:01"
 
+    let lab: HypervisorLab
     let hosts: [LabHost]
     let root: String
     let directory: String
@@ -562,7 +563,7 @@ struct StackSite: Sendable {
                 let server = DHCPServer(meta: ObjectMeta(name: "kea"), driver: .kea,
                                         endpoints: [.init(name: "kea-1", controlSocket: dhcp.configuration.controlSocket)],
                                         provenance: Provenance(document: SourceLocation(file: "test", line: 1, column: 1)))
-                let site = StackSite(hosts: hosts, root: root, directory: directory, mountPoint: root + "/pool", dhcp: dhcp,
+                let site = StackSite(lab: lab, hosts: hosts, root: root, directory: directory, mountPoint: root + "/pool", dhcp: dhcp,
                                      dhcpServer: server, storage: storage)
                 try site.write(withWeb: true)
                 try await body(site)

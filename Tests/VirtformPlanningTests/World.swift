@@ -103,6 +103,9 @@ struct World {
             setState(name, on: host, .shutoff, mark: mark)
         case .deleteDomain(let name):
             hosts.hosts[host] = .reachable(domains(on: host).filter { $0.name != name })
+        case .fenceHost:
+            // Powered off: it stays unreachable; what it held is gone until it comes back.
+            break
         case .migrateDomain(let name, let request):
             // As apply does: defined on the destination (running there when it ran here), gone here.
             guard let domain = domains(on: host).first(where: { $0.name == name }) else { break }

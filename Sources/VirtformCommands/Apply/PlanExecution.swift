@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import VirtformExecution
 import VirtformHypervisor
@@ -123,6 +124,11 @@ enum PlanExecution {
             let address = change.system
             let session = systems[address]
             builder.add(id, keys: keys(for: change), label: node.label, dependsOn: node.dependsOn) {
+                if case .fenceHost(let command, let uri) = change.operation {
+                    // The host could not be read, so it has no session: fencing runs here.
+                    try await fence(address.name, command: command, uri: uri)
+                    return
+                }
                 do {
                     guard let session else { throw CommandFailure("\(address) is not connected") }
                     if let why = unanswering.reason(address) {
@@ -142,6 +148,30 @@ enum PlanExecution {
             }
         }
         return (try builder.build(), keyLimits)
+    }
+
+    /// Powers host `name` off with its fencing command, after checking once more that it does
+    /// not answer (a host back from a blip is not fenced). Succeeds only on exit status 0.
+    static func fence(_ name: String, command: [String], uri: String) async throws {
+        if let host = try? await LibvirtHost.connect(name: name, uri: uri, timeout: .seconds(5)) {
+            await host.close()
+            throw SystemFailure(.refused, system: "host \(name)", message: "not fenced: host \(name) answers again", retryable: false)
+        }
+        guard let program = command.first.flatMap({ $0.hasPrefix("/") ? $0 : Executables.find($0) }) else {
+            throw SystemFailure(.failed, system: "host \(name)", message: "fencing command \(command.first ?? "") not found", retryable: false)
+        }
+        let result: CommandResult
+        do {
+            result = try await Command.run([program] + command.dropFirst(), timeout: .seconds(120))
+        } catch {
+            throw SystemFailure(.failed, system: "host \(name)", message: "fencing failed: \(error)", retryable: false)
+        }
+        guard result.status == 0 else {
+            let said = (result.standardError + result.standardOutput).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw SystemFailure(.failed, system: "host \(name)",
+                                message: "fencing command exited \(result.status)\(said.isEmpty ? "" : ": \(said)"); its guests are not started elsewhere",
+                                retryable: false)
+        }
     }
 
     private static func node(_ dependency: String, of nodes: [String: String], for change: Change) throws -> String {

@@ -8,7 +8,7 @@ struct LabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab",
         abstract: "Bring up, inspect or remove the local lab: libvirt hypervisors, a btrfs pool with a tgt iSCSI target, a Kea DHCP server (needs root).",
-        subcommands: [LabUp.self, LabDown.self, LabStatus.self]
+        subcommands: [LabUp.self, LabDown.self, LabStatus.self, LabFence.self]
     )
 }
 
@@ -148,6 +148,27 @@ struct LabUp: AsyncParsableCommand {
     static func describeDHCP(pid: Int32, _ configuration: DHCPLabConfiguration) -> String {
         "\(configuration.server == .kea ? "kea-dhcp4" : "dnsmasq") pid \(pid) in netns \(configuration.namespace), control socket \(configuration.controlSocket), "
             + "subnets \(configuration.subnets.map(\.cidr).joined(separator: ", "))"
+    }
+}
+
+/// `virtform lab fence HOST`: the lab's stand-in for a fencing device (IPMI power off): the
+/// host's daemon and guests are killed at once, as a power loss would. For `Host.spec.fence`.
+struct LabFence: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fence",
+        abstract: "Power a lab host off, as a fencing device would: its libvirt daemon and guests are killed at once (lab up brings it back).")
+
+    @OptionGroup var options: LabOptions
+
+    @Argument(help: "The lab host, e.g. lab-h1.")
+    var host: String
+
+    func run() async throws {
+        let lab = try options.openLab()
+        guard try await lab.hypervisors.fence(host) else {
+            throw CommandFailure("the lab under \(options.root) has no host \(host)")
+        }
+        Output.current.line("fenced \(host): its libvirt daemon and guests were killed")
     }
 }
 

@@ -99,6 +99,7 @@ struct DriftReport {
                 (kind, detail) = ("restart pending", change.fields.map { "\($0.field) is \($0.before) in the running guest, its definition says \($0.after)" }
                     .joined(separator: "; "))
             case .migrate: (kind, detail) = ("misplaced", change.reason)
+            case .fence: (kind, detail) = ("down", change.reason)
             }
             items.append(Item(resource: change.resource, host: change.host, kind: kind, detail: detail, cause: change.cause))
         }

@@ -71,15 +71,19 @@ struct AllowanceOptions: ParsableArguments {
     @Flag(help: "Restart running guests whose changes cannot be made live (otherwise shown as restart pending).")
     var allowRestart = false
 
+    @Option(help: ArgumentHelp("Say that a host that cannot be read is down for certain (powered off, disconnected): its guests with ha: restart are started on other hosts of their cluster without fencing it. Repeatable.",
+                               valueName: "host"))
+    var confirmHostDown: [String] = []
+
     var allowances: Plan.Allowances {
-        Plan.Allowances(destroy: allowDestroy, recreateLostDisks: recreateLostDisks, restart: allowRestart)
+        Plan.Allowances(destroy: allowDestroy, recreateLostDisks: recreateLostDisks, restart: allowRestart, confirmedDown: confirmHostDown)
     }
 }
 
 extension Planner.Options {
     init(_ allowed: Plan.Allowances, showUnmanaged: Bool = false) {
         self.init(allowDestroy: allowed.destroy, showUnmanaged: showUnmanaged, recreateLostDisks: allowed.recreateLostDisks,
-                  allowRestart: allowed.restart)
+                  allowRestart: allowed.restart, confirmedDown: Set(allowed.confirmedDown))
     }
 }
 

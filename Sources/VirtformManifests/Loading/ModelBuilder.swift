@@ -77,6 +77,7 @@ struct ModelBuilder {
                     maintenance: boolean(spec["maintenance"]) ?? false,
                     domainType: string(spec["domainType"]).flatMap(Host.DomainType.init(rawValue:)) ?? .kvm,
                     guestNetworking: string(spec["guestNetworking"]).flatMap(Host.GuestNetworking.init(rawValue:)) ?? .bridge,
+                    fenceCommand: spec["fence"].flatMap(nonNull).map { strings($0["command"]) },
                     provenance: provenance)
     }
 
@@ -178,6 +179,7 @@ struct ModelBuilder {
             maxVCPUs: spec["maxVcpus"]?.integer, disk: disk, interfaces: interfaces,
             placement: placement, power: string(spec["power"]).flatMap(VirtualMachine.PowerState.init(rawValue:)) ?? .running,
             deletionProtection: boolean(spec["deletionProtection"]) ?? false, allowRestart: boolean(spec["allowRestart"]) ?? false,
+            ha: string(spec["ha"]).flatMap(VirtualMachine.HAPolicy.init(rawValue:)) ?? .none,
             provenance: provenance)
     }
 

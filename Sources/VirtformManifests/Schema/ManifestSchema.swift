@@ -51,6 +51,9 @@ public enum ManifestSchema {
         Field("maintenance", .boolean, "In maintenance the host takes no new guests. Default false."),
         Field("domainType", .choice(Drivers.names(.hypervisor)), "libvirt domain type, kvm by default: " + Drivers.describe(.hypervisor)),
         Field("guestNetworking", .choice(Host.GuestNetworking.allCases.map(\.rawValue)), "How guest interfaces reach their network: bridge (default) or user-mode (QEMU user-mode networking, for unprivileged hypervisors such as the local lab)."),
+        Field("fence", .object(ObjectShape("How to power the host off for certain when it cannot be read.", [
+            .required("command", .list(.string(.any), minItems: 1), "The program and its arguments, run on the machine virtform runs on (no shell), e.g. [ipmitool, -H, bmc-h1, chassis, power, off]; exit 0 means the host is off."),
+        ])), "Fencing, for HA restarts of the host's guests elsewhere."),
     ])
 
     static let cluster = ObjectShape("Hosts that share storage and network names.", exactlyOne: [["hosts", "hostSelector"]], [
@@ -151,6 +154,7 @@ public enum ManifestSchema {
         Field("power", .choice(VirtualMachine.PowerState.allCases.map(\.rawValue)), "running (default) or stopped."),
         Field("deletionProtection", .boolean, "Never delete this VM, even with --allow-destroy. Default false."),
         Field("allowRestart", .boolean, "Restart the running guest when a change cannot be made live, as --allow-restart does for every VM. Default false."),
+        Field("ha", .choice(VirtualMachine.HAPolicy.allCases.map(\.rawValue)), "restart: when its host cannot be read and has been fenced (or --confirm-host-down names it), start the guest on another host of its cluster. Default none."),
     ])
 
     static let networkBinding = ObjectShape("A VM interface bound to an address and host name in DHCP.", [
