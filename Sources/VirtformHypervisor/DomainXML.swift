@@ -90,6 +90,7 @@ public enum DomainXML {
         if let power = ownership.power { xml += " power='" + power.rawValue + "'" }
         if let host = ownership.host { xml += " host='" + escape(host) + "'" }
         if let replaces = ownership.replaces, !replaces.isEmpty { xml += " replaces='" + escape(replaces.joined(separator: " ")) + "'" }
+        if let movedAt = ownership.movedAt { xml += " moved-at='" + String(movedAt) + "'" }
         return xml + "/>"
     }
 
@@ -213,7 +214,8 @@ public enum DomainXML {
                              site: element.attribute("site").flatMap { $0.isEmpty ? nil : $0 },
                              power: element.attribute("power").flatMap(VirtualMachine.PowerState.init(rawValue:)),
                              host: element.attribute("host").flatMap { $0.isEmpty ? nil : $0 },
-                             replaces: element.attribute("replaces").map { $0.split(separator: " ").map(String.init) })
+                             replaces: element.attribute("replaces").map { $0.split(separator: " ").map(String.init) },
+                             movedAt: element.attribute("moved-at").flatMap { Int($0) })
         }
         return nil
     }

@@ -136,10 +136,14 @@ public struct Ownership: Hashable, Sendable, Codable {
     /// For a guest HA restarted: the hosts it may still be defined on, fenced or confirmed
     /// down when it was restarted; a stopped copy found there later is removed.
     public var replaces: [String]?
+    /// When virtform last moved the domain to another host (Unix seconds): rebalancing leaves
+    /// it alone for its cooldown.
+    public var movedAt: Int?
 
     public init(vm: VMID, digest: String, deletionProtection: Bool, site: String? = nil,
-                power: VirtualMachine.PowerState? = nil, host: String? = nil, replaces: [String]? = nil) {
+                power: VirtualMachine.PowerState? = nil, host: String? = nil, replaces: [String]? = nil, movedAt: Int? = nil) {
         self.replaces = replaces
+        self.movedAt = movedAt
         self.vm = vm
         self.digest = digest
         self.deletionProtection = deletionProtection

@@ -164,18 +164,24 @@ public enum PlacementPolicy: Hashable, Sendable {
     case spread
 }
 
-/// DRS-like rebalancing, carried out by the cluster issue; validated now.
+/// DRS-like rebalancing: when the most and least loaded hosts of a cluster differ by more than
+/// a threshold of memory use, a bounded batch of live migrations narrows the gap.
 public struct Rebalance: Hashable, Sendable {
+    /// `manual`: the migrations are planned but carried out only with `--allow-rebalance`;
+    /// `automatic`: carried out by every apply.
     public enum Mode: String, Sendable, CaseIterable { case off, manual, automatic }
     public var mode: Mode
     /// Rebalance when hosts' memory use differs by more than this many percentage points.
     public var thresholdPercent: Int
     public var maxMigrationsPerRun: Int
+    /// A guest virtform moved is not moved again by rebalancing for this long.
+    public var cooldownSeconds: Int
 
-    public init(mode: Mode = .off, thresholdPercent: Int = 20, maxMigrationsPerRun: Int = 2) {
+    public init(mode: Mode = .off, thresholdPercent: Int = 20, maxMigrationsPerRun: Int = 1, cooldownSeconds: Int = 3600) {
         self.mode = mode
         self.thresholdPercent = thresholdPercent
         self.maxMigrationsPerRun = maxMigrationsPerRun
+        self.cooldownSeconds = cooldownSeconds
     }
 }
 

@@ -270,6 +270,11 @@ struct HypervisorPlanner {
             }
         }
 
+        // Rebalancing, last: what the changes above place and move is counted already.
+        if index.clusters.values.contains(where: { $0.rebalance.mode != .off }) {
+            withLoad { load in rebalance(&plan, load: &load) }
+        }
+
         // A VM's start or restart waits for its definition.
         var definitions: [String: String] = [:]
         for change in plan.changes where change.action == .create || change.action == .update { definitions[change.resource] = change.id }
@@ -306,7 +311,7 @@ struct HypervisorPlanner {
     /// it — as the placement policy picks it. The move carries the VM's other changes (they are
     /// shown as its fields). With no host to go to, the move is shown blocked, naming why each
     /// host was refused; the VM's other moves still go.
-    private func move(_ domain: ObservedDomain, of vm: VirtualMachine, from source: Host, why: String, candidates: [Host], running: Bool,
+    func move(_ domain: ObservedDomain, of vm: VirtualMachine, from source: Host, why: String, candidates: [Host], running: Bool,
                       load: inout HostLoad) -> Change {
         let resource = "VirtualMachine/\(vm.id)"
         var refusals: [String] = []
@@ -340,8 +345,10 @@ struct HypervisorPlanner {
         let request = destination.map { target in
             let cluster = index.clusters.values.sorted { $0.meta.name < $1.meta.name }.first { index.members(of: $0).contains { $0.name == source.name } }
             let policy = cluster?.migration ?? MigrationPolicy()
+            var mark = ownership(vm, desired!, on: target.name)
+            mark.movedAt = options.now > 0 ? options.now : nil
             return MigrationRequest(
-                destination: target.name, uuid: domain.uuid, spec: desired!, ownership: ownership(vm, desired!, on: target.name), live: running,
+                destination: target.name, uuid: domain.uuid, spec: desired!, ownership: mark, live: running,
                 uri: target.migrationAddress.map { "tcp://\($0)" },
                 completionSeconds: policy.completionTimeout(memoryKiB: domain.spec.memoryKiB), noProgressSeconds: policy.noProgressSeconds,
                 bandwidthMiBps: policy.bandwidthMiBps,
@@ -425,11 +432,11 @@ struct HypervisorPlanner {
     }
 
     /// What the host's hypervisor driver changes on a running guest (its descriptor in `Drivers`).
-    private func capabilities(of host: Host) -> HypervisorCapabilities {
+    func capabilities(of host: Host) -> HypervisorCapabilities {
         Drivers.descriptor(.hypervisor, host.domainType.rawValue)?.hypervisor ?? .none
     }
 
-    private func isReachable(_ host: String) -> Bool {
+    func isReachable(_ host: String) -> Bool {
         if case .reachable = observed.hosts[host] { return true }
         return false
     }

@@ -107,6 +107,18 @@ struct HostLoad {
         return memory[slot] + vm.memory.bytes <= capacityMemory[slot] && vcpus[slot] + vm.vcpus <= capacityVCPUs[slot]
     }
 
+    /// The share of `host`'s memory its guests use (0 for a host without capacity).
+    func memoryUse(of host: String) -> Double {
+        guard let slot = slotOf[host], capacityMemory[slot] > 0 else { return 0 }
+        return Double(memory[slot]) / Double(capacityMemory[slot])
+    }
+
+    /// Whether `vm` fits on `host` by capacity and rules (rebalancing's check of a destination).
+    func canTake(_ vm: VirtualMachine, on host: String) -> Bool {
+        guard let slot = slotOf[host] else { return false }
+        return fits(vm, slot: slot, perHost: nil) && ruleConflict(vm.id, on: host) == nil
+    }
+
     /// Which of the VM's rules keeps it off `host`, and why; nil when none does. `before`: only
     /// VMs that come before this id count (whether a VM already there may stay: of two web VMs
     /// on one host, the first by name stays and the second moves); nil: every VM counts.

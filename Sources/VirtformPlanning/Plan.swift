@@ -46,11 +46,14 @@ public struct Plan: Codable, Sendable {
         /// Hosts the operator confirmed are down (`--confirm-host-down`): HA restarts their
         /// guests elsewhere without fencing them.
         public var confirmedDown: [String] = []
-        public init(destroy: Bool, recreateLostDisks: Bool, restart: Bool, confirmedDown: [String] = []) {
+        /// Manual rebalancing carried out (`--allow-rebalance`).
+        public var rebalance = false
+        public init(destroy: Bool, recreateLostDisks: Bool, restart: Bool, confirmedDown: [String] = [], rebalance: Bool = false) {
             self.destroy = destroy
             self.recreateLostDisks = recreateLostDisks
             self.restart = restart
             self.confirmedDown = confirmedDown
+            self.rebalance = rebalance
         }
     }
 

@@ -24,10 +24,17 @@ public struct Planner {
         /// Hosts the operator confirmed are down: their HA guests are restarted elsewhere
         /// without fencing.
         public var confirmedDown: Set<String> = []
+        /// Carry out the rebalancing migrations of clusters whose rebalancing is `manual`.
+        public var allowRebalance = false
+        /// The time of the plan (Unix seconds): stamped into the marks of moved domains, and
+        /// what rebalancing's cooldown is measured against.
+        public var now = 0
 
         public init(allowDestroy: Bool = false, showUnmanaged: Bool = false, recreateLostDisks: Bool = false, allowRestart: Bool = false,
-                    confirmedDown: Set<String> = []) {
+                    confirmedDown: Set<String> = [], allowRebalance: Bool = false, now: Int = 0) {
             self.confirmedDown = confirmedDown
+            self.allowRebalance = allowRebalance
+            self.now = now
             self.allowRestart = allowRestart
             self.allowDestroy = allowDestroy
             self.showUnmanaged = showUnmanaged

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Libvirt
 import VirtformHypervisor
 import VirtformManifests
@@ -75,15 +76,19 @@ struct AllowanceOptions: ParsableArguments {
                                valueName: "host"))
     var confirmHostDown: [String] = []
 
+    @Flag(help: "Carry out the rebalancing migrations of clusters whose rebalance mode is manual (otherwise they are shown, not applied).")
+    var allowRebalance = false
+
     var allowances: Plan.Allowances {
-        Plan.Allowances(destroy: allowDestroy, recreateLostDisks: recreateLostDisks, restart: allowRestart, confirmedDown: confirmHostDown)
+        Plan.Allowances(destroy: allowDestroy, recreateLostDisks: recreateLostDisks, restart: allowRestart, confirmedDown: confirmHostDown,
+                        rebalance: allowRebalance)
     }
 }
 
 extension Planner.Options {
     init(_ allowed: Plan.Allowances, showUnmanaged: Bool = false) {
         self.init(allowDestroy: allowed.destroy, showUnmanaged: showUnmanaged, recreateLostDisks: allowed.recreateLostDisks,
-                  allowRestart: allowed.restart, confirmedDown: Set(allowed.confirmedDown))
+                  allowRestart: allowed.restart, confirmedDown: Set(allowed.confirmedDown), allowRebalance: allowed.rebalance)
     }
 }
 
@@ -100,6 +105,8 @@ struct Reconciliation {
     static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10), connected: Bool = false) async -> Reconciliation {
         LibvirtRuntime.enableEventLoopIfAnyRemote(site.hosts.map(\.uri))
         let reading = await SiteReader.read(site: site, timeout: timeout)
+        var options = options
+        if options.now == 0 { options.now = Int(Date().timeIntervalSince1970) }
         var plan = Planner(site: site, observation: reading.observation, options: options).plan()
         plan.warnings += StandIns.warnings(site)
         if !connected, let holder = RunLock.heldBy(at: ApplyCommand.lockPath(for: site.hosts.map(\.uri))) {

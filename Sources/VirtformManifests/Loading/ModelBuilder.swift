@@ -105,7 +105,8 @@ struct ModelBuilder {
         let rebalance = Rebalance(
             mode: string(rebalanceNode?["mode"]).flatMap(Rebalance.Mode.init(rawValue:)) ?? defaults.mode,
             thresholdPercent: integer(rebalanceNode?["thresholdPercent"]) ?? defaults.thresholdPercent,
-            maxMigrationsPerRun: integer(rebalanceNode?["maxMigrationsPerRun"]) ?? defaults.maxMigrationsPerRun)
+            maxMigrationsPerRun: integer(rebalanceNode?["maxMigrationsPerRun"]) ?? defaults.maxMigrationsPerRun,
+            cooldownSeconds: integer(rebalanceNode?["cooldownSeconds"]) ?? defaults.cooldownSeconds)
         let haDefaults = HighAvailability()
         let ha = HighAvailability(enabled: boolean(spec["ha"]?["enabled"]) ?? haDefaults.enabled,
                                   hostFailuresToTolerate: integer(spec["ha"]?["hostFailuresToTolerate"]) ?? haDefaults.hostFailuresToTolerate)

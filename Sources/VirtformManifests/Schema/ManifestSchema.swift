@@ -66,7 +66,8 @@ public enum ManifestSchema {
         Field("rebalance", .object(ObjectShape("Moving running guests to even out load (live migration).", [
             Field("mode", .choice(Rebalance.Mode.allCases.map(\.rawValue)), "off (default), manual (planned, applied on request) or automatic."),
             Field("thresholdPercent", .integer(1...100), "Rebalance when memory use differs by more than this. Default 20."),
-            Field("maxMigrationsPerRun", .integer(1...1_000), "Most live migrations in one apply. Default 2."),
+            Field("maxMigrationsPerRun", .integer(1...1_000), "Most live migrations in one apply. Default 1."),
+            Field("cooldownSeconds", .integer(0...604_800), "A guest moved is not moved again by rebalancing for this long. Default 3600."),
         ])), "Rebalancing settings."),
         Field("rules", .list(.object(ObjectShape("Affinity or anti-affinity between the cluster's VMs, by labels.",
                                                   exactlyOne: [["affinity", "antiAffinity"]], [
