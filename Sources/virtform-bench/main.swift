@@ -62,6 +62,8 @@ func dispatch() async throws {
         try xmlParseBenchmark()
     case "planner":
         try plannerBenchmark()
+    case "migration":
+        try await MigrationBenchmark.run(pairs: option("pairs", default: 5), rounds: option("rounds", default: 2))
     case "placement":
         try PlacementBenchmark.run(hosts: option("hosts", default: 500), vms: option("vms", default: 10_000), runs: option("runs", default: 5))
     case "storage-clone":
@@ -75,6 +77,7 @@ func dispatch() async throws {
                    virtform-bench plan-apply [--hosts N] [--vms-per-host N] [--runs N]   (root; a temporary lab)
                    virtform-bench raw-apply [--hosts N] [--vms-per-host N] [--per-host N] (root; a temporary lab)
                    virtform-bench placement [--hosts N] [--vms N] [--runs N]            (pure planning)
+                   virtform-bench migration [--pairs N] [--rounds N]                     (root; a temporary lab, QEMU)
                    virtform-bench storage-clone [--runs N] [--luns N]                    (root; btrfs-progs, tgt)
                    virtform-bench dhcp-reservations [--reservations N] [--runs N]      (root; kea-dhcp4)
             """)
