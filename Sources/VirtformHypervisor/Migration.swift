@@ -77,23 +77,17 @@ extension LibvirtHost {
         // when the migration does. An abort is tried again at every look until the migration
         // call returns: libvirt refuses it in the phases before the memory is sent.
         let watcher = Task {
-            var least = UInt64.max
-            var lastProgress = ContinuousClock.now
+            var watch = MigrationWatch(limits: limits, started: started)
             while !finished.withLock({ $0 }) {
                 try? await Task.sleep(for: limits.pollInterval)
                 if finished.withLock({ $0 }) || Task.isCancelled { return }
                 let now = ContinuousClock.now
-                if let job = try? await domain.jobInfo(), job.active {
-                    if job.dataRemaining < least {
-                        least = job.dataRemaining
-                        lastProgress = now
-                    }
+                let job = try? await domain.jobInfo()
+                if let job, job.active {
                     progress(MigrationProgress(dataTotal: job.dataTotal, dataRemaining: job.dataRemaining, elapsed: now - started))
                 }
-                if now - started > limits.completion {
-                    aborted.withLock { $0 = $0 ?? "it took longer than \(Self.seconds(limits.completion)) (the limit for its memory)" }
-                } else if now - lastProgress > limits.noProgress {
-                    aborted.withLock { $0 = $0 ?? "no progress for \(Self.seconds(limits.noProgress))" }
+                if let reason = watch.look(remaining: job.flatMap { $0.active ? $0.dataRemaining : nil }, at: now) {
+                    aborted.withLock { $0 = $0 ?? reason }
                 }
                 if aborted.withLock({ $0 }) != nil {
                     try? await withDeadline(limits.abortTimeout, "abort the migration of \(domainName)") { try await domain.abortJob() }
@@ -121,6 +115,39 @@ extension LibvirtHost {
             throw error
         }
         forget(domainName)
+    }
+
+    /// What a running migration's watcher decides at each look at the job: nothing, or why it
+    /// is to be aborted — past its completion limit, or when the data left has not shrunk for
+    /// its no-progress limit (the least seen counts: precopy sends memory again as it is
+    /// dirtied, so what is left goes up as well as down).
+    public struct MigrationWatch: Sendable {
+        let limits: MigrationLimits
+        let started: ContinuousClock.Instant
+        private var least = UInt64.max
+        private var lastProgress: ContinuousClock.Instant
+
+        public init(limits: MigrationLimits, started: ContinuousClock.Instant) {
+            self.limits = limits
+            self.started = started
+            self.lastProgress = started
+        }
+
+        /// `remaining`: the job's data left, or nil when no job could be read (not yet started,
+        /// or the call failed): time still counts against both limits.
+        public mutating func look(remaining: UInt64?, at now: ContinuousClock.Instant) -> String? {
+            if let remaining, remaining < least {
+                least = remaining
+                lastProgress = now
+            }
+            if now - started > limits.completion {
+                return "it took longer than \(LibvirtHost.seconds(limits.completion)) (the limit for its memory)"
+            }
+            if now - lastProgress > limits.noProgress {
+                return "no progress for \(LibvirtHost.seconds(limits.noProgress))"
+            }
+            return nil
+        }
     }
 
     /// Moves the stopped domain cold: its mark here first says where it goes (so that a copy
@@ -162,7 +189,7 @@ extension LibvirtHost {
         return String(xml[open.lowerBound..<close.upperBound])
     }
 
-    private static func seconds(_ duration: Duration) -> String {
+    static func seconds(_ duration: Duration) -> String {
         let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         return seconds >= 10 ? "\(Int(seconds)) s" : String(format: "%.1f s", seconds)
     }
