@@ -20,14 +20,21 @@ extension StackTests {
         var power = "running"
         /// A binding's address, if it has one.
         var address: String?
+        /// `ha: restart` (the cluster's HA is on).
+        var ha = false
     }
 
     /// Writes the site: the stack's systems over `site`'s hosts (QEMU), the guest image as the
     /// master, and `movers`.
     static func writeMovers(_ movers: [Mover], site: StackSite, image: String, directory: String, maintenance: Set<String> = [],
-                            bridgeless: Set<String> = [], migration: String = "") throws {
+                            bridgeless: Set<String> = [], migration: String = "", fence: [String]? = nil) throws {
         var text = site.manifests(site: "stack-a", prefix: "", web: nil, image: image, qemu: true, maintenance: maintenance,
-                                  bridgeless: bridgeless, migration: migration)
+                                  bridgeless: bridgeless, migration: migration, cluster: "placement: {policy: spread}\n  ha: {enabled: true}")
+        if let fence {
+            // stack-h1's fencing command.
+            text = text.replacingOccurrences(of: "metadata: {name: stack-h1}\nspec:\n",
+                                             with: "metadata: {name: stack-h1}\nspec:\n  fence: {command: [\(fence.map { "\"\($0)\"" }.joined(separator: ", "))]}\n")
+        }
         for mover in movers {
             text += """
                 ---
@@ -42,6 +49,7 @@ extension StackTests {
                   interfaces: [{network: public, mac: "\(mover.mac)"}]
                   placement: \(mover.placement)
                   power: \(mover.power)
+                  ha: \(mover.ha ? "restart" : "none")
 
                 """
             if let address = mover.address {
@@ -198,49 +206,39 @@ extension StackTests {
         }
     }
 
-    /// HA on two real hypervisors (libvirt's test driver): a host whose daemon died is not
-    /// given up on a failed connection alone; once its fencing command (`virtform lab fence`)
-    /// has run, its `ha: restart` guest starts on the other host; the operator's word
-    /// (`--confirm-host-down`) is shown as the other way.
-    @Test func haRestartsAStoppedHostsGuestOnlyAfterFencing() async throws {
+    /// HA on two real hypervisors with a real QEMU guest booting from its iSCSI LUN: a host
+    /// whose daemon died is not given up on a failed connection alone; once its fencing command
+    /// (`virtform lab fence`, which kills the host's daemon and guests as a power loss would)
+    /// has run, the `ha: restart` guest starts on the other host from the same LUN; the
+    /// operator's word (`--confirm-host-down`) is shown as the other way.
+    @Test(.enabled(if: GuestImage.unmetRequirements() == nil, Comment(rawValue: GuestImage.unmetRequirements() ?? "")))
+    func haRestartsAStoppedHostsGuestOnlyAfterFencing() async throws {
         try await StackSite.with(hosts: 2) { site in
             let program = try #require(virtformExecutable())
+            let image = site.root + "/guest.img"
+            try await GuestImage.build(at: image, scratch: site.root + "/guest-build")
             let directory = site.root + "/manifests-ha"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            func write(fence: Bool) throws {
-                var text = site.manifests(site: "stack-a", prefix: "", web: nil, cluster: "placement: {policy: spread}\n  ha: {enabled: true}")
-                if fence {
-                    // stack-h1 is the lab's first host: its fencing device is `virtform lab fence`.
-                    let command = [program, "lab", "fence", site.hosts[0].name, "--root", site.root, "--user-prefix", "vfstackh"]
-                    text = text.replacingOccurrences(of: "metadata: {name: stack-h1}\nspec:\n",
-                                                     with: "metadata: {name: stack-h1}\nspec:\n  fence: {command: [\(command.map { "\"\($0)\"" }.joined(separator: ", "))]}\n")
-                }
-                text += """
-                    ---
-                    apiVersion: virtform.io/v1alpha1
-                    kind: VirtualMachine
-                    metadata: {name: guardian}
-                    spec: {project: appl, memory: 64MiB, vcpus: 1, placement: {cluster: stack}, power: running, ha: restart}
-
-                    """
-                try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
-            }
-            try write(fence: false)
+            let guardian = Mover(name: "guardian", mac: "02:00:00:00:32:01", placement: "{cluster: stack}", ha: true)
+            try Self.writeMovers([guardian], site: site, image: image, directory: directory)
             var (output, code) = await runVirtform(["apply", "--auto-approve", directory])
             try #require(code == 0, "\(output)")
-            let h2 = try await Connection.open(uri: site.hosts[1].testURI)
-            #expect(try await h2.domain(named: "appl:guardian") == nil, "placed on stack-h1 first")
+            let h1 = try await Connection.open(uri: site.hosts[0].qemuURI)
+            #expect(try await h1.domain(named: "appl:guardian")?.state == .running, "placed on stack-h1 first")
+            await h1.close()
 
-            // stack-h1's daemon dies: a failed connection alone restarts nothing.
+            // stack-h1's daemon dies (its guest runs on): a failed connection alone restarts nothing.
             kill(site.hosts[0].pid, SIGKILL)
             (output, code) = await runVirtform(["apply", "--auto-approve", directory])
             #expect(code == 1 && output.contains("started elsewhere only after stack-h1 is fenced (spec.fence) or confirmed down"), "\(output)")
+            let h2 = try await Connection.open(uri: site.hosts[1].qemuURI)
             #expect(try await h2.domain(named: "appl:guardian") == nil)
             (output, code) = await runVirtform(["plan", "--confirm-host-down", "stack-h1", directory])
             #expect(output.contains("HA restart: host stack-h1 could not be read; confirmed down by the operator (--confirm-host-down stack-h1)"), "\(output)")
 
             // Its fencing command declared: it runs first, then the guest starts on stack-h2.
-            try write(fence: true)
+            try Self.writeMovers([guardian], site: site, image: image, directory: directory,
+                                 fence: [program, "lab", "fence", site.hosts[0].name, "--root", site.root, "--user-prefix", "vfstackh"])
             (output, code) = await runVirtform(["apply", "--auto-approve", directory])
             #expect(output.contains("✓ fence Host/stack-h1"), "\(output)")
             #expect(output.contains("✓ start VirtualMachine/appl/guardian"), "\(output)")
