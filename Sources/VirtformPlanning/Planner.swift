@@ -83,6 +83,7 @@ public struct Planner {
         if observation.scope == .everything {
             let defined = planStorageAndDHCP(into: &plan, unreachableHosts: unreachableHosts.map(\.host))
             markUnknownAcrossSystems(&plan)
+            keepHARestartsToGuestsThatRan(&plan)
             linkAcrossSystems(&plan)
             ChangeCauses.assign(&plan, site: site, defined: defined)
         }
@@ -217,6 +218,28 @@ public struct Planner {
         for (vm, reason) in reasons.sorted(by: { $0.key < $1.key }) where !alreadyUnknown.contains("VirtualMachine/\(vm)") {
             plan.unknown.append(Plan.UnknownVM(resource: "VirtualMachine/\(vm)", reason: reason))
         }
+    }
+
+    /// An HA restart is for a guest that ran somewhere: one whose disk does not exist yet (this
+    /// plan clones it) never did, so no host is fenced for it; it stays unknown until the hosts
+    /// can be read, and a fence nothing else waits for is dropped.
+    private func keepHARestartsToGuestsThatRan(_ plan: inout Plan) {
+        let cloned = Set(plan.changes.filter { $0.action == .create && $0.resource.hasPrefix("StorageVolume/") }.compactMap(\.subjectVM))
+        guard !cloned.isEmpty else { return }
+        var never: [VMID] = []
+        for change in plan.changes where change.action == .create {
+            guard let vm = change.vm, cloned.contains(vm), change.definition?.ownership.replaces?.isEmpty == false else { continue }
+            never.append(vm)
+        }
+        guard !never.isEmpty else { return }
+        let dropped = Set(never)
+        plan.changes.removeAll { change in change.system.kind == .host && change.vm.map(dropped.contains) == true }
+        for vm in never.sorted() {
+            plan.unknown.append(Plan.UnknownVM(resource: "VirtualMachine/\(vm)",
+                reason: "not found on the hosts that answered, and its disk does not exist yet: it never ran, so no host is fenced for it; it is created once every host can be read"))
+        }
+        let waitedFor = Set(plan.changes.flatMap(\.dependsOn))
+        plan.changes.removeAll { $0.action == .fence && !waitedFor.contains($0.id) }
     }
 
     /// The dependencies between systems: a domain is defined after its disk's LUN and target

@@ -46,6 +46,21 @@ struct HAPlannerTests {
         #expect(plan.change("start VirtualMachine/appl-1/vm-1")?.dependsOn.contains(create.id) == true)
     }
 
+    /// A new HA guest added while a host is down never ran anywhere: nothing is fenced for it.
+    @Test func aGuestThatNeverRanIsNoReasonToFence() throws {
+        var (world, site, host) = try Self.lostHost(fence: true)
+        var fresh = site.virtualMachines.first { $0.id.description == "appl-1/vm-1" }!
+        fresh.meta = ObjectMeta(name: "vm-9")
+        fresh.interfaces = []
+        site.virtualMachines.append(fresh)
+        world.hosts.hosts[host] = .unreachable(reason: "connection refused")
+        let plan = world.plan(site)
+        #expect(plan.change("create VirtualMachine/appl-1/vm-9") == nil)
+        #expect(plan.unknown.contains { $0.resource == "VirtualMachine/appl-1/vm-9" && $0.reason.contains("it never ran") })
+        // vm-1 ran: its restart still fences the host.
+        #expect(plan.change("fence Host/\(host)") != nil && plan.change("create VirtualMachine/appl-1/vm-1") != nil)
+    }
+
     @Test func theOperatorsWordIsEnoughWithoutFencing() throws {
         let (world, site, host) = try Self.lostHost(fence: false)
         let plan = world.plan(site, .init(confirmedDown: [host]))
