@@ -305,14 +305,15 @@ struct HypervisorPlanner {
         return plan
     }
 
-    /// The move of a VM's domain off `source` (its placement no longer allows it, or the host
-    /// is in maintenance): live when it runs, cold when it does not, to the first candidate that
-    /// passes the preflight — reachable, not in maintenance, every bridge the VM uses, room for
-    /// it — as the placement policy picks it. The move carries the VM's other changes (they are
+    /// The move of a VM's domain off `source` (`why`: its placement no longer allows it, its
+    /// host is in maintenance, a rule, rebalancing): live when it runs, cold when it does not,
+    /// to the candidate the placement policy picks among those that pass the preflight —
+    /// reachable, not in maintenance, every bridge the VM uses, a hypervisor that can migrate a
+    /// running guest, no disk on the host itself, room and the rules. The move carries the VM's other changes (they are
     /// shown as its fields). With no host to go to, the move is shown blocked, naming why each
     /// host was refused; the VM's other moves still go.
     func move(_ domain: ObservedDomain, of vm: VirtualMachine, from source: Host, why: String, candidates: [Host], running: Bool,
-                      load: inout HostLoad) -> Change {
+              load: inout HostLoad) -> Change {
         let resource = "VirtualMachine/\(vm.id)"
         var refusals: [String] = []
         var eligible: [Host] = []
