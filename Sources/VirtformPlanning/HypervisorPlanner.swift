@@ -131,8 +131,9 @@ struct HypervisorPlanner {
                                                   capabilities: capabilities(of: host), hotplug: domain.hotplug)
                 let fields = difference.fields
                 let markChanged = domain.ownership?.deletionProtection != vm.deletionProtection || domain.ownership?.site != site.name
-                // The definition is as virtform wrote it when its managed fields still hash to the mark's digest.
-                let untouched = domain.persistent && domain.ownership?.digest == domain.spec.digest
+                // The definition is as virtform wrote it when its managed fields still hash to the mark's
+                // digest; hashed only for a domain with changes (a no-change plan of thousands skips it).
+                var untouched: Bool { domain.persistent && domain.ownership?.digest == domain.spec.digest }
                 if !fields.isEmpty || markChanged || !domain.persistent {
                     var update = Change(action: .update, resource: resource, system: .host(domain.host),
                                         operation: .defineDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host), replacing: true,

@@ -66,9 +66,13 @@ public struct Planner {
         let unreachableHosts = observation.hosts.unreachableHosts
         plan.unreachable = unreachableHosts.map { Plan.UnreachableSystem(system: .host($0.host), reason: $0.reason) }
 
+        for host in options.confirmedDown.sorted() where index.hosts[host] == nil {
+            plan.errors.append(Plan.Problem(resource: "Host/\(host)",
+                                            message: "--confirm-host-down names host \(host), which the manifests do not declare (hosts: \(index.hosts.keys.sorted().joined(separator: ", ")))"))
+        }
         let hypervisors = HypervisorPlanner(site: site, index: index, observed: observation.hosts, options: options).plan()
         plan.changes = hypervisors.changes
-        plan.errors = hypervisors.errors
+        plan.errors += hypervisors.errors
         plan.unknown = hypervisors.unknown
         plan.unmanaged = hypervisors.unmanaged
         plan.foreign = hypervisors.foreign

@@ -61,6 +61,12 @@ struct HAPlannerTests {
         #expect(plan.change("fence Host/\(host)") != nil && plan.change("create VirtualMachine/appl-1/vm-1") != nil)
     }
 
+    @Test func confirmingAHostTheManifestsDoNotDeclareIsAnError() throws {
+        let (world, site, _) = try Self.lostHost(fence: false)
+        let plan = world.plan(site, .init(confirmedDown: ["lab-h9"]))
+        #expect(plan.errors.contains { $0.resource == "Host/lab-h9" && $0.message.contains("which the manifests do not declare") }, "\(plan.errors)")
+    }
+
     @Test func theOperatorsWordIsEnoughWithoutFencing() throws {
         let (world, site, host) = try Self.lostHost(fence: false)
         let plan = world.plan(site, .init(confirmedDown: [host]))
