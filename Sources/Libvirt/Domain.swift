@@ -197,6 +197,7 @@ public final class Domain: Sendable, CustomStringConvertible {
         _ metadata: String?, type: MetadataType, key: String? = nil, uri: String? = nil,
         flags: DomainModification = []
     ) async throws(LibvirtError) {
+        KillPoint.step("libvirt set metadata \(name)")
         try await call("set metadata of") { dom, op throws(LibvirtError) in
             _ = try check(virDomainSetMetadata(dom, type.rawValue, metadata, key, uri, flags.rawValue), op)
         }

@@ -206,6 +206,49 @@ extension StackTests {
         }
     }
 
+    /// A cold move killed (SIGKILL) before each of its steps in turn — the mark rewritten on the
+    /// source, the define on the destination, the undefine on the source — converges on the
+    /// first plain apply after it: one copy of the guest, on the destination, and a clean plan.
+    @Test func aColdMoveKilledAtEveryStepConvergesOnTheNextApply() async throws {
+        let program = try #require(virtformExecutable())
+        try await StackSite.with(hosts: 2) { site in
+            let directory = site.root + "/manifests-kill"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            func write(on host: String) throws {
+                try (site.manifests(site: "stack-a", prefix: "", web: nil) + """
+                    ---
+                    apiVersion: virtform.io/v1alpha1
+                    kind: VirtualMachine
+                    metadata: {name: sleeper}
+                    spec: {project: appl, memory: 64MiB, vcpus: 1, placement: {host: \(host)}, power: stopped}
+
+                    """).write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+            }
+            let h1 = try await Connection.open(uri: site.hosts[0].testURI), h2 = try await Connection.open(uri: site.hosts[1].testURI)
+            var environment = ProcessInfo.processInfo.environment
+            var killed = 0
+            for point in 1...20 {
+                try write(on: "stack-h1")
+                var (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+                try #require(code == 0, "back on stack-h1: \(output)")
+                try write(on: "stack-h2")
+                environment["VIRTFORM_KILL_AT"] = "\(point)"
+                let run = try await Command.run([program, "apply", "--auto-approve", directory], environment: environment, timeout: .seconds(60))
+                (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+                #expect(code == 0, "after a kill at step \(point): \(output)")
+                (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
+                #expect(code == 0, "after a kill at step \(point): \(output)")
+                let copies = [try await h1.domain(named: "appl:sleeper") != nil, try await h2.domain(named: "appl:sleeper") != nil]
+                #expect(copies == [false, true], "step \(point): on stack-h1 \(copies[0]), on stack-h2 \(copies[1])")
+                guard run.status == 128 + SIGKILL else { break }  // no step left to kill: the move ran whole
+                killed += 1
+            }
+            #expect(killed >= 4, "the move has a mark, a define and an undefine to be killed before (\(killed) killed)")
+            await h1.close()
+            await h2.close()
+        }
+    }
+
     /// HA on two real hypervisors with a real QEMU guest booting from its iSCSI LUN: a host
     /// whose daemon died is not given up on a failed connection alone; once its fencing command
     /// (`virtform lab fence`, which kills the host's daemon and guests as a power loss would)
