@@ -12,6 +12,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // System-library shims: nothing but the C headers.
@@ -40,6 +42,14 @@ let package = Package(
         // The action-graph walker and the per-site apply lock. Generic: no virtform types.
         .target(name: "VirtformExecution", exclude: ["README.md"]),
 
+        // The site's shared state: the apply lock with its holder and the run journal, embedded
+        // (SQLite through GRDB, with a file lock) or on PostgreSQL (advisory lock, postgres-nio).
+        .target(name: "VirtformState", dependencies: [
+            "VirtformExecution", "VirtformSystem",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+        ], exclude: ["README.md"]),
+
         // Programs, daemons, processes, files and users of this machine, for drivers and the lab.
         .target(name: "VirtformSystem"),
 
@@ -54,7 +64,7 @@ let package = Package(
         // Every `virtform` subcommand, as a library so each one is testable.
         .target(name: "VirtformCommands", dependencies: [
             "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformExecution", "VirtformLab",
-            "VirtformStorage", "VirtformDHCP", "ISCSI", "Libvirt",
+            "VirtformStorage", "VirtformDHCP", "VirtformState", "ISCSI", "Libvirt",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -65,7 +75,7 @@ let package = Package(
         // Benchmarks (not timed tests): `swift run -c release virtform-bench`.
         .executableTarget(name: "virtform-bench", dependencies: [
             "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformLab", "Libvirt", "VirtformDHCP",
-            "VirtformStorage", "VirtformSystem", "ISCSI",
+            "VirtformStorage", "VirtformSystem", "VirtformState", "ISCSI",
         ]),
 
         .testTarget(name: "VirtformModelTests", dependencies: ["VirtformModel"]),
@@ -74,6 +84,7 @@ let package = Package(
                     exclude: ["Golden"]),
         .testTarget(name: "VirtformHypervisorTests", dependencies: ["VirtformHypervisor", "VirtformModel"], exclude: ["Fixtures"]),
         .testTarget(name: "VirtformExecutionTests", dependencies: ["VirtformExecution"]),
+        .testTarget(name: "VirtformStateTests", dependencies: ["VirtformState", "VirtformExecution", "VirtformSystem", "VirtformLab"]),
         .testTarget(name: "VirtformSystemTests", dependencies: ["VirtformSystem"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "VirtformSystem"]),
         .testTarget(name: "VirtformLabTests", dependencies: ["VirtformLab", "Libvirt", "VirtformModel", "VirtformSystem"]),

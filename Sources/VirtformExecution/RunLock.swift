@@ -142,15 +142,22 @@ public final class RunLock: @unchecked Sendable {
     /// the flock of every process): nil when nobody does, the file is missing, or the holder
     /// has not written itself into the file yet. For `plan` and `drift`, which never lock.
     public static func heldBy(at path: String) -> Holder? {
+        holdingProcess(at: path) == nil ? nil : currentHolder(at: path)
+    }
+
+    /// The process that holds the lock at `path` now, found without touching the lock
+    /// (`/proc/locks` lists the flock of every process, with its pid); nil when nobody does or
+    /// the file is missing.
+    public static func holdingProcess(at path: String) -> Int32? {
         var info = stat()
         guard lstat(path, &info) == 0, let locks = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else { return nil }
         // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF" — the device as major:minor in hex.
         let device = String(format: "%02x:%02x:%d", Int(major(info.st_dev)), Int(minor(info.st_dev)), Int(info.st_ino))
-        let held = locks.split(separator: "\n").contains { line in
+        for line in locks.split(separator: "\n") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            return fields.count > 5 && fields[1] == "FLOCK" && fields[5] == device
+            if fields.count > 5 && fields[1] == "FLOCK" && fields[5] == device { return Int32(fields[4]) ?? -1 }
         }
-        return held ? currentHolder(at: path) : nil
+        return nil
     }
 
     private static func major(_ device: dev_t) -> UInt32 { UInt32((device >> 8) & 0xfff) | UInt32((device >> 32) & ~0xfff) }

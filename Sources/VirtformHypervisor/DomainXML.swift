@@ -91,6 +91,7 @@ public enum DomainXML {
         if let host = ownership.host { xml += " host='" + escape(host) + "'" }
         if let replaces = ownership.replaces, !replaces.isEmpty { xml += " replaces='" + escape(replaces.joined(separator: " ")) + "'" }
         if let movedAt = ownership.movedAt { xml += " moved-at='" + String(movedAt) + "'" }
+        if let run = ownership.run { xml += " run='" + escape(run) + "'" }
         return xml + "/>"
     }
 
@@ -209,13 +210,15 @@ public enum DomainXML {
         guard let metadata = root.child("metadata") else { return nil }
         for element in metadata.children where element.name == "owner" && element.namespace == Ownership.namespace {
             guard let vm = element.attribute("vm").flatMap(VMID.init(parsing:)) else { return nil }
-            return Ownership(vm: vm, digest: element.attribute("digest") ?? "",
+            var ownership = Ownership(vm: vm, digest: element.attribute("digest") ?? "",
                              deletionProtection: element.attribute("deletion-protection") == "true",
                              site: element.attribute("site").flatMap { $0.isEmpty ? nil : $0 },
                              power: element.attribute("power").flatMap(VirtualMachine.PowerState.init(rawValue:)),
                              host: element.attribute("host").flatMap { $0.isEmpty ? nil : $0 },
                              replaces: element.attribute("replaces").map { $0.split(separator: " ").map(String.init) },
                              movedAt: element.attribute("moved-at").flatMap { Int($0) })
+            ownership.run = element.attribute("run").flatMap { $0.isEmpty ? nil : $0 }
+            return ownership
         }
         return nil
     }

@@ -139,6 +139,21 @@ public struct Ownership: Hashable, Sendable, Codable {
     /// When virtform last moved the domain to another host (Unix seconds): rebalancing leaves
     /// it alone for its cooldown.
     public var movedAt: Int?
+    /// The run that last wrote the mark (`virtform history RUN`). Not part of the mark's
+    /// meaning: two marks that differ only in it are equal.
+    public var run: String?
+
+    public static func == (a: Ownership, b: Ownership) -> Bool {
+        (a.vm, a.digest, a.deletionProtection, a.site) == (b.vm, b.digest, b.deletionProtection, b.site)
+            && (a.power, a.host, a.replaces, a.movedAt) == (b.power, b.host, b.replaces, b.movedAt)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(vm)
+        hasher.combine(digest)
+        hasher.combine(site)
+        hasher.combine(host)
+    }
 
     public init(vm: VMID, digest: String, deletionProtection: Bool, site: String? = nil,
                 power: VirtualMachine.PowerState? = nil, host: String? = nil, replaces: [String]? = nil, movedAt: Int? = nil) {

@@ -8,11 +8,15 @@ public struct SiteDeclaration: SiteObject {
     public var meta: ObjectMeta
     /// Free text for people: what the site is, who runs it.
     public var description: String?
+    /// Where the site's apply lock and run history live: `file:DIR` (relative to the Site
+    /// document's directory) or `postgres://user@host:port/database`; nil for the default.
+    public var backend: String?
     public var provenance: Provenance
 
-    public init(meta: ObjectMeta, description: String? = nil, provenance: Provenance) {
+    public init(meta: ObjectMeta, description: String? = nil, backend: String? = nil, provenance: Provenance) {
         self.meta = meta
         self.description = description
+        self.backend = backend
         self.provenance = provenance
     }
 }

@@ -6,6 +6,7 @@
 //     swift build -c release && .build/release/virtform-bench raw-apply [--hosts 10] [--vms-per-host 1000] [--per-host 4]   (root)
 //     swift run -c release virtform-bench dhcp-reservations [--reservations 5000] [--runs 3]   (root, kea-dhcp4)
 //     swift run -c release virtform-bench storage-clone [--runs 7] [--luns 200]   (root, btrfs-progs, tgt)
+//     swift build -c release && .build/release/virtform-bench history [--runs 100000] [--actions 100] [--repeats 20]   (sqlite3, postgresql)
 import Foundation
 import VirtformManifests
 import VirtformModel
@@ -68,6 +69,9 @@ func dispatch() async throws {
         try PlacementBenchmark.run(hosts: option("hosts", default: 500), vms: option("vms", default: 10_000), runs: option("runs", default: 5))
     case "storage-clone":
         try await StorageBenchmark.run(runs: option("runs", default: 7), luns: option("luns", default: 200))
+    case "history":
+        try await HistoryBenchmark.run(runs: option("runs", default: 100_000), actions: option("actions", default: 100),
+                                       repeats: option("repeats", default: 20))
     case "dhcp-reservations":
         try await DHCPBenchmark.run(reservations: option("reservations", default: 5_000), runs: option("runs", default: 3))
     default:
@@ -77,6 +81,7 @@ func dispatch() async throws {
                    virtform-bench plan-apply [--hosts N] [--vms-per-host N] [--runs N]   (root; a temporary lab)
                    virtform-bench raw-apply [--hosts N] [--vms-per-host N] [--per-host N] (root; a temporary lab)
                    virtform-bench placement [--hosts N] [--vms N] [--runs N]            (pure planning)
+                   virtform-bench history [--runs N] [--actions N] [--repeats N]        (sqlite3; postgresql, run as root)
                    virtform-bench migration [--pairs N] [--rounds N]                     (root; a temporary lab, QEMU)
                    virtform-bench storage-clone [--runs N] [--luns N]                    (root; btrfs-progs, tgt)
                    virtform-bench dhcp-reservations [--reservations N] [--runs N]      (root; kea-dhcp4)

@@ -21,6 +21,7 @@ extension StackTests {
                 "PATH": URL(fileURLWithPath: virtformExecutable()!).deletingLastPathComponent().path + ":/usr/sbin:/usr/bin:/sbin:/bin",
                 "GITHUB_SHA": "0123abc", "GITHUB_STEP_SUMMARY": site.root + "/step-summary.md",
                 "CI_COMMIT_SHA": "4567def", "CI_PIPELINE_SOURCE": "push",
+                "VIRTFORM_BACKEND": "file:" + site.root + "/.virtform-state",
             ]
 
             let github = try CIScripts(file: examples.appendingPathComponent("github-actions.yml").path, kind: .github)

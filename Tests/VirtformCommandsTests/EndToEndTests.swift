@@ -192,6 +192,7 @@ struct EndToEndTests {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: program)
             process.arguments = ["apply", "--auto-approve", "--per-host", "1", site.directory]
+            process.environment = ProcessInfo.processInfo.environment.merging(["VIRTFORM_BACKEND": testBackend(for: [site.directory])!]) { _, new in new }
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
@@ -206,8 +207,12 @@ struct EndToEndTests {
             let partial = try await site.domains(on: 0).count + site.domains(on: 1).count
             #expect(partial < extra + 3, "killed midway, not after the end")
 
+            // SIGKILL freed the lock: the next apply takes it at once and records the killed run as abandoned.
+            let (status, statusCode) = await runVirtform(["lock", "status", "--manifests", site.directory, "--backend", testBackend(for: [site.directory])!])
+            #expect(statusCode == 0 && status.contains("is free; its last holder ended without releasing it"), "\(status)")
             let (output, code) = await site.apply()
             #expect(code == 0, "\(output)")
+            #expect(output.contains("never finished") && output.contains("recorded as abandoned"), "\(output)")
             let all = try await site.domains(on: 0).merging(site.domains(on: 1)) { first, _ in first }
             #expect(all.count == extra + 3, "every VM exactly once")
             #expect(all.values.filter { $0 }.count == extra + 2, "every guest that should run runs")

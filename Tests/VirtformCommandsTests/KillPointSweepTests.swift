@@ -158,7 +158,7 @@ struct KillSweep: Sendable {
             process.executableURL = URL(fileURLWithPath: program)
             process.arguments = flags + [to]
             process.environment = ProcessInfo.processInfo.environment.merging(
-                ["VIRTFORM_KILL_AT": String(point), "VIRTFORM_KILL_LOG": site.root + "/kill.log"]) { _, new in new }
+                ["VIRTFORM_KILL_AT": String(point), "VIRTFORM_KILL_LOG": site.root + "/kill.log", "VIRTFORM_BACKEND": testBackend(for: [to]) ?? ""]) { _, new in new }
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()

@@ -10,11 +10,16 @@ import VirtformSystem
 /// sent SIGINT (Ctrl-C) at the trigger.
 func runVirtformChild(
     _ program: String, _ arguments: [String], trigger: String, within: Duration = .seconds(90), interrupt: Bool = false,
-    onTrigger: @escaping @Sendable () -> Void, cleanup: @Sendable () -> Void
+    environment: [String: String]? = nil, onTrigger: @escaping @Sendable () -> Void, cleanup: @Sendable () -> Void
 ) async throws -> (output: String, status: Int32, ended: Bool, triggered: Bool) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: program)
     process.arguments = arguments
+    if let environment {
+        process.environment = environment
+    } else if let backend = testBackend(for: arguments) {
+        process.environment = ProcessInfo.processInfo.environment.merging(["VIRTFORM_BACKEND": backend]) { _, new in new }
+    }
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
@@ -22,7 +27,9 @@ func runVirtformChild(
     let triggered = Mutex(false)
     try process.run()
     let child = process.processIdentifier
+    let readerDone = Mutex(false)
     let reader = Thread {
+        defer { readerDone.withLock { $0 = true } }
         while true {
             let chunk = pipe.fileHandleForReading.availableData
             if chunk.isEmpty { return }
@@ -38,6 +45,8 @@ func runVirtformChild(
     cleanup()
     if !ended { process.terminate() }
     process.waitUntilExit()
+    // The reader may still be in `onTrigger`, or reading the last output: its pipe stays open until it is done.
+    _ = await poll(within: .seconds(60), every: .milliseconds(20)) { readerDone.withLock { $0 } }
     try? pipe.fileHandleForReading.close()
     let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
     return (said.withLock { $0 }, status, ended, triggered.withLock { $0 })

@@ -451,6 +451,7 @@ struct StackTests {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: program)
             process.arguments = ["apply", "--auto-approve", "--parallelism", "1", directory]
+            process.environment = ProcessInfo.processInfo.environment.merging(["VIRTFORM_BACKEND": testBackend(for: [directory])!]) { _, new in new }
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()

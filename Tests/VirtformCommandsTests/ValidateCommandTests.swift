@@ -5,8 +5,23 @@ import Testing
 import VirtformSystem
 @testable import VirtformCommands
 
+/// The backend a test's commands use unless they name one: a state directory beside the site's
+/// manifests (`DIR/.virtform-state`, removed with the test's directory), so that tests running
+/// at once never share a site's lock or history.
+func testBackend(for arguments: [String]) -> String? {
+    guard let path = arguments.last(where: { !$0.hasPrefix("-") && FileManager.default.fileExists(atPath: $0) }) else { return nil }
+    var isDirectory: ObjCBool = false
+    _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+    return "file:" + (isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent) + "/.virtform-state"
+}
+
 /// Runs a `virtform` command line in-process and captures what it writes and how it exits.
 func runVirtform(_ arguments: [String]) async -> (output: String, exitCode: Int32) {
+    var arguments = arguments
+    if ["apply", "plan", "drift"].contains(arguments.first ?? ""), !arguments.contains(where: { $0.hasPrefix("--backend") }),
+       let backend = testBackend(for: arguments) {
+        arguments.insert(contentsOf: ["--backend", backend], at: 1)
+    }
     let captured = Mutex("")
     let output = Output(write: { text in captured.withLock { $0 += text } },
                         writeError: { text in captured.withLock { $0 += text } }, useColor: false)

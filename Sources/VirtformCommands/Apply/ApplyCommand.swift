@@ -5,6 +5,7 @@ import VirtformExecution
 import VirtformManifests
 import VirtformModel
 import VirtformPlanning
+import VirtformState
 
 /// `virtform apply`: make the hypervisors match the manifests (or carry out a saved plan).
 struct ApplyCommand: AsyncParsableCommand {
@@ -36,6 +37,8 @@ struct ApplyCommand: AsyncParsableCommand {
 
     @Option(help: "Seconds to wait for another apply of the same site to finish (default: fail at once).")
     var lockTimeout: Double = 0
+
+    @OptionGroup var state: BackendOptions
 
     @Option(help: "Most actions in flight at once.")
     var parallelism = 16
@@ -75,34 +78,59 @@ struct ApplyCommand: AsyncParsableCommand {
             site = try SiteOptions.parse(paths).load()
         }
 
-        // One apply per site: the lock is named after the site's hypervisors and held to the end.
-        let lockPath = Self.lockPath(for: site.hosts.map(\.uri))
-        let lock: RunLock
+        // One apply per site, wherever it runs: the site's lock, held to the end, names its holder.
+        let backend = try await state.open(for: site)
+        let holder = LockHolder.current(run: RunID.make(), command: planFile == nil ? "virtform apply" : "virtform apply --plan",
+                                        planDigest: savedPlan.map(RunRecorder.digest))
+        let lost = CancelSwitch()
+        let lease: any LockLease
         do {
-            try RunLock.prepareDirectory(Self.lockDirectory())
-            lock = lockTimeout > 0
-                ? try await RunLock.lock(at: lockPath, command: "virtform apply", timeout: .milliseconds(Int(lockTimeout * 1000)))
-                : try RunLock.tryLock(at: lockPath, command: "virtform apply")
-        } catch where error.code == .lockFailed {
-            throw CommandFailure("cannot take the apply lock: \(error)")
+            lease = try await backend.acquire(holder, timeout: .milliseconds(Int(lockTimeout * 1000))) { reason in
+                Output.current.errorLine("error: the apply lock was lost (\(reason)); starting nothing new")
+                lost.cancel()
+            }
+        } catch let error as StateError where error.code == .locked {
+            await backend.close()
+            let who = error.holder.map { LockCommand.Status.indent($0.describe()) } ?? "  (a run that has not recorded itself yet)"
+            throw CommandFailure("another apply is running for site \(site.name) (\(backend.location)):\n\(who)\n"
+                + (lockTimeout > 0 ? "It still held the lock after \(lockTimeout) s." : "Wait for it, or pass --lock-timeout SECONDS."))
         } catch {
-            throw CommandFailure("another apply is running for this site: \(error)\nWait for it, or pass --lock-timeout SECONDS.")
+            await backend.close()
+            throw CommandFailure("cannot take the apply lock: \(error)")
         }
-        defer { lock.unlock() }
+        if let abandoned = try? await backend.abandonUnfinished(site: site.name, except: holder.run), !abandoned.isEmpty {
+            output.line("Note: \(abandoned.joined(separator: ", ")) never finished (\(abandoned.count == 1 ? "its process" : "their processes") ended while \(abandoned.count == 1 ? "it" : "they") ran); recorded as abandoned.")
+        }
+        let recorder = RunRecorder(journal: backend, record: RunRecord.starting(.apply, site: site.name, holder: holder))
+        await recorder.begin()
 
         let options = Planner.Options(savedPlan?.allowed ?? allow.allowances)
         let reconciliation = await Reconciliation.make(site: site, options: options, timeout: reading.timeout, connected: true)
+        var failure: (any Error)?
         do {
-            try await carryOut(reconciliation, savedPlan: savedPlan, output: output)
+            try await carryOut(reconciliation, savedPlan: savedPlan, output: output, recorder: recorder, lease: lease, lost: lost)
         } catch {
-            await reconciliation.systems.closeAll()
-            throw error
+            failure = error
         }
         await reconciliation.systems.closeAll()
+        let outcome: RunOutcome = switch failure {
+        case nil: .succeeded
+        case let code as ExitCode where code.rawValue == Self.blockedExitCode: .blocked
+        default: lost.isCancelled || recorder.record.outcome == .interrupted ? .interrupted : .failed
+        }
+        let message: String? = switch failure {
+        case nil, is ExitCode: recorder.record.message
+        case let failure?: Virtform.fullMessage(for: failure)
+        }
+        await recorder.finish(outcome: outcome, message: message, notStarted: recorder.notStarted)
+        await lease.release()
+        await backend.close()
+        if let failure { throw failure }
     }
 
     /// Shows the plan, asks, and runs it on the connected systems.
-    private func carryOut(_ reconciliation: Reconciliation, savedPlan: Plan?, output: Output) async throws {
+    private func carryOut(_ reconciliation: Reconciliation, savedPlan: Plan?, output: Output, recorder: RunRecorder,
+                          lease: any LockLease, lost: CancelSwitch) async throws {
         var plan = reconciliation.plan
         if let savedPlan {
             // What is there now must be what the saved plan was made against, resource for resource;
@@ -113,11 +141,20 @@ struct ApplyCommand: AsyncParsableCommand {
                     + moved.map { "  \($0)" }.joined(separator: "\n") + "\nRun `virtform plan --out FILE` again.")
             }
             plan = savedPlan
+        } else {
+            await lease.update(planDigest: RunRecorder.digest(plan))
         }
+        let digest = RunRecorder.digest(plan)
+        recorder.update { $0.planDigest = digest }
 
         output.write(PlanRenderer.text(plan, color: output.useColor))
         let runnable = plan.runnable
+        recorder.update { record in
+            record.counts.changes = plan.changes.count
+            record.counts.blocked = plan.changes.count - runnable.count
+        }
         if !plan.errors.isEmpty {
+            recorder.update { $0.message = "the plan has errors: " + plan.errors.prefix(3).map { "\($0.resource): \($0.message)" }.joined(separator: "; ") }
             output.errorLine("error: the plan has errors; fix them and plan again. Nothing was changed.")
             throw ExitCode(1)
         }
@@ -133,11 +170,27 @@ struct ApplyCommand: AsyncParsableCommand {
         if !autoApprove { try confirm(count: runnable.count) }
 
         let settings = PlanExecution.Settings(parallelism: parallelism, perHost: perHost, shutdownTimeout: shutdownTimeout,
-                                              operationTimeout: operationTimeout)
-        let summary = try await Self.interruptible(output: output) {
-            try await PlanExecution.run(runnable, systems: reconciliation.systems, settings: settings, output: output)
+                                              operationTimeout: operationTimeout, runID: recorder.record.id)
+        let summary = try await Self.interruptible(output: output, also: lost) {
+            try await PlanExecution.run(runnable, systems: reconciliation.systems, settings: settings, output: output,
+                                        observe: recorder.observe)
         }
-        if summary.wasCancelled { output.line("Apply: interrupted (Ctrl-C); nothing new was started, and running migrations were aborted.") }
+        recorder.update { record in
+            record.counts.succeeded = summary.succeeded
+            record.counts.failed = summary.failed
+            record.counts.skipped = summary.skipped
+            record.counts.notStarted = summary.notStarted
+            if summary.wasCancelled { record.outcome = .interrupted }
+            if let failed = summary.order.first(where: { if case .failed = summary.outcomes[$0] { true } else { false } }),
+               case .failed(let error) = summary.outcomes[failed] {
+                record.message = "\(failed): \(error)"
+            }
+        }
+        recorder.notStarted = summary.order.filter { summary.outcomes[$0] == .notStarted }
+        if summary.wasCancelled {
+            output.line(lost.isCancelled ? "Apply: stopped, the apply lock was lost; nothing new was started, and running migrations were aborted."
+                : "Apply: interrupted (Ctrl-C); nothing new was started, and running migrations were aborted.")
+        }
         output.line("Apply: \(summary.succeeded) done, \(summary.failed) failed, \(summary.skipped) skipped"
             + (summary.notStarted > 0 ? ", \(summary.notStarted) not started" : "")
             + (blocked > 0 ? "; \(blocked) change\(blocked == 1 ? "" : "s") stayed blocked" : "") + "."
@@ -149,7 +202,8 @@ struct ApplyCommand: AsyncParsableCommand {
     /// Runs `body` so that the first Ctrl-C (SIGINT) cancels it: nothing new starts, running
     /// actions see the cancellation (a live migration aborts its job and the guest stays where
     /// it was), and the summary is still printed. A second Ctrl-C ends the process at once.
-    static func interruptible<T: Sendable>(output: Output, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    static func interruptible<T: Sendable>(output: Output, also other: CancelSwitch? = nil,
+                                           _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         // The handler is in place before anything starts.
         signal(SIGINT, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
@@ -167,6 +221,7 @@ struct ApplyCommand: AsyncParsableCommand {
         source.resume()
         let task = Task { try await body() }
         started.withLock { $0 = task }
+        other?.attach(task)
         if interrupted.withLock({ $0 }) { task.cancel() }
         defer {
             source.cancel()
@@ -229,21 +284,6 @@ struct ApplyCommand: AsyncParsableCommand {
         }
     }
 
-    /// Where apply locks live: `$VIRTFORM_LOCK_DIR`, else `/run/virtform` for root and
-    /// `$XDG_RUNTIME_DIR/virtform` (or `/tmp/virtform-UID`) for anyone else — a directory only
-    /// its user can change (`RunLock.prepareDirectory`), never a world-writable one.
-    static func lockDirectory() -> String {
-        let environment = ProcessInfo.processInfo.environment
-        if let directory = environment["VIRTFORM_LOCK_DIR"], !directory.isEmpty { return directory }
-        if geteuid() == 0 { return "/run/virtform" }
-        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") { return runtime + "/virtform" }
-        return "/tmp/virtform-\(geteuid())"
-    }
-
-    static func lockPath(for uris: [String]) -> String {
-        (lockDirectory() as NSString).appendingPathComponent("virtform-apply-\(StableHash.of(uris.sorted().joined(separator: "\n")).hex).lock")
-    }
-
     /// What differs between a saved plan and the same plan made now: resources whose observed
     /// fingerprint moved on, changes that appeared or went away, systems that cannot be read.
     static func movedOn(_ saved: Plan, now: Plan) -> [String] {
@@ -261,4 +301,27 @@ struct ApplyCommand: AsyncParsableCommand {
         for system in now.unreachable { moved.append("\(system.system)\(system.endpoint.map { " (\($0))" } ?? ""): cannot be read now (\(system.reason))") }
         return moved
     }
+}
+
+/// Cancels a task from outside, once it is attached (the apply's execution when its lock is lost).
+final class CancelSwitch: Sendable {
+    private let state = Mutex<(task: Task<Void, Never>?, cancel: (@Sendable () -> Void)?, cancelled: Bool)>((nil, nil, false))
+
+    func attach<T>(_ task: Task<T, any Error>) {
+        let cancelled = state.withLock { current in
+            current.cancel = { task.cancel() }
+            return current.cancelled
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func cancel() {
+        let cancel = state.withLock { current in
+            current.cancelled = true
+            return current.cancel
+        }
+        cancel?()
+    }
+
+    var isCancelled: Bool { state.withLock { $0.cancelled } }
 }

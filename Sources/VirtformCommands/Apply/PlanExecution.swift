@@ -16,6 +16,8 @@ enum PlanExecution {
         var shutdownTimeout: Double
         /// Seconds for every action, overriding `deadline(for:)`'s defaults.
         var operationTimeout: Double?
+        /// The run, stamped into the marks of what it changes.
+        var runID: String?
 
         /// How long `change` may take on its system.
         func deadline(for change: Change) -> Duration {
@@ -182,10 +184,12 @@ enum PlanExecution {
     }
 
     /// Runs `runnable`, the plan's changes that are not blocked.
-    static func run(_ runnable: [Change], systems: ConnectedSystems, settings: Settings, output: Output) async throws -> Executor.Summary<String> {
+    static func run(_ runnable: [Change], systems: ConnectedSystems, settings: Settings, output: Output,
+                    observe: (@Sendable (Executor.Event<String>) -> Void)? = nil) async throws -> Executor.Summary<String> {
         let (graph, keyLimits) = try build(runnable, systems: systems, settings: settings)
         let limits = Executor.Limits(global: settings.parallelism, perKey: settings.perHost, keyLimits: keyLimits)
         return await Executor.run(graph, limits: limits) { event in
+            observe?(event)
             switch event {
             case .started(_, let label): output.line("  … \(label)")
             case .succeeded(let id, let duration): output.line("  \(output.paint("✓", .green)) \(id) (\(milliseconds(duration)))")

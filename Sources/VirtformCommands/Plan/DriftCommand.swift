@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VirtformModel
 import VirtformPlanning
+import VirtformState
 
 /// `virtform drift`: the same comparison as plan, read as "what changed outside virtform".
 struct DriftCommand: AsyncParsableCommand {
@@ -33,14 +34,28 @@ struct DriftCommand: AsyncParsableCommand {
 
     @OptionGroup var reading: ReadOptions
 
+    @OptionGroup var state: BackendOptions
+
     func validate() throws { _ = try FormatRequests(format, fallback: .text) }
 
     func run() async throws {
         let formats = try FormatRequests(format, fallback: .text)
         let desired = try site.load(json: formats.standardOutput == .json)
-        let result = await Reconciliation.make(site: desired, options: .init(), timeout: reading.timeout)
+        let (backend, unreadable) = await state.openForReading(for: desired)
+        let started = Date()
+        var result = await Reconciliation.make(site: desired, options: .init(), timeout: reading.timeout, state: backend)
+        if let unreadable { result.plan.warnings.append(unreadable) }
         let report = DriftReport(plan: result.plan)
         let output = Output.current
+        if let backend {
+            // The check goes into the history, so `history --drift` tells when drift appeared and went.
+            do {
+                try await Self.record(report, site: desired.name, started: started, in: backend)
+            } catch {
+                output.errorLine("warning: this drift check could not be recorded in the run history: \(error)")
+            }
+            await backend.close()
+        }
         func render(_ format: Format, output: Output) -> String {
             switch format {
             case .text: report.text(output: output)
@@ -53,6 +68,29 @@ struct DriftCommand: AsyncParsableCommand {
         if !result.plan.errors.isEmpty || !result.plan.unreachable.isEmpty || !result.plan.unknown.isEmpty { throw ExitCode(1) }
         if !report.outside.isEmpty { throw ExitCode(2) }
         if !report.items.isEmpty { throw ExitCode(3) }
+    }
+}
+
+extension DriftCommand {
+    static func record(_ report: DriftReport, site: String, started: Date, in journal: any RunJournal) async throws {
+        let holder = LockHolder.current(run: RunID.make(at: started), command: "virtform drift")
+        var run = RunRecord.starting(.drift, site: site, holder: holder)
+        run.startedAt = started
+        run.planDigest = RunRecorder.digest(report.plan)
+        let plan = report.plan
+        let incomplete = !plan.errors.isEmpty || !plan.unknown.isEmpty || !plan.unreachable.isEmpty
+        run.outcome = incomplete ? .failed : !report.outside.isEmpty ? .drifted : !report.items.isEmpty ? .unapplied : .clean
+        run.counts = RunCounts(changes: report.items.count, outside: report.outside.count, unapplied: report.unapplied.count)
+        if incomplete {
+            run.message = (plan.unreachable.map { "\($0.system) could not be read: \($0.reason)" } + plan.errors.map { "\($0.resource): \($0.message)" }
+                + plan.unknown.map { "\($0.resource): \($0.reason)" }).prefix(3).joined(separator: "; ")
+        }
+        run.finishedAt = Date()
+        try await journal.begin(run)
+        try await journal.record(report.items.enumerated().map { index, item in
+            ActionRecord(run: run.id, sequence: index + 1, action: "\(item.kind) \(item.resource)", outcome: item.cause == .unapplied ? .unapplied : .outside,
+                         message: Redaction.escapingControls(item.detail))
+        })
     }
 }
 

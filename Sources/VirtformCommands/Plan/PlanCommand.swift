@@ -46,13 +46,18 @@ struct PlanCommand: AsyncParsableCommand {
 
     @OptionGroup var reading: ReadOptions
 
+    @OptionGroup var state: BackendOptions
+
     func validate() throws { _ = try FormatRequests(format, fallback: .text) }
 
     func run() async throws {
         let formats = try FormatRequests(format, fallback: .text)
         let loaded = try site.loadResult(json: formats.standardOutput == .json)
         let options = Planner.Options(allow.allowances, showUnmanaged: showUnmanaged)
-        let result = await Reconciliation.make(site: loaded.site, options: options, timeout: reading.timeout)
+        let (backend, unreadable) = await state.openForReading(for: loaded.site)
+        var result = await Reconciliation.make(site: loaded.site, options: options, timeout: reading.timeout, state: backend)
+        await backend?.close()
+        if let unreadable { result.plan.warnings.append(unreadable) }
         let output = Output.current
         func render(_ format: Format, color: Bool = false) -> String {
             switch format {

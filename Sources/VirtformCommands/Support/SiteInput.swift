@@ -4,6 +4,7 @@ import Libvirt
 import VirtformHypervisor
 import VirtformManifests
 import VirtformExecution
+import VirtformState
 import VirtformModel
 import VirtformPlanning
 
@@ -102,16 +103,19 @@ struct Reconciliation {
 
     /// `connected`: keep the systems' sessions open for apply, which closes them when done;
     /// plan and drift need only the plan, and the sessions are closed at once.
-    static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10), connected: Bool = false) async -> Reconciliation {
+    /// `state`: the site's backend, for plan and drift to say when an apply is running (never locked).
+    static func make(site: Site, options: Planner.Options, timeout: Duration = .seconds(10), connected: Bool = false,
+                     state: (any StateBackend)? = nil) async -> Reconciliation {
         LibvirtRuntime.enableEventLoopIfAnyRemote(site.hosts.map(\.uri))
         let reading = await SiteReader.read(site: site, timeout: timeout)
         var options = options
         if options.now == 0 { options.now = Int(Date().timeIntervalSince1970) }
         var plan = Planner(site: site, observation: reading.observation, options: options).plan()
         plan.warnings += StandIns.warnings(site)
-        if !connected, let holder = RunLock.heldBy(at: ApplyCommand.lockPath(for: site.hosts.map(\.uri))) {
+        if !connected, let state, case .held(let holder) = try? await state.status() {
             // Read while an apply runs: what it has not finished yet shows as changes.
-            plan.warnings.append("an apply of this site is running (\(holder)): what it is still making or removing shows below as changes, not as anybody else's")
+            let who = holder.map { "run \($0.run) by \($0.user)@\($0.machine) since \(ISO8601DateFormatter().string(from: $0.since))" } ?? "a run just starting"
+            plan.warnings.append("an apply of this site is running (\(who)): what it is still making or removing shows below as changes, not as anybody else's")
         }
         if !connected { await reading.systems.closeAll() }
         return Reconciliation(site: site, plan: plan, systems: connected ? reading.systems : ConnectedSystems())

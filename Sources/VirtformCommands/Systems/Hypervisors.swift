@@ -49,7 +49,7 @@ enum Hypervisors: SystemKind {
             let timeout = Duration.milliseconds(Int(settings.shutdownTimeout * 1000))
             switch change.operation {
             case .defineDomain(let spec, let ownership, let replacing, let live):
-                try await host.define(spec, ownership: ownership, replacing: replacing)
+                try await host.define(spec, ownership: stamped(ownership, settings), replacing: replacing)
                 if let live {
                     if let memory = live.memoryKiB { try await host.setLiveMemory(spec.name, kib: memory) }
                     if let vcpus = live.vcpus { try await host.setLiveVCPUs(spec.name, count: vcpus) }
@@ -59,10 +59,10 @@ enum Hypervisors: SystemKind {
                 }
             case .startDomain(let name, let mark):
                 try await host.start(name)
-                if let mark { try await host.writeMark(name, mark) }
+                if let mark { try await host.writeMark(name, stamped(mark, settings)) }
             case .stopDomain(let name, let mark):
                 try await host.stop(name, timeout: timeout)
-                if let mark { try await host.writeMark(name, mark) }
+                if let mark { try await host.writeMark(name, stamped(mark, settings)) }
             case .restartDomain(let name):
                 try await host.stop(name, timeout: timeout)
                 try await host.start(name)
@@ -77,7 +77,7 @@ enum Hypervisors: SystemKind {
                                                              noProgress: .seconds(request.noProgressSeconds), bandwidthMiBps: request.bandwidthMiBps)
                     let output = Output.current
                     let shown = Mutex(ContinuousClock.now - .seconds(10))
-                    try await host.migrateLive(name, to: destination, uuid: request.uuid, spec: request.spec, ownership: request.ownership,
+                    try await host.migrateLive(name, to: destination, uuid: request.uuid, spec: request.spec, ownership: stamped(request.ownership, settings),
                                                limits: limits) { progress in
                         // At most one line a second per migration.
                         guard shown.withLock({ last in
@@ -89,11 +89,18 @@ enum Hypervisors: SystemKind {
                         output.line("    ⇄ \(change.resource) → \(request.destination): \(ByteSize(bytes: progress.dataRemaining)) of \(ByteSize(bytes: progress.dataTotal)) left")
                     }
                 } else {
-                    try await host.moveCold(name, to: destination, uuid: request.uuid, spec: request.spec, ownership: request.ownership)
+                    try await host.moveCold(name, to: destination, uuid: request.uuid, spec: request.spec, ownership: stamped(request.ownership, settings))
                 }
             default:
                 throw CommandFailure.notFor(change, address)
             }
+        }
+
+        /// The mark as this run writes it: naming the run.
+        private func stamped(_ ownership: Ownership, _ settings: PlanExecution.Settings) -> Ownership {
+            var ownership = ownership
+            ownership.run = settings.runID
+            return ownership
         }
     }
 }

@@ -44,7 +44,7 @@ struct ModelBuilder {
                               labels: stringMap(root["metadata"]?["labels"]),
                               annotations: stringMap(root["metadata"]?["annotations"]))
         switch kind {
-        case .site: return SiteDeclaration(meta: meta, description: string(spec["description"]), provenance: provenance)
+        case .site: return SiteDeclaration(meta: meta, description: string(spec["description"]), backend: string(spec["backend"]), provenance: provenance)
         case .host: return try host(meta)
         case .cluster: return try cluster(meta)
         case .storagePool: return try storagePool(meta)

@@ -37,6 +37,7 @@ public enum ManifestSchema {
 
     static let site = ObjectShape("The site: its name is carried in every ownership mark, and a site changes only what carries its name. One per site; without one the site is called default.", [
         Field("description", .string(.any), "What the site is, for people."),
+        Field("backend", .string(.stateBackend), "Where the apply lock and the run history live: file:DIR (a directory of this machine, relative to this file; SQLite) or postgres://user@host:port/database (shared; the password from PGPASSWORD, never here). Default: /var/lib/virtform for root, else $XDG_STATE_HOME/virtform."),
     ])
 
     static let host = ObjectShape("One hypervisor.", [

@@ -66,6 +66,7 @@ public enum StringFormat: Sendable {
     case uri
     case labelKey
     case labelValue
+    case stateBackend
 
     /// What the message says was expected.
     public var expectation: String {
@@ -84,6 +85,7 @@ public enum StringFormat: Sendable {
         case .uri: return "a URI such as qemu+ssh://root@vm-host1/system"
         case .labelKey: return "a label key (letters, digits, '-', '_', '.', optional prefix/)"
         case .labelValue: return "a label value of at most 63 letters, digits, '-', '_', '.'"
+        case .stateBackend: return "file:DIR or postgres://user@host:port/database, with no password in it (PGPASSWORD gives it)"
         }
     }
 
@@ -106,6 +108,15 @@ public enum StringFormat: Sendable {
                 && !text.contains(" ")
         case .labelKey: return Names.isLabelKey(text)
         case .labelValue: return Names.isLabelValue(text)
+        case .stateBackend:
+            if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+                guard let scheme = text.range(of: "://"), !text.contains(" ") else { return false }
+                let rest = text[scheme.upperBound...]
+                // No password: user[@host…] only.
+                return rest.firstIndex(of: "@").map { !rest[..<$0].contains(":") } ?? true
+            }
+            let path = text.hasPrefix("file:") ? String(text.dropFirst(5)) : text
+            return !path.isEmpty && !path.contains("://") && !path.contains("\0")
         }
     }
 
