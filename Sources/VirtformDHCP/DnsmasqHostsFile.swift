@@ -117,7 +117,15 @@ struct DnsmasqHostsFile: Hashable, Sendable {
     func applying(_ changes: [ReservationChange], endpoint: String) throws -> DnsmasqHostsFile {
         var gone = Set<String>()
         var additions: [Reservation] = []
+        // Entries virtform did not make that an import takes over: replaced where they stand.
+        var adopted: [String: Reservation] = [:]
         for change in changes {
+            if case .change(let from, let to) = change, from.owner == nil, let owner = to.owner {
+                adopted[Self.entryKey(from.mac, from.address)] = to
+                gone.insert(owner.key)
+                additions.append(to)
+                continue
+            }
             for r in [change.before, change.after].compactMap({ $0 }) {
                 guard let owner = r.owner else {
                     throw DHCPError(.invalidRequest, "failed to apply `\(change)` on \(endpoint): virtform only changes reservations with its owner mark", endpoint: endpoint)
@@ -129,6 +137,7 @@ struct DnsmasqHostsFile: Hashable, Sendable {
         // Another site's reservations are as foreign as anybody's.
         let sites = Set(additions.map { $0.owner?.site })
         let foreign = reservations(in: Array(Set(additions.map(\.subnet)))).filter { $0.owner == nil || !sites.contains($0.owner?.site) }
+            .filter { !($0.owner == nil && adopted[Self.entryKey($0.mac, $0.address)] != nil) }
         for r in additions {
             if let other = foreign.first(where: { $0.subnet == r.subnet && DHCPObservation.collision(r, $0) != nil }) {
                 throw DHCPError(.conflict, "failed to reserve \(r) on \(endpoint): its \(DHCPObservation.collision(r, other)!.rawValue) is already reserved by \(other), which virtform does not own", endpoint: endpoint)
@@ -141,6 +150,12 @@ struct DnsmasqHostsFile: Hashable, Sendable {
         var result = self
         result.lines = []
         for line in lines {
+            if case .foreign(let text) = line, let entry = Self.simpleEntry(text), let r = adopted[Self.entryKey(entry.mac, entry.address)],
+               pending[r.owner!.key] == r {
+                pending[r.owner!.key] = nil
+                result.lines.append(Self.written(r))
+                continue
+            }
             guard case .owned(let mark, _, _, _) = line, gone.contains(mark.key) else {
                 result.lines.append(line)
                 continue
@@ -153,6 +168,8 @@ struct DnsmasqHostsFile: Hashable, Sendable {
         }
         return result
     }
+
+    private static func entryKey(_ mac: MACAddress, _ address: IPv4Address) -> String { "\(mac)|\(address)" }
 
     /// The lines virtform writes for a reservation: its mark, with the digest of what it reserves.
     private static func written(_ r: Reservation) -> Line {

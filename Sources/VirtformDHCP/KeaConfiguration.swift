@@ -87,7 +87,14 @@ enum KeaConfiguration {
         }
         var removals: [IPv4Subnet: Set<String>] = [:]
         var additions: [IPv4Subnet: [Reservation]] = [:]
+        // Reservations virtform did not make that an import takes over: taken out, the marked one added.
+        var adopted: [IPv4Subnet: Set<Reservation>] = [:]
         for change in changes {
+            if case .change(let from, let to) = change, from.owner == nil, to.owner != nil {
+                adopted[from.subnet, default: []].insert(from)
+                additions[to.subnet, default: []].append(to)
+                continue
+            }
             for r in [change.before, change.after].compactMap({ $0 }) {
                 guard let owner = r.owner else {
                     throw DHCPError(.invalidRequest, "failed to apply `\(change)` on \(endpoint): virtform only changes reservations with its owner mark", endpoint: endpoint)
@@ -96,7 +103,7 @@ enum KeaConfiguration {
             }
             if let after = change.after { additions[after.subnet, default: []].append(after) }
         }
-        var pending = Set(removals.keys).union(additions.keys)
+        var pending = Set(removals.keys).union(additions.keys).union(adopted.keys)
         let sites = Set(changes.compactMap { ($0.after ?? $0.before)?.owner.map(\.site) })
 
         func edit(_ subnets: inout [JSONValue]) throws {
@@ -116,6 +123,9 @@ enum KeaConfiguration {
                 let wanted = Set(additions[prefix] ?? [])
                 for entry in subnet["reservations"]?.arrayValue ?? [] {
                     let owner = mark(entry)
+                    if owner == nil, let r = reservation(entry, subnet: prefix), adopted[prefix]?.contains(where: { $0.mac == r.mac && $0.address == r.address }) == true {
+                        continue
+                    }
                     if let owner, gone.contains(owner.key) {
                         guard let r = reservation(entry, subnet: prefix), wanted.contains(r), !satisfied.contains(r) else { continue }
                         satisfied.insert(r)

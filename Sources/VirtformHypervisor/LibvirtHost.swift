@@ -84,12 +84,16 @@ public final class LibvirtHost: Sendable {
 
     /// Defines a new domain (`replacing: false`; libvirt refuses if the name is taken), or
     /// redefines an existing one in place, keeping its UUID. A domain without virtform's mark
-    /// is never replaced.
-    public func define(_ spec: DomainSpec, ownership: Ownership, replacing: Bool = true) async throws {
+    /// is never replaced — but for `overUnmarked` (`virtform import`), which replaces only a
+    /// domain without a mark.
+    public func define(_ spec: DomainSpec, ownership: Ownership, replacing: Bool = true, overUnmarked: Bool = false) async throws {
         var uuid: String?
         if replacing, let existing = try await connection.domain(named: spec.name) {
             let (_, mark) = try DomainXML.parse(try await existing.xml(flags: [.inactive]))
-            guard mark != nil else {
+            if overUnmarked, let mark {
+                throw HypervisorError("domain \(spec.name) on host \(name) carries a mark now (site \(mark.site ?? "none")); it is not imported")
+            }
+            guard mark != nil || overUnmarked else {
                 throw HypervisorError("domain \(spec.name) on host \(name) is not managed by virtform; it is left as it is")
             }
             uuid = existing.uuid.uuidString.lowercased()

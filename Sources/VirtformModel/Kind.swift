@@ -47,3 +47,17 @@ extension SiteObject {
     /// `Kind/name` as it appears in messages.
     public var reference: String { "\(Self.kind.rawValue)/\(uniqueName)" }
 }
+
+/// `virtform import`: the annotation it writes on the VMs and bindings it generates, naming the
+/// host their domain was found on. Such a VM (binding) takes the objects virtform does not own
+/// that carry exactly its names — its domain on that host, its LUN and target, its reservations
+/// — as its own: the plan marks them (an update of the mark alone when they match the manifest),
+/// never recreates them.
+public enum Import {
+    public static let annotation = "virtform.io/imported-from"
+}
+
+extension ObjectMeta {
+    /// The host named by `Import.annotation`, for objects `virtform import` wrote.
+    public var importedFrom: String? { annotations[Import.annotation].flatMap { $0.isEmpty ? nil : $0 } }
+}

@@ -301,7 +301,9 @@ extension DHCPObservation {
     /// any readable endpoint differs (so a peer of an HA pair that lost a reservation gets it
     /// back); a desired reservation that collides with an unowned one is reported as a
     /// conflict and not planned. Removals are only planned when every endpoint was read.
-    public func compare(desired: [Reservation]) -> ReservationComparison {
+    /// A binding in `importing` (written by `virtform import`) takes an unowned reservation with
+    /// its MAC and address as its own: the change rewrites it with the mark.
+    public func compare(desired: [Reservation], importing: Set<String> = []) -> ReservationComparison {
         var changes: [ReservationChange] = []
         var drift: [DHCPDriftItem] = []
         let read = endpoints.compactMap { e in e.reservations.map { (name: e.name, reservations: $0) } }
@@ -344,7 +346,13 @@ extension DHCPObservation {
                     continue
                 }
                 let index = indexes[name]!
-                let mine = index.owned[owner.binding]
+                var mine = index.owned[owner.binding]
+                var adopted: Reservation?
+                if mine == nil, importing.contains(owner.binding),
+                   let unowned = index.unownedByMAC[want.subnet]?[want.mac], unowned.address == want.address {
+                    adopted = unowned
+                    mine = unowned
+                }
                 if let mine {
                     current = current ?? mine
                     if mine != want {
@@ -360,7 +368,7 @@ extension DHCPObservation {
                     (index.unownedByMAC[want.subnet]?[want.mac], .mac),
                     (want.hostname.flatMap { index.unownedByName[want.subnet]?[$0.lowercased()] }, .hostname),
                 ]
-                for case let (other?, field) in held {
+                for case let (other?, field) in held where other != adopted {
                     drift.append(.conflict(desired: want, heldBy: other, field: field, endpoint: name))
                     blocked = true
                 }

@@ -58,6 +58,8 @@ enum ChangeCauses {
                     // A reservation removed by hand leaves no trace; for a VM whose domain is not
                     // there yet, the whole VM is new.
                     cause = change.subjectVM.map { defined.contains($0) } == true ? .unknown : .unapplied
+                case .change(let from, _) where from.owner == nil:
+                    cause = .unapplied  // `virtform import`: marking a reservation virtform did not make
                 case .change(let from, _):
                     cause = change.fields.isEmpty ? .outside  // HA peers disagree: one was edited by hand
                         : from.untouched.map { $0 ? .unapplied : .outside } ?? .unknown
@@ -65,7 +67,7 @@ enum ChangeCauses {
                     cause = .unapplied
                 }
             case .createProject, .createImage, .createSnapshot, .deleteProject, .deleteSnapshot, .deleteVolume, .unexportVolume,
-                 .adoptMarks, .removeHalfMade, .finishDHCPWrite, .sealSnapshot:
+                 .adoptMarks, .markImported, .importDomain, .removeHalfMade, .finishDHCPWrite, .sealSnapshot:
                 // What the manifests add or no longer want, and virtform's own unfinished work.
                 cause = .unapplied
             }

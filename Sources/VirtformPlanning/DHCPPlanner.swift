@@ -60,7 +60,8 @@ struct DHCPPlanner {
                                           reason: "an apply stopped between changing \(endpoint.name) and making the change last"))
                 }
             }
-            let comparison = ownView(of: observation, system: system).compare(desired: desired[server.meta.name] ?? [])
+            let importing = Set(site.bindings.filter { $0.meta.importedFrom != nil }.map(\.meta.name))
+            let comparison = ownView(of: observation, system: system).compare(desired: desired[server.meta.name] ?? [], importing: importing)
             for item in comparison.drift {
                 switch item {
                 case .conflict(let wanted, _, _, _), .subnetNotServed(let wanted, _):
@@ -128,6 +129,13 @@ struct DHCPPlanner {
             if from.address != to.address { fields.append(FieldChange(field: "address", before: "\(from.address)", after: "\(to.address)", effect: .applied)) }
             if from.hostname != to.hostname {
                 fields.append(FieldChange(field: "hostname", before: from.hostname ?? "none", after: to.hostname ?? "none", effect: .applied))
+            }
+            if from.owner == nil {
+                // `virtform import`: a reservation virtform did not make, marked as this binding's.
+                fields.append(FieldChange(field: "mark", before: "none", after: "site \(to.owner?.site ?? "")'s", effect: .applied))
+                return Change(action: .update, resource: resource, system: system, operation: operation,
+                              before: ResourceState(reservation: from), after: ResourceState(reservation: to), fields: fields,
+                              reason: "import: the reservation is marked as the binding's")
             }
             return Change(action: .update, resource: resource, system: system, operation: operation,
                           before: ResourceState(reservation: from), after: ResourceState(reservation: to), fields: fields,

@@ -34,6 +34,10 @@ struct HypervisorPlanner {
         var unmanagedByName: [String: ObservedDomain] = [:]
         // Only asked for when a mark names no site (written before sites existed).
         var declared: Set<VMID>?
+        // VMs `virtform import` wrote: the unmarked domain of their name on the host they were
+        // found on is theirs, and the update planned below marks it.
+        let importing = Dictionary(site.virtualMachines.compactMap { vm in vm.meta.importedFrom.map { (vm.id.domainName, (vm.id, $0)) } },
+                                   uniquingKeysWith: { first, _ in first })
         for hostName in observed.hosts.keys.sorted() {
             guard case .reachable(let domains) = observed.hosts[hostName] else { continue }
             for domain in domains {
@@ -53,6 +57,8 @@ struct HypervisorPlanner {
                 }
                 if let owner = domain.ownership {
                     if owned[owner.vm] == nil { owned[owner.vm] = domain } else { copies[owner.vm, default: []].append(domain) }
+                } else if let imported = importing[domain.name], imported.1 == domain.host, owned[imported.0] == nil {
+                    owned[imported.0] = domain
                 } else {
                     unmanagedByName[domain.name] = domain
                     if options.showUnmanaged {
@@ -135,12 +141,16 @@ struct HypervisorPlanner {
                 // digest; hashed only for a domain with changes (a no-change plan of thousands skips it).
                 var untouched: Bool { domain.persistent && domain.ownership?.digest == domain.spec.digest }
                 if !fields.isEmpty || markChanged || !domain.persistent {
+                    // An imported domain is marked by a define of its own, which never replaces a marked one.
+                    let operation: Operation = domain.ownership == nil && fields.isEmpty && domain.persistent
+                        ? .importDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host))
+                        : .defineDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host), replacing: true, live: difference.live)
                     var update = Change(action: .update, resource: resource, system: .host(domain.host),
-                                        operation: .defineDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host), replacing: true,
-                                                                 live: difference.live),
+                                        operation: operation,
                                         before: .domain(domain.spec), after: .domain(desired), fields: fields,
                                         reason: fields.isEmpty
-                                            ? (domain.ownership?.site == nil ? "adopt: its mark names no site; it is marked as site \(site.name)'s"
+                                            ? (domain.ownership == nil ? "import: the domain is marked as site \(site.name)'s"
+                                                : domain.ownership?.site == nil ? "adopt: its mark names no site; it is marked as site \(site.name)'s"
                                                 : domain.persistent ? "refresh virtform's mark on the domain" : "it is no longer defined persistently")
                                             : "differs from the manifest")
                     // Outside: the definition no longer matches the mark, or only the running guest differs

@@ -301,8 +301,10 @@ public struct Change: Codable, Sendable, Hashable {
 
     /// For a domain create or update: the definition and the mark it writes.
     public var definition: (spec: DomainSpec, ownership: Ownership)? {
-        if case .defineDomain(let spec, let ownership, _, _) = operation { return (spec, ownership) }
-        return nil
+        switch operation {
+        case .defineDomain(let spec, let ownership, _, _), .importDomain(let spec, let ownership): return (spec, ownership)
+        default: return nil
+        }
     }
 
     /// The VM the change serves: its domain, its LUN and target (named after it), its reservations.
@@ -418,6 +420,9 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// Defines (or redefines in place) the domain with virtform's mark; on a running guest,
     /// `live` names what is also changed on the running guest.
     case defineDomain(spec: DomainSpec, ownership: Ownership, replacing: Bool, live: LiveUpdate?)
+    /// `virtform import`: redefines in place, keeping its UUID, a domain that carries no mark,
+    /// with the mark; refused if it carries one by then.
+    case importDomain(spec: DomainSpec, ownership: Ownership)
     /// Starts the domain; `mark`, when given, is written to its metadata afterwards (the power
     /// state virtform gave it, when no define in the plan writes the mark).
     case startDomain(name: String, mark: Ownership? = nil)
@@ -452,6 +457,10 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// Rewrites the marks of objects an earlier virtform made without a site (`marks`, as they
     /// are now) with this site's name: the site adopts them once.
     case adoptMarks(marks: [OwnershipMark])
+    /// Writes `marks`, with this site's name, on objects that carry no mark at all (`virtform
+    /// import`: a LUN virtform did not make becomes the imported VM's); refused if one has a
+    /// mark by then.
+    case markImported(marks: [OwnershipMark])
     /// Removes what an interrupted apply of this site left under temporary names (paths
     /// relative to the pool).
     case removeHalfMade(paths: [String])

@@ -203,6 +203,16 @@ struct StoragePlanner {
             return
         }
         guard seen.ownership.isOwned else {
+            if vm.meta.importedFrom != nil, foreign[resource] == nil {
+                // `virtform import`: the LUN of the VM's name, which nobody marked, becomes its own.
+                let mark = OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source)
+                add(Change(action: .update, resource: resource, system: system, operation: .markImported(marks: [mark]),
+                           before: ResourceState(volume: .init(project: project, name: name, size: seen.size, origin: nil)), after: desired,
+                           fields: [FieldChange(field: "mark", before: "none", after: "site \(site.name)'s, from \(source)", effect: .applied)],
+                           reason: "import: the LUN is marked as VirtualMachine/\(vm.id)'s"),
+                    fingerprint: "\(seen.size)|")
+                return
+            }
             problems.append(Plan.Problem(resource: resource, message: "\(vm.project)/\(vm.name) exists on \(pool.name) but \(whose(resource)); it is left alone"))
             return
         }
@@ -238,6 +248,8 @@ struct StoragePlanner {
             return
         }
         guard target.isOwned else {
+            // `virtform import`: a target of the VM's name serving its LUN is owned once the LUN is marked.
+            if vm.meta.importedFrom != nil, foreign[resource] == nil, target.luns.first(where: { $0.lun == 1 })?.backingPath == backing { return }
             problems.append(Plan.Problem(resource: resource, message: "target \(iqn) exists but \(foreign[resource] == nil ? "is not virtform's" : whose(resource)); it is left alone"))
             return
         }

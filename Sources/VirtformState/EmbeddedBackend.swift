@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Synchronization
 import VirtformExecution
+import VirtformSystem
 
 /// The backend with no server: a directory of this machine holding `state.sqlite` (the journal
 /// and the lock holders' facts, SQLite through GRDB in WAL mode, so plans read while an apply
@@ -14,6 +15,18 @@ public final class EmbeddedBackend: StateBackend {
     let lockPath: String
 
     public var location: String { "file:\(directory)" }
+
+    /// Opens (creating and migrating) the state in `directory`, on a thread of its own: the
+    /// files and SQLite's locks are blocking work, never for the cooperative pool.
+    public static func open(directory: String, site: String) async throws -> EmbeddedBackend {
+        do {
+            return try await BlockingThreadPool.shared.run(key: "state") { try EmbeddedBackend(directory: directory, site: site) }
+        } catch let error as StateError {
+            throw error
+        } catch {
+            throw StateError(.unavailable, "cannot open the state in \(directory): \(error)")
+        }
+    }
 
     public init(directory: String, site: String) throws {
         self.directory = directory
@@ -38,7 +51,8 @@ public final class EmbeddedBackend: StateBackend {
     }
 
     public func close() async {
-        try? database.close()
+        let database = self.database
+        _ = try? await BlockingThreadPool.shared.run(key: "state") { try database.close() }
     }
 
     /// A site name as a file name: letters, digits, `-`, `_` and `.` kept, anything else as `%XX`.
@@ -87,13 +101,13 @@ public final class EmbeddedBackend: StateBackend {
                 ? try await RunLock.lock(at: lockPath, command: holder.command, timeout: timeout)
                 : try RunLock.tryLock(at: lockPath, command: holder.command)
         } catch where error.code == .locked || error.code == .lockTimeout {
-            let current = try? readHolder()
+            let current = try? await readHolder()
             throw StateError(.locked, "the site \(site) is locked (\(location))", holder: current)
         } catch {
             throw StateError(.unavailable, "cannot take the lock \(lockPath): \(error)")
         }
         do {
-            try writeHolder(holder)
+            try await writeHolder(holder)
         } catch {
             lock.unlock()
             throw StateError(.unavailable, "cannot record the lock's holder in \(directory): \(error)")
@@ -102,19 +116,19 @@ public final class EmbeddedBackend: StateBackend {
     }
 
     public func status() async throws -> LockState {
-        let recorded = try readHolder()
+        let recorded = try await readHolder()
         guard RunLock.holdingProcess(at: lockPath) != nil else { return .free(stale: recorded) }
         return .held(recorded)
     }
 
     public func release(run: String, force: Bool) async throws -> String {
-        let recorded = try readHolder()
+        let recorded = try await readHolder()
         guard let recorded, recorded.run == run else {
             throw StateError(.refused, recorded.map { "run \(run) does not hold the lock of site \(site); run \($0.run) does" }
                 ?? "nobody holds the lock of site \(site)")
         }
         guard let pid = RunLock.holdingProcess(at: lockPath) else {
-            try clearHolder(run: run)
+            try await clearHolder(run: run)
             return "run \(run) had died without releasing the lock of site \(site); its record is removed"
         }
         guard force else {
@@ -128,29 +142,32 @@ public final class EmbeddedBackend: StateBackend {
             if ContinuousClock.now > deadline { _ = kill(pid, SIGKILL) }
             try await Task.sleep(for: .milliseconds(50))
         }
-        try clearHolder(run: run)
+        try await clearHolder(run: run)
         return "ended pid \(pid) of run \(run), which held the lock of site \(site)"
     }
 
-    func readHolder() throws -> LockHolder? {
+    func readHolder() async throws -> LockHolder? {
+        let site = self.site
         do {
-            let text = try database.read { db in try String.fetchOne(db, sql: "SELECT holder FROM lock_holders WHERE site = ?", arguments: [site]) }
+            let text = try await database.read { db in try String.fetchOne(db, sql: "SELECT holder FROM lock_holders WHERE site = ?", arguments: [site]) }
             return try text.map { try JSONCoding.decoder.decode(LockHolder.self, from: Data($0.utf8)) }
         } catch {
             throw StateError(.unavailable, "cannot read the lock's holder from \(directory): \(error)")
         }
     }
 
-    func writeHolder(_ holder: LockHolder) throws {
+    func writeHolder(_ holder: LockHolder) async throws {
         let text = String(decoding: try JSONCoding.encoder.encode(holder), as: UTF8.self)
-        try database.write { db in
+        let site = self.site
+        try await database.write { db in
             try db.execute(sql: "INSERT INTO lock_holders (site, holder) VALUES (?, ?) ON CONFLICT (site) DO UPDATE SET holder = excluded.holder",
                            arguments: [site, text])
         }
     }
 
-    func clearHolder(run: String) throws {
-        try database.write { db in
+    func clearHolder(run: String) async throws {
+        let site = self.site
+        try await database.write { db in
             try db.execute(sql: "DELETE FROM lock_holders WHERE site = ? AND json_extract(holder, '$.run') = ?", arguments: [site, run])
         }
     }
@@ -175,7 +192,7 @@ public final class EmbeddedBackend: StateBackend {
                         holder.heartbeat = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
                         return holder
                     }
-                    try? backend.writeHolder(beat)
+                    try? await backend.writeHolder(beat)
                 }
             }
         }
@@ -189,13 +206,13 @@ public final class EmbeddedBackend: StateBackend {
                 holder.planDigest = planDigest
                 return holder
             }
-            try? backend.writeHolder(holder)
+            try? await backend.writeHolder(holder)
         }
 
         func release() async {
             beating.cancel()
             guard lock.isLocked else { return }
-            try? backend.clearHolder(run: holder.run)
+            try? await backend.clearHolder(run: holder.run)
             lock.unlock()
         }
     }

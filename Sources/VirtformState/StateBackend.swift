@@ -126,7 +126,7 @@ public enum StateBackends {
     public static func open(_ location: BackendLocation, site: String,
                             environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> any StateBackend {
         switch location {
-        case .embedded(let directory): return try EmbeddedBackend(directory: directory, site: site)
+        case .embedded(let directory): return try await EmbeddedBackend.open(directory: directory, site: site)
         case .postgres(var url):
             if url.password == nil, let password = environment["PGPASSWORD"], !password.isEmpty { url.password = password }
             return try await PostgresBackend.connect(url, site: site)

@@ -434,7 +434,7 @@ public final class FileTreeDriver: StorageDriver {
         if unlink(file) != 0 { throw StorageError.failed("delete snapshot \(reference)", FileOperations.errorText()) }
     }
 
-    public func adopt(_ marks: [OwnershipMark]) async throws {
+    public func adopt(_ marks: [OwnershipMark], unmarked: Bool) async throws {
         for mark in marks {
             let adopted = try adoptionTarget(mark, site: site)
             let path: String
@@ -453,7 +453,7 @@ public final class FileTreeDriver: StorageDriver {
             }
             try requireNoLinks(path, "adopt \(mark.name)")
             try await Blocking.run {
-                guard try checkAdoption(found: try OwnershipMark.read(path: path), expected: mark, adopted: adopted, at: path) else { return }
+                guard try checkAdoption(found: try OwnershipMark.read(path: path), expected: unmarked ? nil : mark, adopted: adopted, at: path) else { return }
                 // A snapshot is immutable: cleared for the mark, and set again whatever happens.
                 let immutable = mark.kind == .snapshot && FileOperations.isImmutable(path)
                 if immutable { try FileOperations.setImmutable(path, false) }

@@ -41,7 +41,9 @@ public protocol StorageDriver: Sendable {
     /// Rewrites the marks of objects an earlier virtform made without a site — `marks`, as
     /// they are now — with this driver's site. An object whose mark is not that one (gone,
     /// changed, another site's) is refused; one already marked with this site is no change.
-    func adopt(_ marks: [OwnershipMark]) async throws
+    /// With `unmarked` (`virtform import`), the objects must carry no mark at all, and get
+    /// `marks` with this driver's site.
+    func adopt(_ marks: [OwnershipMark], unmarked: Bool) async throws
     /// Removes what an interrupted apply of this driver's site left under temporary names
     /// (`PoolObservation.halfMade`, paths relative to the pool); refuses anything else. One
     /// already gone is no change.
@@ -73,15 +75,18 @@ func adoptionTarget(_ mark: OwnershipMark, site: String?) throws -> OwnershipMar
 
 /// Checks the mark found on an object before adopting it: the one the plan saw, without a
 /// site. Returns false when it already carries the new mark.
-func checkAdoption(found: OwnershipMark?, expected: OwnershipMark, adopted: OwnershipMark, at object: String) throws -> Bool {
+func checkAdoption(found: OwnershipMark?, expected: OwnershipMark?, adopted: OwnershipMark, at object: String) throws -> Bool {
     if found == adopted { return false }
     guard found == expected else {
-        throw StorageError(.unowned, "refusing to adopt \(object): its mark is \(found.map { "\"\($0)\"" } ?? "gone"), not \"\(expected)\"")
+        throw StorageError(.unowned, "refusing to adopt \(object): its mark is \(found.map { "\"\($0)\"" } ?? "gone"), not \(expected.map { "\"\($0)\"" } ?? "none")")
     }
     return true
 }
 
 extension StorageDriver {
+    /// Adopts marks an earlier virtform wrote without a site.
+    public func adopt(_ marks: [OwnershipMark]) async throws { try await adopt(marks, unmarked: false) }
+
     public func importImage(project: String, name: String, source: String, size: UInt64?) async throws {
         throw StorageError(.unsupported, "failed to import \(project)/\(name): the pool \(poolName) cannot import images")
     }

@@ -169,11 +169,11 @@ public struct ZFSDriver: StorageDriver {
         try await zfs(["destroy", target], "delete \(project)/\(name)")
     }
 
-    public func adopt(_ marks: [OwnershipMark]) async throws {
+    public func adopt(_ marks: [OwnershipMark], unmarked: Bool) async throws {
         for mark in marks {
             let adopted = try adoptionTarget(mark, site: site)
             let name = "\(dataset)/\(mark.name)"  // project, project/volume, project/image@snapshot
-            guard try checkAdoption(found: try await row(name, "adopt \(mark.name)").mark, expected: mark, adopted: adopted, at: name) else { continue }
+            guard try checkAdoption(found: try await row(name, "adopt \(mark.name)").mark, expected: unmarked ? nil : mark, adopted: adopted, at: name) else { continue }
             try await zfs(["set", "\(OwnershipMark.zfsProperty)=\(adopted)", name], "adopt \(mark.name)")
         }
     }

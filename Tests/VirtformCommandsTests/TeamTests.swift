@@ -3,6 +3,8 @@ import Libvirt
 import Synchronization
 import Testing
 import VirtformLab
+import VirtformModel
+@testable import VirtformDHCP
 import VirtformState
 import VirtformSystem
 
@@ -241,4 +243,81 @@ final class SecondRun: Sendable {
     }
 
     var result: (Int32, String)? { state.withLock { $0 } }
+}
+
+/// `virtform import`: what runs without virtform's marks — a domain, its LUN and target, its
+/// Kea reservation — becomes manifests that plan clean, and an apply marks it as the site's.
+extension StackTests {
+    @Test func importWritesManifestsThatPlanCleanAndApplyMarksWhatRuns() async throws {
+        try await StackSite.with { site in
+            try site.write(withWeb: true)
+            var (output, code) = await site.run(["apply", "--auto-approve"])
+            try #require(code == 0, "\(output)")
+            // Made by hand, as far as anybody can tell: every mark taken off.
+            let connection = try await Connection.open(uri: site.hosts[0].testURI)
+            let domain = try #require(try await connection.domain(named: "appl:web-1"))
+            var xml = try await domain.xml(flags: [.inactive])
+            let marked = try #require(xml.range(of: "<metadata>"), "the domain has a mark")
+            xml.removeSubrange(marked.lowerBound..<xml.range(of: "</metadata>")!.upperBound)
+            _ = try await connection.define(xml: xml)
+            let lun = site.mountPoint + "/appl/web-1.img"
+            // glibc's removexattr (sys/xattr.h is not in Swift's Glibc module).
+            typealias RemoveAttribute = @convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>) -> Int32
+            let remove = unsafeBitCast(try #require(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "removexattr")), to: RemoveAttribute.self)
+            #expect(remove(lun, OwnershipMark.attributeName) == 0, "the LUN had a mark")
+            let kea = KeaControlChannel(endpoint: "kea", path: site.dhcp.configuration.controlSocket, timeout: .seconds(10))
+            let config = try #require(try await kea.send("config-get").arguments)
+            _ = try await kea.send("config-set", arguments: Self.strippingUserContext(config))
+            try site.write(withWeb: false)
+
+            // Without the master the LUN came from, import cannot say what the disk is.
+            let out = site.directory + "/imported"
+            (output, code) = await runVirtform(["import", "--host", "stack-h1", "--out", out, "--manifests", site.directory])
+            #expect(code == 1 && output.contains("appl:web-1: it has a disk: name the master"), "\(output)")
+            #expect(!FileManager.default.fileExists(atPath: out))
+
+            // A guest ballooned below its memory does not plan clean: nothing is written.
+            var ballooned = xml
+            if let current = ballooned.range(of: #"<currentMemory unit='KiB'>\d+</currentMemory>"#, options: .regularExpression) {
+                ballooned.replaceSubrange(current, with: "<currentMemory unit='KiB'>32768</currentMemory>")
+            }
+            _ = try await connection.define(xml: ballooned)
+            (output, code) = await runVirtform(["import", "--host", "stack-h1", "--out", out, "--disk-from", "masters/base@v1", "--manifests", site.directory])
+            #expect(code == 1 && output.contains("do not plan clean") && output.contains("VirtualMachine/appl/web-1"), "\(output)")
+            #expect(!FileManager.default.fileExists(atPath: out), "nothing written")
+            _ = try await connection.define(xml: xml)
+
+            (output, code) = await runVirtform(["import", "--host", "stack-h1", "--out", out, "--disk-from", "masters/base@v1", "--manifests", site.directory])
+            #expect(code == 0 && output.contains("wrote \(out)/appl-web-1.yaml: VirtualMachine/appl/web-1, NetworkBinding/appl-web-1-public"), "\(output)")
+            let written = (try? String(contentsOfFile: out + "/appl-web-1.yaml", encoding: .utf8)) ?? ""
+            #expect(written.contains("virtform.io/imported-from: stack-h1") && written.contains("mac: \"\(StackSite.webMAC)\"")
+                && written.contains("address: 192.168.76.71"), "\(written)")
+
+            // The plan only marks; the apply marks; then nothing is left to do.
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 2, "\(output)")
+            #expect(output.contains("import: the domain is marked") && output.contains("import: the LUN is marked")
+                && output.contains("import: the reservation is marked"), "\(output)")
+            #expect(output.contains("Plan: 0 to create,") && output.contains(" 0 to delete,"), "only marks to write:\n\(output)")
+            (output, code) = await site.run(["apply", "--auto-approve"])
+            #expect(code == 0, "\(output)")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", site.directory])
+            #expect(code == 0, "clean after the apply:\n\(output)")
+            let now = try await connection.domain(named: "appl:web-1")?.xml() ?? ""
+            #expect(now.contains("site='stack-a'") || now.contains("site=\"stack-a\""), "the domain carries the site's mark:\n\(now)")
+            await connection.close()
+        }
+    }
+
+    /// Kea's configuration with every reservation's `user-context` (virtform's mark) removed.
+    static func strippingUserContext(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .object(var members):
+            members["user-context"] = nil
+            for (key, member) in members { members[key] = strippingUserContext(member) }
+            return .object(members)
+        case .array(let items): return .array(items.map(strippingUserContext))
+        default: return value
+        }
+    }
 }

@@ -122,6 +122,49 @@ struct SiteIdentityTests {
         #expect(plan.errors.contains { $0.resource == "VirtualMachine/appl-1/vm-9" && $0.message.contains("that site lab-b owns") }, "\(plan.errors)")
     }
 
+    /// `virtform import`'s annotation takes the unmarked domain of the VM's name on the host it
+    /// names, and nothing else: not without the annotation, not on another host, never another site's.
+    @Test func anImportedVMTakesOnlyItsUnmarkedDomainOnItsHost() throws {
+        var world = World.applied()
+        let domain = try #require(world.domain("appl-1/vm-1"))
+        world.hosts.hosts[domain.host] = .reachable(world.domains(on: domain.host).map { seen in
+            var seen = seen
+            if seen.name == domain.name { seen.ownership = nil }
+            return seen
+        })
+        var site = referenceSite
+        let i = try #require(site.virtualMachines.firstIndex { $0.id.description == "appl-1/vm-1" })
+        var plan = world.plan(site)
+        #expect(!plan.changes.contains { if case .importDomain = $0.operation { true } else { false } }, "no annotation, no import")
+        site.virtualMachines[i].meta.annotations[Import.annotation] = "not-\(domain.host)"
+        plan = world.plan(site)
+        #expect(!plan.changes.contains { if case .importDomain = $0.operation { true } else { false } }, "another host's annotation")
+        site.virtualMachines[i].meta.annotations[Import.annotation] = domain.host
+        plan = world.plan(site)
+        let update = try #require(plan.change("update VirtualMachine/appl-1/vm-1"), "\(plan.changes.map(\.id))")
+        guard case .importDomain(let spec, let ownership) = update.operation else { Issue.record("\(update.operation)"); return }
+        #expect(spec.name == domain.name && ownership.site == referenceSite.name && update.fields.isEmpty && update.cause == .unapplied)
+        #expect(update.reason == "import: the domain is marked as site \(referenceSite.name)'s")
+        world.apply(plan)
+        #expect(world.plan(site).isClean, "marked once")
+
+        // Another site's domain of the same name stays that site's, annotation or not.
+        var both = Self.bothApplied()
+        let theirs = try #require(both.domain("b-apps/web-1"))
+        var taken = theirs
+        taken.name = "appl-1:vm-9"
+        both.hosts.hosts[theirs.host] = .reachable(both.domains(on: theirs.host) + [taken])
+        var wanting = referenceSite
+        var vm = wanting.virtualMachines[0]
+        vm.meta.name = "vm-9"
+        vm.meta.annotations[Import.annotation] = theirs.host
+        vm.disk = nil
+        vm.interfaces = []
+        wanting.virtualMachines.append(vm)
+        let refused = both.plan(wanting)
+        #expect(refused.errors.contains { $0.resource == "VirtualMachine/appl-1/vm-9" && $0.message.contains("that site lab-b owns") }, "\(refused.errors)")
+    }
+
     @Test func marksWithoutASiteAreAdoptedByTheSiteThatDeclaresThem() throws {
         var world = World.applied()
         // What an earlier virtform left: marks that name no site.

@@ -173,6 +173,28 @@ struct World {
                     for i in targets.indices where targets[i].iqn.hasSuffix(":\(mark.name.replacingOccurrences(of: "/", with: "."))") { targets[i].site = site }
                 }
             }
+        case .importDomain(let spec, let ownership):
+            var list = domains(on: host)
+            if let i = list.firstIndex(where: { $0.name == spec.name }) {
+                list[i].spec = spec
+                list[i].ownership = ownership
+            }
+            hosts.hosts[host] = .reachable(list)
+        case .markImported(let marks):
+            for mark in marks where mark.kind == .lun {
+                let parts = mark.name.split(separator: "/").map(String.init)
+                guard parts.count == 2, var seen = projects[parts[0]] else { continue }
+                var adopted = mark
+                adopted.site = site
+                for i in seen.volumes.indices where seen.volumes[i].name == parts[1] && seen.volumes[i].ownership.mark == nil {
+                    seen.volumes[i].ownership = .owned(adopted)
+                }
+                projects[parts[0]] = seen
+                for i in targets.indices where targets[i].iqn.hasSuffix(":\(parts[0]).\(parts[1])") {
+                    targets[i].isOwned = true
+                    targets[i].site = site
+                }
+            }
         case .finishDHCPWrite:
             dhcpUnfinished = false
         case .removeHalfMade(let paths):

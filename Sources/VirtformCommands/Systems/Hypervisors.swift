@@ -57,6 +57,8 @@ enum Hypervisors: SystemKind {
                         try await host.hotplug(spec.name, attach: live.attach, detach: live.detach)
                     }
                 }
+            case .importDomain(let spec, let ownership):
+                try await host.define(spec, ownership: stamped(ownership, settings), replacing: true, overUnmarked: true)
             case .startDomain(let name, let mark):
                 try await host.start(name)
                 if let mark { try await host.writeMark(name, stamped(mark, settings)) }

@@ -99,7 +99,9 @@ enum StoragePools: SystemKind {
             case .deleteVolume(let project, let name):
                 try await driver.deleteVolume(project: project, name: name)
             case .adoptMarks(let marks):
-                try await driver.adopt(marks)
+                try await driver.adopt(marks, unmarked: false)
+            case .markImported(let marks):
+                try await driver.adopt(marks, unmarked: true)
             case .removeHalfMade(let paths):
                 try await driver.removeHalfMade(paths)
             default:
