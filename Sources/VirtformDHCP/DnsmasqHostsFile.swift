@@ -51,7 +51,7 @@ struct DnsmasqHostsFile: Hashable, Sendable {
             case .owned(let mark, let mac, let address, let hostname):
                 // A line kept as it was keeps its mark as read (a hand edit stays visible); what
                 // virtform writes carries the digest of what it reserved.
-                out.append("\(Self.markPrefix)binding=\(mark.binding) vm=\(mark.vm) interface=\(mark.interface)\(mark.site.map { " site=\($0)" } ?? "")\(mark.applied.map { " applied=\($0)" } ?? "")")
+                out.append("\(Self.markPrefix)binding=\(mark.binding) vm=\(mark.vm) interface=\(mark.interface)\(mark.site.map { " site=\($0)" } ?? "")\(mark.applied.map { " applied=\($0)" } ?? "")\(mark.run.map { " run=\($0)" } ?? "")")
                 out.append([mac.description, address.description, hostname].compactMap { $0 }.joined(separator: ","))
             }
         }
@@ -69,7 +69,7 @@ struct DnsmasqHostsFile: Hashable, Sendable {
             let interface = fields["interface"], !interface.isEmpty
         else { return nil }
         return OwnerMark(binding: binding, vm: vm, interface: interface, site: fields["site"].flatMap { $0.isEmpty ? nil : $0 },
-                         applied: fields["applied"].flatMap { $0.isEmpty ? nil : $0 })
+                         applied: fields["applied"].flatMap { $0.isEmpty ? nil : $0 }, run: fields["run"].flatMap { $0.isEmpty ? nil : $0 })
     }
 
     /// `MAC,address[,hostname][,lease time]`, the form virtform writes and the commonest one

@@ -55,7 +55,7 @@ enum KeaConfiguration {
             let vmText = mark["vm"]?.stringValue, let vm = VMID(parsing: vmText), let interface = mark["interface"]?.stringValue
         else { return nil }
         return OwnerMark(binding: binding, vm: vm, interface: interface, site: mark["site"]?.stringValue,
-                         applied: mark["applied"]?.stringValue)
+                         applied: mark["applied"]?.stringValue, run: mark["run"]?.stringValue)
     }
 
     /// The Kea form of an owned reservation.
@@ -70,6 +70,7 @@ enum KeaConfiguration {
                 "binding": .string(owner.binding), "vm": .string(owner.vm.description), "interface": .string(owner.interface),
             ]
             if let site = owner.site { mark["site"] = .string(site) }
+            if let run = owner.run { mark["run"] = .string(run) }
             // A reservation kept as it was keeps the digest it was written with: a hand edit stays visible.
             mark["applied"] = .string(owner.applied ?? r.digest)
             members["user-context"] = .object([markKey: .object(mark)])

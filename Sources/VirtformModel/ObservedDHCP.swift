@@ -21,13 +21,17 @@ public struct OwnerMark: Hashable, Sendable, Comparable, Codable, CustomStringCo
     /// virtform. Not part of the mark's identity: two marks of one binding are equal whatever
     /// it says. nil in marks written before it existed, and in marks not yet written.
     public var applied: String?
+    /// The run that last wrote the reservation (`virtform history RUN`); not part of the mark's
+    /// identity either.
+    public var run: String?
 
-    public init(binding: String, vm: VMID, interface: String, site: String? = nil, applied: String? = nil) {
+    public init(binding: String, vm: VMID, interface: String, site: String? = nil, applied: String? = nil, run: String? = nil) {
         self.binding = binding
         self.vm = vm
         self.interface = interface
         self.site = site
         self.applied = applied
+        self.run = run
     }
 
     public static func == (a: OwnerMark, b: OwnerMark) -> Bool {

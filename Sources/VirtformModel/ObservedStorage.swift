@@ -45,18 +45,27 @@ public struct OwnershipMark: Sendable, Hashable, CustomStringConvertible {
     public var origin: SnapshotReference?
     /// The site that owns the object; nil in marks written before sites existed.
     public var site: String?
+    /// The run that made the object (`virtform history RUN`); nil in marks written before runs
+    /// were recorded.
+    public var run: String?
 
-    public init(kind: Kind, name: String, origin: SnapshotReference? = nil, site: String? = nil) {
+    /// The run an apply is carrying out, for the marks of what it makes (`PlanExecution`
+    /// sets it around each action; read it before leaving the task for a thread of its own).
+    @TaskLocal public static var writingRun: String?
+
+    public init(kind: Kind, name: String, origin: SnapshotReference? = nil, site: String? = nil, run: String? = nil) {
         self.kind = kind
         self.name = name
         self.origin = origin
         self.site = site
+        self.run = run
     }
 
     public var description: String {
         var text = "kind=\(kind.rawValue),name=\(name)"
         if let origin { text += ",origin=\(origin)" }
         if let site { text += ",site=\(site)" }
+        if let run { text += ",run=\(run)" }
         return text
     }
 
@@ -78,6 +87,10 @@ public struct OwnershipMark: Sendable, Hashable, CustomStringConvertible {
         if let site = fields["site"] {
             guard Names.isName(site) else { return nil }
             self.site = site
+        }
+        if let run = fields["run"] {
+            guard !run.isEmpty, run.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else { return nil }
+            self.run = run
         }
     }
 

@@ -233,6 +233,7 @@ public final class FileTreeDriver: StorageDriver {
     // MARK: Projects
 
     public func createProject(_ name: String) async throws {
+        let run = OwnershipMark.writingRun
         try validateName(name, "project")
         let final = projectPath(name)
         if FileOperations.info(final) != nil {
@@ -254,7 +255,7 @@ public final class FileTreeDriver: StorageDriver {
             }
             // Only root reads a project: its LUNs are guests' disks.
             if chmod(temporary, 0o700) != 0 { throw StorageError.failed("create project \(name) in pool \(poolName)", FileOperations.errorText()) }
-            try OwnershipMark(kind: .project, name: name, site: site).write(path: temporary)
+            try OwnershipMark(kind: .project, name: name, site: site, run: run).write(path: temporary)
             KillPoint.step("rename project \(name) into place")
             try FileOperations.renameNoReplace(temporary, final)
         } catch {
@@ -292,17 +293,19 @@ public final class FileTreeDriver: StorageDriver {
     // MARK: Volumes
 
     public func createImage(project: String, name: String, size: UInt64) async throws {
+        let run = OwnershipMark.writingRun
         try validateName(name, "image")
         let final = try prepareVolume(project, name, "create image \(project)/\(name)")
         try await Blocking.run {
             try Self.atomically(final: final, site: self.site) { temporary in
                 try FileOperations.createSparse(temporary, size: size)
-                try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site).write(path: temporary)
+                try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site, run: run).write(path: temporary)
             }
         }
     }
 
     public func importImage(project: String, name: String, source: String, size: UInt64?) async throws {
+        let run = OwnershipMark.writingRun
         try validateName(name, "image")
         let final = try prepareVolume(project, name, "import image \(project)/\(name)")
         guard let info = FileOperations.info(source), info.isRegular else {
@@ -318,7 +321,7 @@ public final class FileTreeDriver: StorageDriver {
                     // A source on another filesystem cannot be reflinked: copy it, on any pool.
                     _ = try FileOperations.clone(source, to: temporary, allowed: [.reflink, .sparseCopy])
                     if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
-                    try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site).write(path: temporary)
+                    try OwnershipMark(kind: .image, name: "\(project)/\(name)", site: self.site, run: run).write(path: temporary)
                 }
             }
         }
@@ -326,6 +329,7 @@ public final class FileTreeDriver: StorageDriver {
 
     @discardableResult
     public func clone(from source: SnapshotReference, project: String, name: String, size: UInt64?) async throws -> CloneMethod {
+        let run = OwnershipMark.writingRun
         try validateName(name, "LUN")
         let what = "clone \(source) to \(project)/\(name)"
         let snapshot = snapshotPath(source)
@@ -343,7 +347,7 @@ public final class FileTreeDriver: StorageDriver {
                 try Self.atomically(final: final, site: self.site) { temporary in
                     method = try FileOperations.clone(snapshot, to: temporary, allowed: allowed)
                     if let size, size > info.size { try FileOperations.grow(temporary, to: size) }
-                    try OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: self.site).write(path: temporary)
+                    try OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: self.site, run: run).write(path: temporary)
                 }
                 return method
             }
@@ -377,6 +381,7 @@ public final class FileTreeDriver: StorageDriver {
     // MARK: Snapshots
 
     public func createSnapshot(_ reference: SnapshotReference) async throws {
+        let run = OwnershipMark.writingRun
         let image = volumePath(reference.project, reference.image)
         let what = "snapshot \(reference)"
         guard FileOperations.info(image)?.isRegular == true else {
@@ -397,7 +402,7 @@ public final class FileTreeDriver: StorageDriver {
         try await Blocking.run {
             try Self.atomically(final: final, site: self.site) { temporary in
                 _ = try FileOperations.clone(image, to: temporary, allowed: allowed)
-                try OwnershipMark(kind: .snapshot, name: reference.description, site: self.site).write(path: temporary)
+                try OwnershipMark(kind: .snapshot, name: reference.description, site: self.site, run: run).write(path: temporary)
                 if chmod(temporary, 0o400) != 0 { throw StorageError.failed(what, FileOperations.errorText()) }
             }
             KillPoint.step("seal \(reference)")

@@ -70,13 +70,16 @@ func adoptionTarget(_ mark: OwnershipMark, site: String?) throws -> OwnershipMar
     }
     var adopted = mark
     adopted.site = site
+    adopted.run = OwnershipMark.writingRun ?? mark.run
     return adopted
 }
 
 /// Checks the mark found on an object before adopting it: the one the plan saw, without a
 /// site. Returns false when it already carries the new mark.
 func checkAdoption(found: OwnershipMark?, expected: OwnershipMark?, adopted: OwnershipMark, at object: String) throws -> Bool {
-    if found == adopted { return false }
+    // Which run wrote a mark is not part of what it says.
+    func meaning(_ mark: OwnershipMark?) -> OwnershipMark? { mark.map { var m = $0; m.run = nil; return m } }
+    if meaning(found) == meaning(adopted) { return false }
     guard found == expected else {
         throw StorageError(.unowned, "refusing to adopt \(object): its mark is \(found.map { "\"\($0)\"" } ?? "gone"), not \(expected.map { "\"\($0)\"" } ?? "none")")
     }

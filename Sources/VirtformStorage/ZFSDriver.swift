@@ -102,7 +102,7 @@ public struct ZFSDriver: StorageDriver {
 
     public func createProject(_ name: String) async throws {
         try validateName(name, "project")
-        try await zfs(["create", "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .project, name: name, site: site))", "\(dataset)/\(name)"],
+        try await zfs(["create", "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .project, name: name, site: site, run: OwnershipMark.writingRun))", "\(dataset)/\(name)"],
                       "create project \(name) in pool \(poolName)")
     }
 
@@ -116,13 +116,13 @@ public struct ZFSDriver: StorageDriver {
     public func createImage(project: String, name: String, size: UInt64) async throws {
         try validateName(name, "image")
         try await requireMark("\(dataset)/\(project)", kind: .project, "create image \(project)/\(name)")
-        try await zfs(["create", "-s", "-V", String(size), "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .image, name: "\(project)/\(name)", site: site))",
+        try await zfs(["create", "-s", "-V", String(size), "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .image, name: "\(project)/\(name)", site: site, run: OwnershipMark.writingRun))",
                        "\(dataset)/\(project)/\(name)"], "create image \(project)/\(name)")
     }
 
     public func createSnapshot(_ reference: SnapshotReference) async throws {
         try await requireMark("\(dataset)/\(reference.project)/\(reference.image)", kind: .image, "snapshot \(reference)")
-        try await zfs(["snapshot", "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .snapshot, name: reference.description, site: site))",
+        try await zfs(["snapshot", "-o", "\(OwnershipMark.zfsProperty)=\(OwnershipMark(kind: .snapshot, name: reference.description, site: site, run: OwnershipMark.writingRun))",
                        "\(dataset)/\(reference)"], "snapshot \(reference)")
     }
 
@@ -140,7 +140,7 @@ public struct ZFSDriver: StorageDriver {
             throw StorageError(.refused, "refusing to \(what): the size \(size) is smaller than the snapshot (\(volsize) bytes)")
         }
         let target = "\(dataset)/\(project)/\(name)"
-        let mark = OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: site)
+        let mark = OwnershipMark(kind: .lun, name: "\(project)/\(name)", origin: source, site: site, run: OwnershipMark.writingRun)
         try await zfs(["clone", "-o", "\(OwnershipMark.zfsProperty)=\(mark)", "\(dataset)/\(source)", target], what)
         if let size, size != snapshot.volsize {
             do {

@@ -71,6 +71,16 @@ extension StackTests {
                 let xml = try await connection.domain(named: "appl:web-1")?.xml() ?? ""
                 await connection.close()
                 #expect(xml.contains("run='\(applied.id)'") || xml.contains("run=\"\(applied.id)\""), "the domain's mark names the run:\n\(xml)")
+                // So do the LUN's (its xattr) and the reservation's (Kea's user-context).
+                typealias GetAttribute = @convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int
+                let get = unsafeBitCast(try #require(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "lgetxattr")), to: GetAttribute.self)
+                var buffer = [UInt8](repeating: 0, count: 1024)
+                let length = get(site.mountPoint + "/appl/web-1.img", OwnershipMark.attributeName, &buffer, buffer.count)
+                let lunMark = length > 0 ? String(decoding: buffer[..<length], as: UTF8.self) : ""
+                #expect(lunMark.contains("run=\(applied.id)"), "the LUN's mark: \(lunMark)")
+                let kea = KeaControlChannel(endpoint: "kea", path: site.dhcp.configuration.controlSocket, timeout: .seconds(10))
+                let config = try await kea.send("config-get").arguments?.canonicalText ?? ""
+                #expect(config.contains("\"run\":\"\(applied.id)\""), "the reservation's mark names the run")
             }
         }
     }

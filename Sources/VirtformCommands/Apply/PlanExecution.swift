@@ -139,7 +139,10 @@ enum PlanExecution {
                     }
                     let deadline = settings.deadline(for: change)
                     try await deadlines.run(deadline, "\(id) on \(address)") {
-                        try await session.execute(batch, on: address, settings: settings)
+                        // The marks of what the action makes name the run.
+                        try await OwnershipMark.$writingRun.withValue(settings.runID) {
+                            try await session.execute(batch, on: address, settings: settings)
+                        }
                     }
                 } catch let error as SystemError where error.timedOut {
                     unanswering.mark(address, error.message)

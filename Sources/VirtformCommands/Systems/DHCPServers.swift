@@ -40,7 +40,7 @@ enum DHCPServers: SystemKind {
             var unfinished: [String] = []
             for change in changes {
                 switch change.operation {
-                case .reservation(let edit): edits.append(edit)
+                case .reservation(let edit): edits.append(Self.stamped(edit, run: settings.runID))
                 case .finishDHCPWrite(let endpoint): unfinished.append(endpoint)
                 default: throw CommandFailure.notFor(change, address)
                 }
@@ -48,6 +48,19 @@ enum DHCPServers: SystemKind {
             if !edits.isEmpty { _ = try await driver.apply(edits, basedOn: token) }
             // After the edits: an endpoint they wrote is lasting already, finishing it again is harmless.
             if !unfinished.isEmpty { try await driver.finishWrites(on: unfinished) }
+        }
+
+        /// The edit as this run writes it: the new reservation's mark names the run.
+        static func stamped(_ edit: ReservationChange, run: String?) -> ReservationChange {
+            switch edit {
+            case .add(var r):
+                r.owner?.run = run
+                return .add(r)
+            case .change(let from, var to):
+                to.owner?.run = run
+                return .change(from: from, to: to)
+            case .remove: return edit
+            }
         }
     }
 }
