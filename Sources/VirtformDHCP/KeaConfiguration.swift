@@ -91,8 +91,9 @@ enum KeaConfiguration {
         // Reservations virtform did not make that an import takes over: taken out, the marked one added.
         var adopted: [IPv4Subnet: Set<Reservation>] = [:]
         for change in changes {
-            if case .change(let from, let to) = change, from.owner == nil, to.owner != nil {
+            if case .change(let from, let to) = change, from.owner == nil, let owner = to.owner {
                 adopted[from.subnet, default: []].insert(from)
+                removals[to.subnet, default: []].insert(owner.key)
                 additions[to.subnet, default: []].append(to)
                 continue
             }

@@ -306,8 +306,9 @@ extension DHCPObservation {
     /// back); a desired reservation that collides with an unowned one is reported as a
     /// conflict and not planned. Removals are only planned when every endpoint was read.
     /// A binding in `importing` (written by `virtform import`) takes an unowned reservation with
-    /// its MAC and address as its own: the change rewrites it with the mark.
-    public func compare(desired: [Reservation], importing: Set<String> = []) -> ReservationComparison {
+    /// its MAC and address as its own: the change rewrites it with the mark — never one of
+    /// `othersSites` (reservations another site marked, shown here without their mark).
+    public func compare(desired: [Reservation], importing: Set<String> = [], othersSites: Set<Reservation> = []) -> ReservationComparison {
         var changes: [ReservationChange] = []
         var drift: [DHCPDriftItem] = []
         let read = endpoints.compactMap { e in e.reservations.map { (name: e.name, reservations: $0) } }
@@ -353,7 +354,7 @@ extension DHCPObservation {
                 var mine = index.owned[owner.binding]
                 var adopted: Reservation?
                 if mine == nil, importing.contains(owner.binding),
-                   let unowned = index.unownedByMAC[want.subnet]?[want.mac], unowned.address == want.address {
+                   let unowned = index.unownedByMAC[want.subnet]?[want.mac], unowned.address == want.address, !othersSites.contains(unowned) {
                     adopted = unowned
                     mine = unowned
                 }

@@ -61,7 +61,9 @@ struct DHCPPlanner {
                 }
             }
             let importing = Set(site.bindings.filter { $0.meta.importedFrom != nil }.map(\.meta.name))
-            let comparison = ownView(of: observation, system: system).compare(desired: desired[server.meta.name] ?? [], importing: importing)
+            var othersSites: Set<Reservation> = []
+            let view = ownView(of: observation, system: system, stripped: &othersSites)
+            let comparison = view.compare(desired: desired[server.meta.name] ?? [], importing: importing, othersSites: othersSites)
             for item in comparison.drift {
                 switch item {
                 case .conflict(let wanted, _, _, _), .subnetNotServed(let wanted, _):
@@ -81,7 +83,7 @@ struct DHCPPlanner {
     /// The observation as this site sees it: reservations whose mark names another site, or
     /// names none (an earlier virtform's) for a binding this site does not declare, count as
     /// somebody else's (never changed, and reported when they collide); they are listed as foreign.
-    private mutating func ownView(of observation: DHCPObservation, system: SystemAddress) -> DHCPObservation {
+    private mutating func ownView(of observation: DHCPObservation, system: SystemAddress, stripped: inout Set<Reservation>) -> DHCPObservation {
         let declared = Set(site.bindings.map(\.meta.name))
         var view = observation
         var listed = Set<String>()
@@ -94,9 +96,10 @@ struct DHCPPlanner {
                 if listed.insert(owner.key).inserted {
                     foreign.append(Plan.ForeignObject(resource: "NetworkBinding/\(owner.binding)", system: system, site: owner.site))
                 }
-                var stripped = reservation
-                stripped.owner = nil
-                return stripped
+                var unmarked = reservation
+                unmarked.owner = nil
+                stripped.insert(unmarked)
+                return unmarked
             }
             view.endpoints[e].state = .observed(reservations: mine, unservedSubnets: unserved)
         }

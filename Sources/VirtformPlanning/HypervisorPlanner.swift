@@ -123,6 +123,31 @@ struct HypervisorPlanner {
             if let domain = first {
                 guard let host = index.hosts[domain.host] else { continue }
                 let running = domain.state == .running || domain.state == .paused
+                if domain.ownership == nil {
+                    // Imported, not marked yet: marking it is all a plan does until an apply has;
+                    // nothing else is done to a domain virtform does not own.
+                    let desired = DomainSpec.desired(for: vm, on: host, index: index)
+                    let difference = DomainDifference(persistent: domain.spec, live: domain.live, running: running, desired: desired,
+                                                      capabilities: capabilities(of: host), hotplug: domain.hotplug)
+                    let powerDiffers = (vm.power == .running) != running
+                    guard difference.fields.isEmpty, difference.pending.isEmpty, domain.persistent, !powerDiffers else {
+                        let what = difference.fields.map { "\($0.field) is \($0.before), the manifest says \($0.after)" }
+                            + difference.pending.map { "the running guest's \($0.field) is \($0.before)" }
+                            + (powerDiffers ? ["it is \(running ? "running" : "stopped"), the manifest says \(vm.power.rawValue)"] : [])
+                            + (domain.persistent ? [] : ["it is not defined persistently"])
+                        plan.errors.append(.init(resource: resource, message: "the domain \(domain.name) on host \(domain.host) is not virtform's yet and differs from the manifest, so it is not imported: \(what.joined(separator: "; "))"))
+                        continue
+                    }
+                    var update = Change(action: .update, resource: resource, system: .host(domain.host),
+                                        operation: .importDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host)),
+                                        before: .domain(domain.spec), after: .domain(desired),
+                                        reason: "import: the domain is marked as site \(site.name)'s")
+                    update.cause = .unapplied
+                    update.changeClass = .inPlaceLive
+                    plan.changes.append(update)
+                    plan.fingerprints[resource] = domain.fingerprint
+                    continue
+                }
                 // It stays where it is unless its placement, its host's maintenance or a rule sends it away.
                 let why: String? = !candidateNames.contains(domain.host) ? "its placement no longer allows host \(domain.host)"
                     : host.maintenance ? "host \(domain.host) is in maintenance"
@@ -141,16 +166,12 @@ struct HypervisorPlanner {
                 // digest; hashed only for a domain with changes (a no-change plan of thousands skips it).
                 var untouched: Bool { domain.persistent && domain.ownership?.digest == domain.spec.digest }
                 if !fields.isEmpty || markChanged || !domain.persistent {
-                    // An imported domain is marked by a define of its own, which never replaces a marked one.
-                    let operation: Operation = domain.ownership == nil && fields.isEmpty && domain.persistent
-                        ? .importDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host))
-                        : .defineDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host), replacing: true, live: difference.live)
                     var update = Change(action: .update, resource: resource, system: .host(domain.host),
-                                        operation: operation,
+                                        operation: .defineDomain(spec: desired, ownership: ownership(vm, desired, on: domain.host), replacing: true,
+                                                                 live: difference.live),
                                         before: .domain(domain.spec), after: .domain(desired), fields: fields,
                                         reason: fields.isEmpty
-                                            ? (domain.ownership == nil ? "import: the domain is marked as site \(site.name)'s"
-                                                : domain.ownership?.site == nil ? "adopt: its mark names no site; it is marked as site \(site.name)'s"
+                                            ? (domain.ownership?.site == nil ? "adopt: its mark names no site; it is marked as site \(site.name)'s"
                                                 : domain.persistent ? "refresh virtform's mark on the domain" : "it is no longer defined persistently")
                                             : "differs from the manifest")
                     // Outside: the definition no longer matches the mark, or only the running guest differs

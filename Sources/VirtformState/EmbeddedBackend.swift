@@ -127,7 +127,12 @@ public final class EmbeddedBackend: StateBackend {
             throw StateError(.refused, recorded.map { "run \(run) does not hold the lock of site \(site); run \($0.run) does" }
                 ?? "nobody holds the lock of site \(site)")
         }
-        guard let pid = RunLock.holdingProcess(at: lockPath) else {
+        let holding = RunLock.holdingProcess(at: lockPath)
+        guard let pid = holding, pid == recorded.pid, recorded.machine == Who.machine() else {
+            if holding != nil {
+                // Held by a process that has not recorded itself yet: never the dead run's.
+                throw StateError(.refused, "run \(run) no longer holds the lock of site \(site); pid \(holding!) does, and has not recorded itself yet")
+            }
             try await clearHolder(run: run)
             return "run \(run) had died without releasing the lock of site \(site); its record is removed"
         }
@@ -137,9 +142,16 @@ public final class EmbeddedBackend: StateBackend {
         guard pid > 0, kill(pid, SIGTERM) == 0 || errno == ESRCH else {
             throw StateError(.refused, "cannot end pid \(pid), which holds the lock of site \(site): \(String(cString: strerror(errno)))")
         }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while RunLock.holdingProcess(at: lockPath) != nil {
-            if ContinuousClock.now > deadline { _ = kill(pid, SIGKILL) }
+        // Until that process lets go (SIGKILL after 10 s), and no longer than 20 s.
+        let start = ContinuousClock.now
+        var killed = false
+        while RunLock.holdingProcess(at: lockPath) == pid {
+            let waited = ContinuousClock.now - start
+            if waited > .seconds(10) && !killed {
+                _ = kill(pid, SIGKILL)
+                killed = true
+            }
+            if waited > .seconds(20) { throw StateError(.refused, "pid \(pid) still holds the lock of site \(site) after SIGTERM and SIGKILL") }
             try await Task.sleep(for: .milliseconds(50))
         }
         try await clearHolder(run: run)
@@ -211,6 +223,7 @@ public final class EmbeddedBackend: StateBackend {
 
         func release() async {
             beating.cancel()
+            await beating.value  // a beat in flight must not rewrite the record after it is cleared
             guard lock.isLocked else { return }
             try? await backend.clearHolder(run: holder.run)
             lock.unlock()

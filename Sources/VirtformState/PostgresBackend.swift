@@ -177,7 +177,8 @@ public final class PostgresBackend: StateBackend {
     /// The backend process holding the site's advisory lock now, if any.
     func holdingBackend() async throws -> Int? {
         try await rows("read who holds the lock of site \(site)", """
-            SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = \(Int64(classKey))
+            SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND classid::bigint = \(Int64(classKey))
               AND objid::bigint = \(Int64(siteKey)) AND objsubid = 2 AND granted
             """).first.flatMap { try? $0["pid"].decode(Int.self) }
     }
@@ -292,7 +293,9 @@ public final class PostgresBackend: StateBackend {
                 return !current.released
             }
             guard first else { return }
-            beating.withLock { $0 }?.cancel()
+            let task = beating.withLock { $0 }
+            task?.cancel()
+            await task?.value  // a beat in flight must not rewrite the record after it is cleared
             try? await backend.clearHolder(run: holder.run)
             try? await backend.run("release the lock", "SELECT pg_advisory_unlock(\(backend.classKey), \(backend.siteKey))")
         }

@@ -90,7 +90,9 @@ public enum BackendLocation: Sendable, Equatable, CustomStringConvertible {
 
     /// `text` with a URL's password replaced by `***`.
     public static func redacted(_ text: String) -> String {
-        guard let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].firstIndex(of: "@") else { return text }
+        guard let scheme = text.range(of: "://") else { return text }
+        let authority = text[scheme.upperBound...].prefix { $0 != "/" && $0 != "?" }
+        guard let at = authority.lastIndex(of: "@") else { return text }
         let credentials = text[scheme.upperBound..<at]
         guard let colon = credentials.firstIndex(of: ":") else { return text }
         return String(text[..<colon]) + ":***" + String(text[at...])
@@ -109,6 +111,10 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
     public init(parsing text: String) throws {
         guard let components = URLComponents(string: text), let host = components.host, !host.isEmpty else {
             throw StateError(.refused, "backend \(BackendLocation.redacted(text)) is not a URL of the form postgres://user@host:port/database")
+        }
+        guard components.query == nil else {
+            // sslmode and friends would be silently ignored: this virtform connects without TLS.
+            throw StateError(.refused, "backend \(BackendLocation.redacted(text)): options after '?' are not supported (virtform connects without TLS)")
         }
         self.host = host
         port = components.port ?? 5432

@@ -37,7 +37,7 @@ struct BackendOptionTests {
     }
 
     @Test func aPasswordInTheManifestIsRefusedWithItsPlace() async throws {
-        try await withSite(backend: "postgres://ops:s3cret@db1/virtform") { directory in
+        try await withSite(backend: "postgres://operations-team:s3cret-and-long@db1.example.org:5432/virtform") { directory in
             let (output, code) = await runVirtform(["validate", directory + "/site"])
             #expect(code == 1, "\(output)")
             #expect(output.contains("site.yaml:4:") && output.contains("spec.backend") && output.contains("PGPASSWORD"), "\(output)")

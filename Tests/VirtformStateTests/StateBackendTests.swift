@@ -201,6 +201,8 @@ struct StateBackendTests {
         #expect(url.user == "ops" && url.password == "s3cret" && url.host == "db1" && url.port == 5433 && url.database == "virtform")
         #expect(!url.description.contains("s3cret"))
         #expect(BackendLocation.redacted("postgres://ops:s3cret@db1/x") == "postgres://ops:***@db1/x")
+        #expect(BackendLocation.redacted("postgres://ops:p@ss@db1/x") == "postgres://ops:***@db1/x", "a password with an @ in it")
+        #expect(throws: StateError.self) { try BackendLocation(parsing: "postgres://ops@db1/x?sslmode=require") }
         #expect(throws: StateError.self) { try BackendLocation(parsing: "redis://db1") }
     }
 

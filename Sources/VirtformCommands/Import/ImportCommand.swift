@@ -101,17 +101,21 @@ struct ImportCommand: AsyncParsableCommand {
         var options = Planner.Options()
         options.now = Int(Date().timeIntervalSince1970)
         let plan = Planner(site: combined.site, observation: observation, options: options).plan()
-        let differences = Self.differences(plan, imported: documents.map { ($0.vm, $0.bindings) })
+        var differences = Self.differences(plan, imported: documents.map { ($0.vm, $0.bindings) })
+        // What could not be read could hold what the manifests would collide with, or the reservations to bind.
+        differences += plan.unreachable.map { "\($0.system) could not be read (\($0.reason)); import needs every system of the site" }
+        differences += plan.unknown.map { "\($0.resource): \($0.reason)" }
         if !differences.isEmpty {
             output.errorLine("error: the generated manifests do not plan clean against what is there; nothing was written:\n"
                 + differences.map { "  \($0)" }.joined(separator: "\n"))
             throw ExitCode(1)
         }
 
+        let existing = documents.map { (out as NSString).appendingPathComponent($0.file) }.filter { FileManager.default.fileExists(atPath: $0) }
+        if !existing.isEmpty { throw CommandFailure("\(existing.joined(separator: ", ")) exist\(existing.count == 1 ? "s" : ""); nothing was written") }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         for document in documents {
             let path = (out as NSString).appendingPathComponent(document.file)
-            if FileManager.default.fileExists(atPath: path) { throw CommandFailure("\(path) exists; nothing more was written") }
             try document.text.write(toFile: path, atomically: true, encoding: .utf8)
             output.line("wrote \(path): VirtualMachine/\(document.vm)" + document.bindings.map { ", NetworkBinding/\($0)" }.joined())
         }
@@ -128,7 +132,12 @@ struct ImportCommand: AsyncParsableCommand {
         }
         var lines: [String] = []
         for change in plan.changes where resources.contains(change.resource) {
-            let onlyTheMark = change.action == .update && change.fields.allSatisfy { $0.field == "mark" }
+            // Only the operations that write a mark on what carries none.
+            let onlyTheMark: Bool = switch change.operation {
+            case .importDomain, .markImported: true
+            case .reservation(.change(let from, _)): from.owner == nil && change.fields.allSatisfy { $0.field == "mark" }
+            default: false
+            }
             if onlyTheMark { continue }
             let fields = change.fields.filter { $0.field != "mark" }.map { "\($0.field) is \($0.before), the manifest would make it \($0.after)" }
             lines.append("\(change.action.rawValue) \(change.resource): \(change.reason)" + (fields.isEmpty ? "" : " (\(fields.joined(separator: "; ")))"))

@@ -77,7 +77,7 @@ struct LockCommand: AsyncParsableCommand {
     struct Release: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Release the apply lock that run RUN holds.",
-            discussion: "Without --force only a lock whose holder is gone is cleared. With --force a live holder is ended: its process on this machine (embedded backend, SIGTERM) or its session on the server (PostgreSQL, pg_terminate_backend); the apply then stops starting anything new.")
+            discussion: "Without --force only a lock whose holder is gone is cleared. With --force a live holder is ended: its process on this machine (embedded backend, SIGTERM: it ends at once, and the next apply converges as after any kill) or its session on the server (PostgreSQL, pg_terminate_backend: that apply stops starting anything new).")
 
         @Argument(help: "The run that holds the lock (as `virtform lock status` names it).")
         var run: String
