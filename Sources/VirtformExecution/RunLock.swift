@@ -253,7 +253,8 @@ public final class RunLock: @unchecked Sendable {
         return String(decoding: buffer[..<count], as: UTF8.self)
     }
 
-    private static func hostname() -> String {
+    /// This machine's host name, as a holder records it.
+    public static func hostname() -> String {
         var buffer = [CChar](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count - 1) == 0 else { return "unknown-host" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

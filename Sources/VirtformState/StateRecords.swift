@@ -1,4 +1,5 @@
 import Foundation
+import VirtformExecution
 
 /// A run's id: when it started (UTC, to the second) and six random hex digits, e.g.
 /// `20261201T163700Z-3fa2c1`. Sorts by start time, short enough to type into
@@ -253,11 +254,7 @@ public enum Who {
         return environment["USER"] ?? "uid \(geteuid())"
     }
 
-    public static func machine() -> String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "unknown-host" }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    public static func machine() -> String { RunLock.hostname() }
 
     /// The job's page as the CI's own variables name it: GitHub Actions (server, repository and
     /// run id), GitLab (`CI_JOB_URL`), Jenkins (`BUILD_URL`), Buildkite (`BUILDKITE_BUILD_URL`).

@@ -47,10 +47,7 @@ struct LockCommand: AsyncParsableCommand {
                     document.held = true
                     document.holder = holder
                 }
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                encoder.dateEncodingStrategy = .iso8601
-                output.line(String(decoding: try encoder.encode(document), as: UTF8.self))
+                output.line(try HistoryCommand.json(document))
             } else {
                 switch state {
                 case .free(nil):
