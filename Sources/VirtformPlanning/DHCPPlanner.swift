@@ -39,6 +39,8 @@ struct DHCPPlanner {
     mutating func plan(index: SiteIndex) {
         let (desired, bindingProblems) = Self.desiredReservations(site, index: index)
         problems += bindingProblems
+        // Bindings `virtform import` wrote: they take the unowned reservation of their MAC.
+        let importing = Set(site.bindings.lazy.filter { $0.meta.importedFrom != nil }.map(\.meta.name))
         for server in site.dhcpServers.sorted(by: { $0.meta.name < $1.meta.name }) {
             let system = SystemAddress.dhcpServer(server.meta.name)
             guard case .read(let observation) = readings[server.meta.name] else {
@@ -60,7 +62,6 @@ struct DHCPPlanner {
                                           reason: "an apply stopped between changing \(endpoint.name) and making the change last"))
                 }
             }
-            let importing = Set(site.bindings.filter { $0.meta.importedFrom != nil }.map(\.meta.name))
             var othersSites: Set<Reservation> = []
             let view = ownView(of: observation, system: system, stripped: &othersSites)
             let comparison = view.compare(desired: desired[server.meta.name] ?? [], importing: importing, othersSites: othersSites)

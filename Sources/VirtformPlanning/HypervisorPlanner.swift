@@ -30,14 +30,29 @@ struct HypervisorPlanner {
         // is a problem to report, not to fix). Matched entries are taken out as the VMs are
         // walked; what is left belongs to VMs that left the manifests.
         var owned: [VMID: ObservedDomain] = [:]
+        owned.reserveCapacity(observed.hosts.values.reduce(0) { count, host in
+            if case .reachable(let domains) = host { return count + domains.count } else { return count }
+        })
         var copies: [VMID: [ObservedDomain]] = [:]
         var unmanagedByName: [String: ObservedDomain] = [:]
         // Only asked for when a mark names no site (written before sites existed).
         var declared: Set<VMID>?
         // VMs `virtform import` wrote: the unmarked domain of their name on the host they were
-        // found on is theirs, and the update planned below marks it.
-        let importing = Dictionary(site.virtualMachines.compactMap { vm in vm.meta.importedFrom.map { (vm.id.domainName, (vm.id, $0)) } },
-                                   uniquingKeysWith: { first, _ in first })
+        // found on is theirs, and the update planned below marks it. Only gathered when a domain
+        // carries no mark (a site whose domains are all marked never walks its VMs for it).
+        var importing: [String: (vm: VMID, host: String)]?
+        func importedVM(named name: String) -> (vm: VMID, host: String)? {
+            if importing == nil {
+                var found: [String: (vm: VMID, host: String)] = [:]
+                for i in site.virtualMachines.indices {
+                    guard let host = site.virtualMachines[i].meta.importedFrom else { continue }
+                    let id = site.virtualMachines[i].id
+                    if found[id.domainName] == nil { found[id.domainName] = (id, host) }
+                }
+                importing = found
+            }
+            return importing![name]
+        }
         for hostName in observed.hosts.keys.sorted() {
             guard case .reachable(let domains) = observed.hosts[hostName] else { continue }
             for domain in domains {
@@ -57,8 +72,8 @@ struct HypervisorPlanner {
                 }
                 if let owner = domain.ownership {
                     if owned[owner.vm] == nil { owned[owner.vm] = domain } else { copies[owner.vm, default: []].append(domain) }
-                } else if let imported = importing[domain.name], imported.1 == domain.host, owned[imported.0] == nil {
-                    owned[imported.0] = domain
+                } else if let imported = importedVM(named: domain.name), imported.host == domain.host, owned[imported.vm] == nil {
+                    owned[imported.vm] = domain
                 } else {
                     unmanagedByName[domain.name] = domain
                     if options.showUnmanaged {
@@ -123,7 +138,7 @@ struct HypervisorPlanner {
             if let domain = first {
                 guard let host = index.hosts[domain.host] else { continue }
                 let running = domain.state == .running || domain.state == .paused
-                if domain.ownership == nil {
+                if case .none = domain.ownership {
                     // Imported, not marked yet: marking it is all a plan does until an apply has;
                     // nothing else is done to a domain virtform does not own.
                     let desired = DomainSpec.desired(for: vm, on: host, index: index)

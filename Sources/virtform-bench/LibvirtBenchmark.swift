@@ -323,7 +323,9 @@ func plannerBenchmark() throws {
     var planTimes: [Double] = []
     var renderTimes: [Double] = []
     var changes = 0
-    for _ in 0..<runs {
+    let scratchRuns = option("scratch-runs", default: runs)
+    guard scratchRuns > 0 else { return }
+    for _ in 0..<scratchRuns {
         let start = ContinuousClock.now
         let plan = Planner(site: loaded.site, observation: empty).plan()
         let rendered = ContinuousClock.now
