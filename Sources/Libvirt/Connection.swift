@@ -29,6 +29,7 @@ public final class Connection: Sendable {
     /// Remote connections get a keepalive (5 s interval, 3 missed answers) so a dead daemon is
     /// noticed; when that happens, open event streams finish.
     public static func open(uri: String) async throws(LibvirtError) -> Connection {
+        if LibvirtRuntime.needsOneCallAtATime(uri) { libvirtThreads.limit(key: uri, to: 1) }
         let eventLoop = LibvirtRuntime.eventLoopRunning
         let connection = try await runBlocking(key: uri) {
             () throws(LibvirtError) -> Connection in

@@ -37,6 +37,15 @@ public enum LibvirtRuntime {
         return ["ssh", "libssh", "libssh2", "tcp", "tls", "ext"].contains(scheme[scheme.index(after: plus)...].lowercased())
     }
 
+    /// Whether calls on a connection to `uri` must run one at a time: libvirt 9.0's RPC client
+    /// over its libssh transport crashes (a freed GMainLoop quit in `virNetClientSendWithReply`)
+    /// when several threads wait for replies on one connection — seen in one plan of three
+    /// in the ssh lab. Other transports take calls from several threads at once.
+    public static func needsOneCallAtATime(_ uri: String) -> Bool {
+        guard let separator = uri.range(of: "://"), let plus = uri[..<separator.lowerBound].firstIndex(of: "+") else { return false }
+        return ["libssh", "libssh2"].contains(uri[uri.index(after: plus)..<separator.lowerBound].lowercased())
+    }
+
     /// Initializes libvirt, silences its default stderr error printer and starts the default
     /// event loop on a dedicated thread. Swift runs a global's initializer exactly once and
     /// thread-safely, which is the "once" here. The value says whether the event loop runs.

@@ -87,6 +87,8 @@ public struct LabHost: Sendable, Hashable {
     public let socketPath: String
     /// The real libvirtd process.
     public let pid: Int32
+    /// How it is reached over SSH, when the lab runs its sshd (`SSHLab`); nil otherwise.
+    public var ssh: LabSSHAccess? = nil
 
     /// Real QEMU guests (TCG) managed by this host's daemon.
     public var qemuURI: String { "qemu+unix:///session?socket=\(socketPath)" }

@@ -71,7 +71,7 @@ public final class PostgresLab: Sendable {
             // program could take it in between; the start is then tried on another).
             var lastError: (any Error)?
             for _ in 0..<3 {
-                let port = try freePort()
+                let port = try LoopbackPort.free()
                 let options = "-p \(port) -k \(root) -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
                 let start = command([bin + "/pg_ctl", "-D", root + "/data", "-l", root + "/server.log", "-w", "-t", "60", "-o", options, "start"])
                 let status = try await DaemonLauncher.run(start, logFile: root + "/pg_ctl.log", timeout: .seconds(90))
@@ -107,21 +107,5 @@ public final class PostgresLab: Sendable {
     private static func postmasterPID(_ root: String) -> Int32? {
         guard let text = try? String(contentsOfFile: root + "/data/postmaster.pid", encoding: .utf8) else { return nil }
         return text.split(separator: "\n").first.flatMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
-    }
-
-    private static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw LabError("socket: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        guard bound == 0 else { throw LabError("bind: \(String(cString: strerror(errno)))") }
-        let named = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        guard named == 0 else { throw LabError("getsockname: \(String(cString: strerror(errno)))") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

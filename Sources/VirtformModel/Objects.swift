@@ -47,6 +47,9 @@ public struct Host: SiteObject {
     /// HA restarts the host's guests elsewhere only after it succeeded (or the operator says
     /// the host is down).
     public var fenceCommand: [String]?
+    /// For an SSH URI (`qemu+libssh://…`, `qemu+ssh://…`): the key to log in with and the
+    /// known_hosts file the host's key must be in (`connectionURI` passes them to libvirt).
+    public var ssh: SSHClientFiles?
     public var provenance: Provenance
 
     public enum DomainType: String, Sendable, CaseIterable { case kvm, qemu, xen, test }
@@ -57,8 +60,9 @@ public struct Host: SiteObject {
 
     public init(meta: ObjectMeta, uri: String, capacity: Capacity, bridges: [String], migrationAddress: String? = nil,
                 maintenance: Bool = false, domainType: DomainType = .kvm, guestNetworking: GuestNetworking = .bridge,
-                fenceCommand: [String]? = nil, provenance: Provenance) {
+                fenceCommand: [String]? = nil, ssh: SSHClientFiles? = nil, provenance: Provenance) {
         self.fenceCommand = fenceCommand
+        self.ssh = ssh
         self.domainType = domainType
         self.guestNetworking = guestNetworking
         self.meta = meta

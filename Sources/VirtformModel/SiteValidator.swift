@@ -33,6 +33,7 @@ public struct SiteValidator {
     private mutating func run() {
         checkSite()
         checkDuplicates(site.hosts)
+        site.hosts.forEach { checkHostSSH($0) }
         checkDuplicates(site.clusters)
         checkDuplicates(site.pools)
         checkDuplicates(site.projects)
@@ -68,6 +69,28 @@ public struct SiteValidator {
         guard let anchor = firsts.compactMap({ $0 }).min(by: { $0.provenance.document < $1.provenance.document }) else { return }
         diagnostics.append(Diagnostic(.warning, at: anchor.provenance.document, object: nil, field: "",
                                       message: "no Site document: this site is called \"\(Site.defaultName)\", and every mark it writes says so; declare `kind: Site` to name it"))
+    }
+
+    /// `spec.ssh` belongs to an SSH URI, names each file once, and a known_hosts file only
+    /// where libvirt can hand it to its client (libssh; the OpenSSH program reads its own).
+    private mutating func checkHostSSH(_ host: Host) {
+        guard let ssh = host.ssh else { return }
+        guard let transport = host.sshTransport else {
+            report(host, "spec.ssh", "spec.ssh is for SSH URIs (qemu+libssh://… or qemu+ssh://…); this host's URI uses another transport")
+            return
+        }
+        let query = host.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map { $0.split(separator: "&").map { $0.split(separator: "=").first.map(String.init) ?? "" } } ?? []
+        if ssh.identity != nil, query.contains("keyfile") {
+            report(host, "spec.ssh.identity", "the key is named twice: in spec.ssh.identity and in the URI's keyfile parameter; keep one")
+        }
+        if ssh.knownHosts != nil, query.contains("known_hosts") {
+            report(host, "spec.ssh.knownHosts", "the known_hosts file is named twice: in spec.ssh.knownHosts and in the URI's known_hosts parameter; keep one")
+        }
+        if ssh.knownHosts != nil, transport == "ssh" {
+            report(host, "spec.ssh.knownHosts",
+                   "qemu+ssh runs the OpenSSH program, which libvirt cannot give a known_hosts file: it reads ~/.ssh/known_hosts (or an ssh_config Host block) of the user virtform runs as",
+                   suggestion: "use qemu+libssh://, or leave knownHosts out")
+        }
     }
 
     // MARK: - Helpers

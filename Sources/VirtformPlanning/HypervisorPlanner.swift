@@ -299,7 +299,7 @@ struct HypervisorPlanner {
                     let id = "fence Host/\(fenced)"
                     if !plan.changes.contains(where: { $0.id == id }), let target = index.hosts[fenced], let command = target.fenceCommand {
                         var fence = Change(action: .fence, resource: "Host/\(fenced)", system: .host(fenced),
-                                           operation: .fenceHost(command: command, uri: target.uri),
+                                           operation: .fenceHost(command: command, uri: target.connectionURI),
                                            reason: "it could not be read, and its guests with ha: restart are started elsewhere once it is off",
                                            summary: "power it off: \(command.joined(separator: " "))")
                         fence.cause = .outside

@@ -30,6 +30,8 @@ public final class BlockingThreadPool: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [Entry] = []
     private var running: [String: Int] = [:]
+    /// Keys allowed fewer calls at once than `perKey`.
+    private var limits: [String: Int] = [:]
     private var threads = 0
     private var idle = 0
     private let perKey: Int
@@ -53,6 +55,15 @@ public final class BlockingThreadPool: @unchecked Sendable {
         try await withCheckedThrowingContinuation { continuation in
             submit(key: key) { continuation.resume(with: Result { try body() }) }
         }
+    }
+
+    /// Lets at most `count` calls of `key` run at once from now on (fewer than `perKey`: a
+    /// client that must not be called from two threads at a time).
+    public func limit(key: String, to count: Int) {
+        precondition(count > 0)
+        condition.lock()
+        limits[key] = min(count, perKey)
+        condition.unlock()
     }
 
     /// Queues `job` to run on one of the pool's threads, counted against `key`.
@@ -82,7 +93,7 @@ public final class BlockingThreadPool: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while true {
-            if let index = pending.firstIndex(where: { $0.key.map { (running[$0] ?? 0) < perKey } ?? true }) {
+            if let index = pending.firstIndex(where: { $0.key.map { (running[$0] ?? 0) < (limits[$0] ?? perKey) } ?? true }) {
                 let job = pending[index].job.take()!
                 let key = pending[index].key
                 pending.remove(at: index)

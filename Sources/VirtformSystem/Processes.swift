@@ -42,6 +42,34 @@ public enum Processes {
         return names.compactMap { Int32($0) }.compactMap(entry).filter { $0.realUID == uid && !$0.isZombie }
     }
 
+    /// The parent of `pid` (from `/proc/PID/stat`), nil if it is gone.
+    public static func parent(of pid: Int32) -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        // After the command: state, then the parent's PID.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? Int32(fields[1]) : nil
+    }
+
+    /// `pid`'s live children, their children and so on (not `pid` itself), parents first.
+    public static func descendants(of pid: Int32) -> [Int32] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        var children: [Int32: [Int32]] = [:]
+        for candidate in names.compactMap({ Int32($0) }) {
+            if let parent = parent(of: candidate) { children[parent, default: []].append(candidate) }
+        }
+        var found: [Int32] = []
+        var queue = children[pid] ?? []
+        while !queue.isEmpty {
+            let next = queue.removeFirst()
+            guard isRunning(next) else { continue }
+            found.append(next)
+            queue += children[next] ?? []
+        }
+        return found
+    }
+
     /// Sends SIGTERM to each process, waits until they are gone or `grace` has passed, then
     /// SIGKILLs what is left and waits again (bounded). Returns the PIDs still running after
     /// that, which should be none.

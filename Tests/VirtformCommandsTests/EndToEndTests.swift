@@ -355,9 +355,12 @@ struct E2ESite: Sendable {
     let extraVMs: Int
     let driver: Driver
 
-    static func with(hosts count: Int, extraVMs: Int = 0, driver: Driver = .test,
+    /// With `ssh`, the site's hosts are reached through each host's own sshd (libssh, the lab's
+    /// key and known_hosts); the tests' own connections still use the daemons' sockets.
+    static func with(hosts count: Int, extraVMs: Int = 0, driver: Driver = .test, ssh: Bool = false,
                      _ body: @Sendable (E2ESite) async throws -> Void) async throws {
-        try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfetesth") { lab, hosts in
+        precondition(!ssh || driver == .qemu, "libvirt's test driver keeps no state between ssh sessions")
+        try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfetesth", ssh: ssh) { lab, hosts in
             let directory = lab.configuration.root + "/manifests"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: lab.configuration.root + "/pool", withIntermediateDirectories: true)
@@ -448,7 +451,8 @@ struct E2ESite: Sendable {
                 kind: Host
                 metadata: {name: e2e-h\(offset + 1)}
                 spec:
-                  uri: "\(uri(offset))"
+                  uri: "\(hosts[offset].ssh?.uri() ?? uri(offset))"
+                  \(hosts[offset].ssh.map { "ssh: {identity: \($0.identity), knownHosts: \($0.knownHosts)}" } ?? "")
                   capacity: {memory: 64GiB, vcpus: 512, maxGuests: 500}
                   bridges: [fe0]
                   \(driver == .test ? "domainType: test" : "domainType: qemu\n  guestNetworking: user-mode")

@@ -30,7 +30,7 @@ struct LabUp: AsyncParsableCommand {
         let output = Output.current
         let withStorage = !options.noStorage
         let withDHCP = !options.noDhcp
-        if let missing = LabRequirements.unmet(storage: withStorage, dhcp: withDHCP) {
+        if let missing = LabRequirements.unmet(storage: withStorage, dhcp: withDHCP, ssh: options.transport == "ssh") {
             output.errorLine("error: \(missing)")
             throw ExitCode(1)
         }
@@ -46,6 +46,9 @@ struct LabUp: AsyncParsableCommand {
                 var comparable = settings
                 comparable.storage = recorded.storage
                 comparable.dhcp = recorded.dhcp
+                // The transport names no daemon of the others: sshds are found by their directory.
+                comparable.transport = recorded.transport
+                comparable.sshBasePort = recorded.sshBasePort
                 let previous = Lab(root: options.root, settings: recorded, recorded: true)
                 if comparable != recorded, await previous.anythingRuns() {
                     throw LabCommandError(
@@ -101,12 +104,20 @@ struct LabUp: AsyncParsableCommand {
     }
 
     private func upHosts(_ lab: Lab, _ report: inout LabReport) async {
-        let started: [LabHost]
+        var started: [LabHost]
         do {
             started = try await lab.hypervisors.up(hosts: hosts)
         } catch {
             report.line(.failed, "hosts", "\(error)")
             return
+        }
+        if lab.settings.overSSH {
+            do {
+                started = try await lab.ssh.up(started)
+            } catch {
+                report.line(.failed, "hosts over ssh", "\(error)")
+                return
+            }
         }
         for host in started {
             do {
@@ -114,6 +125,7 @@ struct LabUp: AsyncParsableCommand {
                 // per host holds a connection for the lab's life so that separate commands see the same state.
                 try LabKeeper.ensure(for: host, root: options.root)
                 report.line(.up, "host \(host.name)", "libvirtd pid \(host.pid) as \(host.user), socket \(host.socketPath)")
+                if let ssh = host.ssh { report.line(.up, "host \(host.name) over ssh", Self.describeSSH(ssh)) }
             } catch {
                 report.line(.failed, "host \(host.name)", "\(error)")
             }
@@ -121,7 +133,9 @@ struct LabUp: AsyncParsableCommand {
         let hostsFile = (options.root as NSString).appendingPathComponent("hosts.yaml")
         do {
             try LabKeeper.hostEntries(started).write(toFile: hostsFile, atomically: true, encoding: .utf8)
-            report.output.line("        Host entries for these hosts: \(hostsFile) (manifests/hosts.yaml matches the default 3-host lab).")
+            report.output.line(lab.settings.overSSH
+                ? "        Host entries for these hosts over ssh: \(hostsFile) (examples/lab-over-ssh/hosts.yaml matches the default 3-host lab)."
+                : "        Host entries for these hosts: \(hostsFile) (manifests/hosts.yaml matches the default 3-host lab).")
         } catch {
             report.line(.failed, "hosts", "failed to write \(hostsFile): \(error.localizedDescription)")
         }
@@ -129,7 +143,12 @@ struct LabUp: AsyncParsableCommand {
 
     static func describe(_ settings: LabSettings) -> String {
         "--user-prefix \(settings.userPrefix) --iscsi-port \(settings.iscsiPort) --tgt-control-port \(settings.tgtControlPort) "
-            + "--dhcp-namespace \(settings.dhcpNamespace)"
+            + "--dhcp-namespace \(settings.dhcpNamespace) --transport \(settings.transport ?? "unix")"
+            + (settings.overSSH ? " --ssh-base-port \(settings.sshBasePort ?? 2220)" : "")
+    }
+
+    static func describeSSH(_ ssh: LabSSHAccess) -> String {
+        "sshd pid \(ssh.pid) on 127.0.0.1:\(ssh.port): \(ssh.uri()) with key \(ssh.identity), known hosts \(ssh.knownHosts)"
     }
 
     static func reportStorage(_ status: StorageLabStatus, _ configuration: StorageLabConfiguration, _ report: inout LabReport) {
@@ -184,7 +203,12 @@ struct LabDown: AsyncParsableCommand {
         let lab = try options.openLab()
         var report = LabReport(output: output)
 
-        // Hosts first: their guests use the iSCSI target's LUNs.
+        // The hosts' sshds, then the hosts: their guests use the iSCSI target's LUNs.
+        if lab.sshMayRun {
+            await report.attempt("hosts' sshds", .down, "stopped with their sessions, \(lab.ssh.directory) removed") {
+                try await lab.ssh.down()
+            }
+        }
         if let problem = lab.foreignDaemons(hosts: nil) {
             report.line(.failed, "hosts", "left alone: \(problem)")
         } else {
@@ -249,6 +273,14 @@ struct LabStatus: AsyncParsableCommand {
             switch status.state {
             case .up(let host):
                 report.line(.up, "host \(status.name)", "libvirtd pid \(host.pid) as \(host.user), socket \(host.socketPath)")
+                if lab.settings.overSSH {
+                    if let ssh = try? await lab.ssh.access(status.index) {
+                        report.line(.up, "host \(status.name) over ssh", LabUp.describeSSH(ssh))
+                    } else {
+                        allUp = false
+                        report.line(.down, "host \(status.name) over ssh", "its sshd is not running")
+                    }
+                }
             case .down(let reason):
                 allUp = false
                 report.line(.down, "host \(status.name)", reason)

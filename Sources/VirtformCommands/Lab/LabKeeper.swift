@@ -65,6 +65,16 @@ enum LabKeeper {
     }
 
     /// Host manifests for the lab, pointing at the daemons just started.
+    /// The host's `uri` (and `ssh`) lines: over its sshd when the lab runs one (libvirt's
+    /// libssh client, checked against the lab's known_hosts), else its daemon's socket.
+    private static func uri(_ host: LabHost) -> String {
+        guard let ssh = host.ssh else { return "  uri: \(host.qemuURI)" }
+        return """
+              uri: \(ssh.uri())
+              ssh: {identity: \(ssh.identity), knownHosts: \(ssh.knownHosts)}
+            """
+    }
+
     static func hostEntries(_ hosts: [LabHost]) -> String {
         hosts.map { host in
             """
@@ -75,7 +85,7 @@ enum LabKeeper {
               labels:
                 segment: \(host.index % 2 == 1 ? "odd" : "even")
             spec:
-              uri: \(host.qemuURI)
+            \(uri(host))
               capacity: {memory: 1GiB, vcpus: 4, maxGuests: 4}
               bridges: [fe0, be0]
               migrationAddress: 127.0.0.1

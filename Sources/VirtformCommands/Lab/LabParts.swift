@@ -20,6 +20,12 @@ struct LabSettings: Codable, Equatable {
     /// The parts `lab up` started (a lab brought up with `--no-dhcp` is not "down" for lacking DHCP).
     var storage = true
     var dhcp = true
+    /// `ssh`: each host also has its own sshd (`SSHLab`) on `sshBasePort` + N, and the host
+    /// entries reach it over libssh; nil (records before it existed) or `unix`: sockets only.
+    var transport: String?
+    var sshBasePort: Int?
+
+    var overSSH: Bool { transport == "ssh" }
 
     static func recordFile(_ root: String) -> String { (root as NSString).appendingPathComponent("lab.json") }
 
@@ -73,6 +79,12 @@ struct LabOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The network namespace the DHCP server runs in (default vflab-dhcp).", valueName: "name"))
     var dhcpNamespace: String?
 
+    @Option(help: ArgumentHelp("How virtform reaches the lab's hosts: unix (their daemons' sockets, default) or ssh (each host's own sshd on 127.0.0.1, with the lab's key and known_hosts).", valueName: "transport"))
+    var transport: String?
+
+    @Option(help: ArgumentHelp("With --transport ssh: host N's sshd listens on 127.0.0.1:PORT+N (default 2220).", valueName: "port"))
+    var sshBasePort: Int?
+
     @Flag(help: "Leave out the storage (the btrfs pool and the iSCSI target).")
     var noStorage = false
 
@@ -88,6 +100,10 @@ struct LabOptions: ParsableArguments {
         if let userPrefix, userPrefix.isEmpty || !userPrefix.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") }) {
             throw ValidationError("--user-prefix must be lower-case letters, digits, '-' or '_', not '\(userPrefix)'")
         }
+        if let transport, !["unix", "ssh"].contains(transport) {
+            throw ValidationError("--transport must be unix or ssh, not '\(transport)'")
+        }
+        if let sshBasePort, !(1...65000).contains(sshBasePort) { throw ValidationError("--ssh-base-port must be 1…65000, not \(sshBasePort)") }
         if let dhcpNamespace, dhcpNamespace.isEmpty || dhcpNamespace.contains("/") {
             throw ValidationError("--dhcp-namespace must be a plain name, not '\(dhcpNamespace)'")
         }
@@ -100,6 +116,8 @@ struct LabOptions: ParsableArguments {
         if let iscsiPort { settings.iscsiPort = iscsiPort }
         if let tgtControlPort { settings.tgtControlPort = tgtControlPort }
         if let dhcpNamespace { settings.dhcpNamespace = dhcpNamespace }
+        if let transport { settings.transport = transport }
+        if let sshBasePort { settings.sshBasePort = sshBasePort }
         return settings
     }
 
@@ -141,6 +159,12 @@ struct Lab {
     }
 
     var storage: StorageLab { StorageLab(configuration: storageConfiguration) }
+
+    /// The hosts' sshds (used with `--transport ssh`; `lab down` stops any it finds).
+    var ssh: SSHLab { SSHLab(configuration: hypervisors.configuration, basePort: settings.sshBasePort ?? 2220) }
+
+    /// Whether this root ever started sshds: `SSHLab.up` makes its directory first.
+    var sshMayRun: Bool { FileManager.default.fileExists(atPath: ssh.directory) }
 
     var dhcpConfiguration: DHCPLabConfiguration { DHCPLabConfiguration(root: root, namespace: settings.dhcpNamespace) }
 
@@ -243,14 +267,17 @@ enum LabRequirements {
         ("tgtd", "tgt"), ("tgtadm", "tgt"),
     ]
     static let dhcp: [Need] = [("ip", "iproute2"), ("kea-dhcp4", "kea-dhcp4-server"), ("busybox", "busybox")]
+    static let ssh: [Need] = [("sshd", "openssh-server"), ("ssh", "openssh-client"), ("ssh-keygen", "openssh-client"),
+                              ("usermod", "passwd"), ("virt-ssh-helper", "libvirt-daemon")]
 
     /// nil, or one message naming everything missing and the packages to install.
-    static func unmet(storage withStorage: Bool, dhcp withDHCP: Bool) -> String? {
+    static func unmet(storage withStorage: Bool, dhcp withDHCP: Bool, ssh withSSH: Bool = false) -> String? {
         var problems: [String] = []
         if geteuid() != 0 { problems.append("root (running as uid \(geteuid()))") }
         var needs = hosts
         if withStorage { needs += storage }
         if withDHCP { needs += dhcp }
+        if withSSH { needs += ssh }
         var packages: [String] = []
         for need in needs where find(need.program) == nil {
             problems.append("\(need.program) (Debian package \(need.package))")

@@ -8,7 +8,7 @@ import VirtformPlanning
 enum Hypervisors: SystemKind {
     static func drivers(for site: Site) -> [any SystemDriver] {
         let peers = Peers()
-        return site.hosts.map { HostDriver(name: $0.name, uri: $0.uri, peers: peers) }
+        return site.hosts.map { HostDriver(name: $0.name, uri: $0.connectionURI, peers: peers, hostKeys: HostKeys(host: $0)) }
     }
 
     /// The site's hosts that were read, by name: a migration's source reaches its destination here.
@@ -22,13 +22,57 @@ enum Hypervisors: SystemKind {
         let name: String
         let uri: String
         let peers: Peers
+        let hostKeys: HostKeys
         var address: SystemAddress { .host(name) }
 
         func read(timeout: Duration) async throws -> SystemRead {
-            let host = try await LibvirtHost.connect(name: name, uri: uri, timeout: timeout)
+            let host: LibvirtHost
+            do {
+                host = try await LibvirtHost.connect(name: name, uri: uri, timeout: timeout)
+            } catch {
+                throw hostKeys.explained(error) ?? error
+            }
             let reading = SystemRead(reading: .host(try await host.observe()), session: HostSession(address: address, host: host, peers: peers))
             peers.add(host)
             return reading
+        }
+    }
+
+    /// Where a host's SSH host key is checked, to say so when libvirt's client refuses it.
+    struct HostKeys: Sendable {
+        let host: String
+        /// `host:port` as the URI names it.
+        let address: String
+        let transport: String?
+        let file: String
+
+        init(host: Host) {
+            self.host = host.name
+            transport = host.sshTransport
+            let afterScheme = host.uri.split(separator: "://", maxSplits: 1).dropFirst().first ?? ""
+            let authority = afterScheme.prefix { $0 != "/" && $0 != "?" }
+            address = String(authority.split(separator: "@").last ?? authority)
+            file = host.ssh?.knownHosts ?? "~/.ssh/known_hosts of the user virtform runs as"
+        }
+
+        /// The refusal of an unknown or changed host key as an error naming the host and the
+        /// file; nil for any other error.
+        func explained(_ error: any Error) -> HypervisorError? {
+            guard transport != nil else { return nil }
+            let text = "\(error)"
+            if text.contains("HOST KEY VERIFICATION FAILED") || text.contains("differs from stored identity") {
+                return HypervisorError("host \(host): the SSH host key of \(address) differs from the one in \(file) — the host was reinstalled, "
+                                       + "or something is in the way; compare the key's fingerprint with the host's own, then replace its line in that file")
+            }
+            if text.contains("verify the session host key") || text.contains("was not accepted") {
+                return HypervisorError("host \(host): the SSH host key of \(address) is unknown: it is not in \(file); compare its fingerprint with the "
+                                       + "host's own, then add it (ssh-keyscan, with -p for a port other than 22); it is never accepted unseen")
+            }
+            if text.contains("Host key verification failed") {
+                return HypervisorError("host \(host): the OpenSSH client refused the SSH host key of \(address), unknown or changed in \(file) "
+                                       + "(qemu+ssh: OpenSSH's own known_hosts; qemu+libssh takes spec.ssh.knownHosts)")
+            }
+            return nil
         }
     }
 

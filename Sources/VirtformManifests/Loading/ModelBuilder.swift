@@ -78,6 +78,7 @@ struct ModelBuilder {
                     domainType: string(spec["domainType"]).flatMap(Host.DomainType.init(rawValue:)) ?? .kvm,
                     guestNetworking: string(spec["guestNetworking"]).flatMap(Host.GuestNetworking.init(rawValue:)) ?? .bridge,
                     fenceCommand: spec["fence"].flatMap(nonNull).map { strings($0["command"]) },
+                    ssh: spec["ssh"].flatMap(nonNull).map { SSHClientFiles(identity: path(string($0["identity"])), knownHosts: path(string($0["knownHosts"]))) },
                     provenance: provenance)
     }
 
@@ -191,6 +192,13 @@ struct ModelBuilder {
     private func integer(_ node: YAMLNode?) -> Int? { node.flatMap(nonNull)?.integer }
     private func boolean(_ node: YAMLNode?) -> Bool? { node.flatMap(nonNull)?.boolean }
     private func size(_ node: YAMLNode?) -> ByteSize? { string(node).flatMap(ByteSize.init(parsing:)) }
+    /// A file named in the manifest: relative paths are relative to the manifest's directory.
+    private func path(_ text: String?) -> String? {
+        guard let text, !text.hasPrefix("/") else { return text }
+        let file = provenance.document.file
+        guard let slash = file.lastIndex(of: "/") else { return text }
+        return String(file[...slash]) + text
+    }
     private func strings(_ node: YAMLNode?) -> [String] { node?.items.compactMap(\.scalar) ?? [] }
     private func stringMap(_ node: YAMLNode?) -> [String: String] {
         var map: [String: String] = [:]

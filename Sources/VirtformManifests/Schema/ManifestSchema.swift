@@ -55,6 +55,10 @@ public enum ManifestSchema {
         Field("fence", .object(ObjectShape("How to power the host off for certain when it cannot be read.", [
             .required("command", .list(.string(.any), minItems: 1), "The program and its arguments, run on the machine virtform runs on (no shell), e.g. [ipmitool, -H, bmc-h1, chassis, power, off]; exit 0 means the host is off."),
         ])), "Fencing, for HA restarts of the host's guests elsewhere."),
+        Field("ssh", .object(ObjectShape("The SSH client's files for an ssh URI (qemu+libssh:// or qemu+ssh://).", [
+            Field("identity", .string(.filePath), "The private key to log in with (absolute, or relative to this file)."),
+            Field("knownHosts", .string(.filePath), "The known_hosts file the host's key must be in; an unknown or changed key is an error. qemu+libssh only: the OpenSSH program (qemu+ssh) reads its user's ~/.ssh/known_hosts and ssh_config."),
+        ])), "How virtform's SSH client reaches the host."),
     ])
 
     static let cluster = ObjectShape("Hosts that share storage and network names.", exactlyOne: [["hosts", "hostSelector"]], [

@@ -67,6 +67,7 @@ public enum StringFormat: Sendable {
     case labelKey
     case labelValue
     case stateBackend
+    case filePath
 
     /// What the message says was expected.
     public var expectation: String {
@@ -86,6 +87,7 @@ public enum StringFormat: Sendable {
         case .labelKey: return "a label key (letters, digits, '-', '_', '.', optional prefix/)"
         case .labelValue: return "a label value of at most 63 letters, digits, '-', '_', '.'"
         case .stateBackend: return "file:DIR or postgres://user@host:port/database, with no password in it (PGPASSWORD gives it)"
+        case .filePath: return "a file's path (absolute, or relative to the manifest's directory)"
         }
     }
 
@@ -108,6 +110,7 @@ public enum StringFormat: Sendable {
                 && !text.contains(" ")
         case .labelKey: return Names.isLabelKey(text)
         case .labelValue: return Names.isLabelValue(text)
+        case .filePath: return !text.isEmpty && !text.contains("\0")
         case .stateBackend:
             if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
                 guard let scheme = text.range(of: "://"), !text.contains(" ") else { return false }

@@ -1,0 +1,53 @@
+/// The files an SSH client uses to reach another machine: the private key it logs in with and
+/// the known_hosts file that machine's host key must be in. Paths are absolute: a manifest's
+/// relative paths are resolved against its own directory when it is loaded.
+public struct SSHClientFiles: Hashable, Sendable {
+    public var identity: String?
+    public var knownHosts: String?
+
+    public init(identity: String? = nil, knownHosts: String? = nil) {
+        self.identity = identity
+        self.knownHosts = knownHosts
+    }
+}
+
+extension Host {
+    /// libvirt's SSH transport named by the URI's scheme (`qemu+libssh://…` → `libssh`), nil for
+    /// any other transport.
+    public var sshTransport: String? {
+        guard let colon = uri.firstIndex(of: ":"), uri[colon...].hasPrefix("://"), let plus = uri[..<colon].firstIndex(of: "+") else { return nil }
+        let transport = uri[uri.index(after: plus)..<colon].lowercased()
+        return ["ssh", "libssh", "libssh2"].contains(transport) ? transport : nil
+    }
+
+    /// The URI virtform opens: `uri` with `spec.ssh`'s files as libvirt's query parameters
+    /// (`keyfile`, `known_hosts`, and `sshauth=privkey` for libssh, so that only the key is
+    /// tried). Plans and messages show `uri`.
+    public var connectionURI: String {
+        guard let ssh, sshTransport != nil else { return uri }
+        var parameters: [String] = []
+        if let identity = ssh.identity { parameters.append("keyfile=" + Self.escaped(identity)) }
+        if let knownHosts = ssh.knownHosts { parameters.append("known_hosts=" + Self.escaped(knownHosts)) }
+        if ssh.identity != nil, sshTransport != "ssh", !uri.contains("sshauth=") { parameters.append("sshauth=privkey") }
+        guard !parameters.isEmpty else { return uri }
+        return uri + (uri.contains("?") ? "&" : "?") + parameters.joined(separator: "&")
+    }
+
+    /// `text` as a URI query value: letters, digits and `/._-~` stay, the rest is %-escaped.
+    static func escaped(_ text: String) -> String {
+        var result = ""
+        for byte in text.utf8 {
+            let scalar = Unicode.Scalar(byte)
+            if ("0"..."9").contains(scalar) || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || "/._-~".unicodeScalars.contains(scalar) {
+                result.unicodeScalars.append(scalar)
+            } else {
+                result += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return result
+    }
+}
+
+private extension String {
+    func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
+}
