@@ -58,13 +58,17 @@ let package = Package(
         // Storage pools (btrfs, dir, zfs) and iSCSI exports (tgt, lio) behind small driver protocols.
         .target(name: "VirtformStorage", dependencies: ["VirtformModel", "VirtformSystem", "ISCSI"], exclude: ["README.md"]),
 
+        // Pools, exports and dnsmasq hosts files on other machines: the same drivers run there by
+        // `virtform agent`, reached over OpenSSH with the request on standard input.
+        .target(name: "VirtformRemote", dependencies: ["VirtformModel", "VirtformSystem", "VirtformStorage", "VirtformDHCP"], exclude: ["README.md"]),
+
         // The local lab: real libvirt session daemons on this machine (the `lab` command and integration tests).
         .target(name: "VirtformLab", dependencies: ["Libvirt", "VirtformSystem"], exclude: ["README.md"]),
 
         // Every `virtform` subcommand, as a library so each one is testable.
         .target(name: "VirtformCommands", dependencies: [
             "VirtformModel", "VirtformManifests", "VirtformPlanning", "VirtformHypervisor", "VirtformExecution", "VirtformLab",
-            "VirtformStorage", "VirtformDHCP", "VirtformState", "ISCSI", "Libvirt",
+            "VirtformStorage", "VirtformDHCP", "VirtformState", "VirtformRemote", "ISCSI", "Libvirt",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -96,6 +100,7 @@ let package = Package(
         // Depends on the executable too, so that `swift test` builds it (the killed-apply test runs it).
         .testTarget(name: "VirtformCommandsTests", dependencies: [
             "virtform", "VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt", "VirtformDHCP", "VirtformModel", "VirtformPlanning", "VirtformManifests",
+            "VirtformRemote", "VirtformStorage",
         ], exclude: ["Golden"]),
     ],
     swiftLanguageModes: [.v6]

@@ -2,7 +2,7 @@ import VirtformModel
 import VirtformSystem
 
 /// What an apply did on one endpoint.
-public struct EndpointApplyReport: Hashable, Sendable {
+public struct EndpointApplyReport: Hashable, Sendable, Codable {
     public var endpoint: String
     /// Control-socket commands sent (Kea) or files written plus signals sent (dnsmasq).
     public var roundTrips: Int
@@ -14,14 +14,14 @@ public struct EndpointApplyReport: Hashable, Sendable {
     /// How long each step took, in order (Kea: one per control command).
     public var steps: [Step] = []
 
-    public struct Step: Hashable, Sendable {
+    public struct Step: Hashable, Sendable, Codable {
         /// `config-get`, `config-set`, `write`, `SIGHUP` …
         public var name: String
         public var duration: Duration
     }
 }
 
-public struct DHCPApplyReport: Hashable, Sendable {
+public struct DHCPApplyReport: Hashable, Sendable, Codable {
     public var endpoints: [EndpointApplyReport]
     public var roundTrips: Int { endpoints.reduce(0) { $0 + $1.roundTrips } }
 }

@@ -59,7 +59,12 @@ public actor SSHLab {
     public nonisolated var directory: String { configuration.root + "/ssh" }
     public nonisolated var identity: String { directory + "/id_ed25519" }
     public nonisolated var knownHosts: String { directory + "/known_hosts" }
-    nonisolated func hostDirectory(_ index: Int) -> String { "\(directory)/\(configuration.hostName(index))" }
+    nonisolated func hostDirectory(_ index: Int) -> String {
+        index == Self.agentIndex ? "\(directory)/\(Self.agentName)" : "\(directory)/\(configuration.hostName(index))"
+    }
+    /// The agent's sshd has the directory `agent` and index 0 (hosts start at 1).
+    static let agentName = "agent"
+    static let agentIndex = 0
     nonisolated func pidFile(_ index: Int) -> String { hostDirectory(index) + "/sshd.pid" }
     nonisolated func portFile(_ index: Int) -> String { hostDirectory(index) + "/port" }
 
@@ -85,10 +90,40 @@ public actor SSHLab {
         return result
     }
 
-    /// The access of host `index` if its sshd runs.
+    /// The lab's storage and DHCP machine as a remote one: an sshd on `basePort` (or a free
+    /// port) that lets root in with the lab's key for one command only — `PROGRAM agent
+    /// --allow DIR…` (authorized_keys `command=`, `restrict`; `PermitRootLogin
+    /// forced-commands-only`) — whatever the client asks to run.
+    public func upAgent(program: String, allow: [String]) async throws -> LabSSHAccess {
+        if let problem = Self.unmetRequirements() { throw LabError("failed to start the ssh lab's agent: \(problem)") }
+        try FileSystem.makeDirectory(directory, mode: 0o700, owner: nil)
+        try await ensureClientKey()
+        let index = Self.agentIndex
+        if let running = try access(index) { return running }
+        guard let key = try? String(contentsOfFile: identity + ".pub", encoding: .utf8) else {
+            throw LabError("failed to start the agent's sshd: \(identity).pub is unreadable")
+        }
+        let folder = hostDirectory(index)
+        try FileSystem.makeDirectory(folder, mode: 0o700, owner: nil)
+        let command = ([program, "agent"] + allow.flatMap { ["--allow", $0] }).joined(separator: " ")
+        guard !command.contains("\"") else { throw LabError("failed to start the agent's sshd: the agent's command line has a quote in it") }
+        let authorized = folder + "/authorized_keys"
+        try FileSystem.writeFile(authorized, "command=\"\(command)\",restrict \(key.trimmingCharacters(in: .whitespacesAndNewlines))\n", mode: 0o600, owner: nil)
+        let access = try await startSSHD(index: index, name: "the agent", user: "root", extra: """
+            PermitRootLogin forced-commands-only
+            AuthorizedKeysFile \(authorized)
+            # The lab's files live under /tmp in tests; they are root's, in 0700 directories.
+            StrictModes no
+
+            """)
+        try writeKnownHosts()
+        return access
+    }
+
+    /// The access of host `index` (0: the agent) if its sshd runs.
     public func access(_ index: Int) throws -> LabSSHAccess? {
         guard let pid = sshdPID(index), let port = recordedPort(index) else { return nil }
-        return LabSSHAccess(user: configuration.userName(index), port: port, identity: identity, knownHosts: knownHosts, pid: pid)
+        return LabSSHAccess(user: index == Self.agentIndex ? "root" : configuration.userName(index), port: port, identity: identity, knownHosts: knownHosts, pid: pid)
     }
 
     public func sshdPID(_ index: Int) -> Int32? {
@@ -116,8 +151,9 @@ public actor SSHLab {
     public func down() async throws {
         var problems: [String] = []
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names where name.hasPrefix(configuration.hostNamePrefix) {
-            guard let index = Int(name.dropFirst(configuration.hostNamePrefix.count)) else { continue }
+        for name in names where name.hasPrefix(configuration.hostNamePrefix) || name == Self.agentName {
+            let index = name == Self.agentName ? Self.agentIndex : Int(name.dropFirst(configuration.hostNamePrefix.count)) ?? -1
+            guard index >= 0 else { continue }
             let all = processes(index)
             // Frozen ones first get to run again, or SIGTERM would wait for the thaw.
             for pid in all { kill(pid, SIGCONT) }
@@ -146,14 +182,24 @@ public actor SSHLab {
         let index = host.index
         if let running = try access(index) { return running }
         guard let user = try SystemUser.lookup(host.user) else { throw LabError("failed to start the sshd of \(host.name): no user \(host.user)") }
-        guard let sshd = Executables.find("sshd") else { throw LabError("failed to start the sshd of \(host.name): sshd is missing (openssh-server)") }
         try await unlock(user)
         try authorize(user)
+        return try await startSSHD(index: index, name: host.name, user: user.name, extra: """
+            PermitRootLogin no
+            SetEnv XDG_RUNTIME_DIR=\(host.runtimeDirectory) LIBVIRT_AUTOSTART=0
+
+            """)
+    }
+
+    /// Starts the sshd of `index` (a host, or the agent) for `user`, with `extra` lines of
+    /// configuration, on its port; retries a free port that was raced for.
+    private func startSSHD(index: Int, name: String, user: String, extra: String) async throws -> LabSSHAccess {
+        guard let sshd = Executables.find("sshd") else { throw LabError("failed to start the sshd of \(name): sshd is missing (openssh-server)") }
         let folder = hostDirectory(index)
         try FileSystem.makeDirectory(folder, mode: 0o700, owner: nil)
         let hostKey = folder + "/ssh_host_ed25519_key"
         if !FileSystem.exists(hostKey) {
-            try await run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", hostKey], "create \(host.name)'s host key")
+            try await run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", hostKey], "create \(name)'s host key")
         }
         // sshd's privilege separation directory.
         try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
@@ -162,8 +208,8 @@ public actor SSHLab {
         for _ in 0..<5 {
             let port = basePort == 0 ? try LoopbackPort.free() : basePort + index
             let config = folder + "/sshd_config"
-            try FileSystem.writeFile(config, Self.configuration(port: port, hostKey: hostKey, pidFile: pidFile(index), user: user.name,
-                                                                runtimeDirectory: host.runtimeDirectory), mode: 0o600, owner: nil)
+            try FileSystem.writeFile(config, Self.configuration(port: port, hostKey: hostKey, pidFile: pidFile(index), user: user) + extra,
+                                     mode: 0o600, owner: nil)
             try? FileManager.default.removeItem(atPath: pidFile(index))
             let log = folder + "/sshd.log"
             let status = try await DaemonLauncher.run([sshd, "-f", config, "-E", log], logFile: folder + "/start.log", timeout: configuration.startTimeout)
@@ -176,7 +222,7 @@ public actor SSHLab {
             }
             if let pid {
                 try FileSystem.writeFile(portFile(index), "\(port)\n", mode: 0o600, owner: nil)
-                return LabSSHAccess(user: user.name, port: port, identity: identity, knownHosts: knownHosts, pid: pid)
+                return LabSSHAccess(user: user, port: port, identity: identity, knownHosts: knownHosts, pid: pid)
             }
             let output = [(try? String(contentsOfFile: folder + "/start.log", encoding: .utf8)) ?? "",
                           (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""].joined(separator: "\n")
@@ -184,7 +230,7 @@ public actor SSHLab {
             // A fixed port that is taken stays taken; a picked one may have been raced for.
             if basePort != 0 { break }
         }
-        throw LabError("failed to start the sshd of \(host.name): \(lastError)")
+        throw LabError("failed to start the sshd of \(name): \(lastError)")
     }
 
     private nonisolated func sshdPIDNow(_ index: Int) -> Int32? {
@@ -198,11 +244,11 @@ public actor SSHLab {
         (try? String(contentsOfFile: portFile(index), encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
-    /// Only the host's user, only with a key, no TTY, no forwarding; the session finds the
-    /// host's daemon and never starts one.
-    static func configuration(port: Int, hostKey: String, pidFile: String, user: String, runtimeDirectory: String) -> String {
+    /// Only one user, only with a key, no TTY, no forwarding (the caller adds what the user may
+    /// do: a host's session finds the host's daemon and never starts one).
+    static func configuration(port: Int, hostKey: String, pidFile: String, user: String) -> String {
         """
-        # A virtform lab host's sshd: loopback only, this host's user only, keys only.
+        # A virtform lab sshd: loopback only, one user only, keys only.
         Port \(port)
         ListenAddress 127.0.0.1
         HostKey \(hostKey)
@@ -213,12 +259,10 @@ public actor SSHLab {
         PasswordAuthentication no
         KbdInteractiveAuthentication no
         UsePAM no
-        PermitRootLogin no
         PermitTTY no
         AllowTcpForwarding no
         AllowAgentForwarding no
         X11Forwarding no
-        SetEnv XDG_RUNTIME_DIR=\(runtimeDirectory) LIBVIRT_AUTOSTART=0
 
         """
     }
@@ -246,8 +290,8 @@ public actor SSHLab {
     private func writeKnownHosts() throws {
         var lines: [String] = []
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
-        for name in names where name.hasPrefix(configuration.hostNamePrefix) {
-            guard let index = Int(name.dropFirst(configuration.hostNamePrefix.count)), let port = recordedPort(index),
+        for name in names where name.hasPrefix(configuration.hostNamePrefix) || name == Self.agentName {
+            guard let index = name == Self.agentName ? Self.agentIndex : Int(name.dropFirst(configuration.hostNamePrefix.count)), let port = recordedPort(index),
                 let key = try? String(contentsOfFile: hostDirectory(index) + "/ssh_host_ed25519_key.pub", encoding: .utf8)
             else { continue }
             let parts = key.split(separator: " ")

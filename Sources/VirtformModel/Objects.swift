@@ -214,20 +214,24 @@ public struct StoragePool: SiteObject {
     public var path: String?
     /// Parent dataset (zfs).
     public var dataset: String?
-    /// `user@host` to run zfs commands over ssh; local when absent.
-    public var sshTarget: String?
+    /// The storage machine, when it is not this one: its pool and its export are driven there
+    /// through `virtform agent` over ssh. Local when absent.
+    public var ssh: SSHAccess?
     public var export: ISCSIExport?
     public var provenance: Provenance
 
     public enum Driver: String, Sendable, CaseIterable { case btrfs, dir, zfs }
 
+    /// `user@host` of `ssh`.
+    public var sshTarget: String? { ssh?.target }
+
     public init(meta: ObjectMeta, driver: Driver, path: String? = nil, dataset: String? = nil, sshTarget: String? = nil,
-                export: ISCSIExport? = nil, provenance: Provenance) {
+                ssh: SSHAccess? = nil, export: ISCSIExport? = nil, provenance: Provenance) {
         self.meta = meta
         self.driver = driver
         self.path = path
         self.dataset = dataset
-        self.sshTarget = sshTarget
+        self.ssh = ssh ?? sshTarget.map { SSHAccess(target: $0) }
         self.export = export
         self.provenance = provenance
     }
@@ -322,6 +326,10 @@ public struct DHCPServer: SiteObject {
     public var meta: ObjectMeta
     public var driver: Driver
     public var endpoints: [Endpoint]
+    /// The machine holding dnsmasq's hosts file, when it is not this one (`virtform agent`
+    /// over ssh edits the file and signals dnsmasq there). Not used by Kea (its control socket
+    /// or agent URL is reached directly).
+    public var ssh: SSHAccess?
     public var provenance: Provenance
 
     public enum Driver: String, Sendable, CaseIterable { case kea, dnsmasq }
@@ -345,10 +353,11 @@ public struct DHCPServer: SiteObject {
         }
     }
 
-    public init(meta: ObjectMeta, driver: Driver, endpoints: [Endpoint], provenance: Provenance) {
+    public init(meta: ObjectMeta, driver: Driver, endpoints: [Endpoint], ssh: SSHAccess? = nil, provenance: Provenance) {
         self.meta = meta
         self.driver = driver
         self.endpoints = endpoints
+        self.ssh = ssh
         self.provenance = provenance
     }
 }

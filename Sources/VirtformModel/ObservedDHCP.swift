@@ -140,8 +140,8 @@ public enum ReservationChange: Hashable, Sendable, CustomStringConvertible {
 
 /// A server's state as of one observation, handed back to `apply` so it can tell whether
 /// somebody else changed the server in between. Opaque to callers.
-public struct DHCPVersionToken: Hashable, Sendable {
-    public struct Endpoint: Hashable, Sendable {
+public struct DHCPVersionToken: Hashable, Sendable, Codable {
+    public struct Endpoint: Hashable, Sendable, Codable {
         /// Kea: FNV-1a of the canonical (sorted-key) JSON of `config-get`'s arguments.
         /// dnsmasq: FNV-1a of the hosts file's bytes.
         public var hash: String
@@ -163,7 +163,7 @@ public struct DHCPVersionToken: Hashable, Sendable {
 }
 
 /// What one endpoint of a server holds.
-public enum EndpointState: Hashable, Sendable {
+public enum EndpointState: Hashable, Sendable, Codable {
     /// Read: the reservations of each observed subnet the server serves (owned or not), and the
     /// observed subnets it does not serve at all.
     case observed(reservations: [Reservation], unservedSubnets: [IPv4Subnet])
@@ -171,7 +171,7 @@ public enum EndpointState: Hashable, Sendable {
     case unreachable(reason: String)
 }
 
-public struct EndpointObservation: Hashable, Sendable {
+public struct EndpointObservation: Hashable, Sendable, Codable {
     public var name: String
     public var state: EndpointState
     /// An apply stopped between changing the server and making the change last: Kea was given
@@ -193,7 +193,7 @@ public struct EndpointObservation: Hashable, Sendable {
 }
 
 /// A DHCP server's reservations as observed, endpoint by endpoint (two for an HA pair).
-public struct DHCPObservation: Hashable, Sendable {
+public struct DHCPObservation: Hashable, Sendable, Codable {
     public var server: String
     public var subnets: [IPv4Subnet]
     public var endpoints: [EndpointObservation]

@@ -2,7 +2,7 @@
 /// storage drivers that read it and the planner that compares it with the manifests.
 
 /// How a pool makes a clone from a snapshot.
-public enum CloneMethod: String, Sendable, Hashable {
+public enum CloneMethod: String, Sendable, Hashable, Codable {
     /// Shares every block with the snapshot (FICLONE, `cp --reflink=always`): constant time, no space.
     case reflink
     /// Copies the data, skipping holes: time and space grow with the written data.
@@ -101,7 +101,7 @@ public struct OwnershipMark: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// Whether an observed object was made by virtform.
-public enum StorageOwnership: Sendable, Hashable {
+public enum StorageOwnership: Sendable, Hashable, Codable {
     case owned(OwnershipMark)
     /// No mark: virtform reports it and never modifies or deletes it.
     case unowned
@@ -119,7 +119,7 @@ public enum StorageOwnership: Sendable, Hashable {
 }
 
 /// A block volume in a project: a master image or a LUN cloned from a snapshot.
-public struct ObservedVolume: Sendable, Hashable {
+public struct ObservedVolume: Sendable, Hashable, Codable {
     public var project: String
     public var name: String
     /// Apparent size in bytes (what an initiator sees).
@@ -146,7 +146,7 @@ public struct ObservedVolume: Sendable, Hashable {
 }
 
 /// A read-only snapshot of an image.
-public struct ObservedSnapshot: Sendable, Hashable {
+public struct ObservedSnapshot: Sendable, Hashable, Codable {
     public var reference: SnapshotReference
     public var size: UInt64
     public var ownership: StorageOwnership
@@ -163,7 +163,7 @@ public struct ObservedSnapshot: Sendable, Hashable {
     }
 }
 
-public struct ObservedProject: Sendable, Hashable {
+public struct ObservedProject: Sendable, Hashable, Codable {
     public var name: String
     public var ownership: StorageOwnership
     /// Sorted by name.
@@ -183,7 +183,7 @@ public struct ObservedProject: Sendable, Hashable {
 
 /// Everything a pool holds, as observed now. A pool that cannot be read throws instead: it is
 /// never reported as empty.
-public struct PoolObservation: Sendable, Hashable {
+public struct PoolObservation: Sendable, Hashable, Codable {
     public var pool: String
     /// Sorted by name.
     public var projects: [ObservedProject]
@@ -237,7 +237,7 @@ public struct ExportRequest: Sendable, Hashable, Codable {
 }
 
 /// A LUN of an observed target.
-public struct ObservedTargetLUN: Sendable, Hashable {
+public struct ObservedTargetLUN: Sendable, Hashable, Codable {
     public var lun: Int
     public var backingPath: String
     /// The size the target serves, as the target reports it. tgt reports decimal megabytes,
@@ -257,7 +257,7 @@ public struct ObservedTargetLUN: Sendable, Hashable {
 }
 
 /// An iSCSI target as observed on the export server.
-public struct ObservedTarget: Sendable, Hashable {
+public struct ObservedTarget: Sendable, Hashable, Codable {
     /// tgt's target id (lio: 0).
     public var tid: Int
     public var iqn: String

@@ -11,6 +11,30 @@ public struct SSHClientFiles: Hashable, Sendable {
     }
 }
 
+/// Another machine reached with OpenSSH's client to run `virtform agent` there (a storage
+/// appliance, a dnsmasq server): the agent is given its request on standard input, so the
+/// remote command line is always the same fixed words, never built from manifest values.
+public struct SSHAccess: Hashable, Sendable, Codable {
+    /// `user@host`.
+    public var target: String
+    public var port: Int?
+    public var identity: String?
+    public var knownHosts: String?
+    /// The program run there, `virtform` by default (an authorized_keys `command=` may force it).
+    public var agent: String?
+
+    public init(target: String, port: Int? = nil, identity: String? = nil, knownHosts: String? = nil, agent: String? = nil) {
+        self.target = target
+        self.port = port
+        self.identity = identity
+        self.knownHosts = knownHosts
+        self.agent = agent
+    }
+
+    /// `host:port` for messages.
+    public var address: String { "\(target.split(separator: "@").last.map(String.init) ?? target):\(port ?? 22)" }
+}
+
 extension Host {
     /// libvirt's SSH transport named by the URI's scheme (`qemu+libssh://…` → `libssh`), nil for
     /// any other transport.

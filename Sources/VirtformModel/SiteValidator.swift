@@ -222,6 +222,9 @@ public struct SiteValidator {
         if server.endpoints.count > 1, Drivers.descriptor(.dhcpServer, server.driver.rawValue)?.dhcp?.highAvailability != true {
             report(server, "spec.endpoints", "the \(server.driver.rawValue) driver cannot keep two endpoints in step; give it one")
         }
+        if server.ssh != nil, server.driver == .kea {
+            report(server, "spec.ssh", "spec.ssh is for dnsmasq (its hosts file on another machine); kea is reached through its control socket or agent url")
+        }
         var seen: Set<String> = []
         for (i, endpoint) in server.endpoints.enumerated() {
             let field = "spec.endpoints[\(i)]"

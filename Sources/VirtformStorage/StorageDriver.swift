@@ -99,16 +99,15 @@ extension StorageDriver {
 public enum StorageDrivers {
     public static let names = StoragePool.Driver.allCases.map(\.rawValue)
 
-    /// The driver for `pool`. `runner` runs the driver's programs (btrfs, zfs); for zfs with an
-    /// `sshTarget`, commands go through `ssh` on that runner.
-    /// `site` is named in the marks of what the driver creates.
+    /// The driver for `pool` on this machine. `runner` runs the driver's programs (btrfs, zfs).
+    /// `site` is named in the marks of what the driver creates. (A pool with `ssh` is driven on
+    /// its machine: `RemoteDrivers` in VirtformRemote.)
     public static func driver(for pool: StoragePool, site: String? = nil, runner: any CommandRunner = LocalCommandRunner()) throws -> any StorageDriver {
-        try driver(named: pool.driver.rawValue, poolName: pool.meta.name, path: pool.path, dataset: pool.dataset,
-                   sshTarget: pool.sshTarget, site: site, runner: runner)
+        try driver(named: pool.driver.rawValue, poolName: pool.meta.name, path: pool.path, dataset: pool.dataset, site: site, runner: runner)
     }
 
     public static func driver(
-        named name: String, poolName: String, path: String?, dataset: String?, sshTarget: String? = nil, site: String? = nil,
+        named name: String, poolName: String, path: String?, dataset: String?, site: String? = nil,
         runner: any CommandRunner = LocalCommandRunner()
     ) throws -> any StorageDriver {
         switch name {
@@ -121,36 +120,10 @@ public enum StorageDrivers {
             guard let dataset, !dataset.isEmpty else {
                 throw StorageError(.invalid, "failed to load the zfs driver for pool \(poolName): it needs a `dataset`")
             }
-            let effective: any CommandRunner = sshTarget.map { SSHCommandRunner(target: $0, base: runner) } ?? runner
-            return ZFSDriver(poolName: poolName, dataset: dataset, site: site, runner: effective)
+            return ZFSDriver(poolName: poolName, dataset: dataset, site: site, runner: runner)
         default:
             throw StorageError(.invalid, "unknown storage driver '\(name)' for pool \(poolName); known drivers: \(names.joined(separator: ", "))")
         }
-    }
-}
-
-/// Runs every command on another machine: `ssh -o BatchMode=yes TARGET -- 'arg' 'arg' …`. ssh
-/// hands the remote side one command line for its shell, so each argument is single-quoted.
-public struct SSHCommandRunner: CommandRunner {
-    public let target: String
-    public let base: any CommandRunner
-
-    public init(target: String, base: any CommandRunner = LocalCommandRunner()) {
-        self.target = target
-        self.base = base
-    }
-
-    public func run(_ arguments: [String]) async throws -> CommandResult {
-        try await base.run(["ssh", "-o", "BatchMode=yes", target, "--"] + arguments.map(Self.quote))
-    }
-
-    /// `argument` as one word for a POSIX shell.
-    public static func quote(_ argument: String) -> String {
-        let safe = argument.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
-                || "-_./=@:,".utf8.contains(byte)
-        }
-        return safe && !argument.isEmpty ? argument : "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
 }
 

@@ -17,7 +17,7 @@ public struct ZFSDriver: StorageDriver {
     /// The site named in the marks of what it creates (nil: none, as before sites).
     public let site: String?
 
-    /// `runner` runs `zfs` locally, or remotely when it is an `SSHCommandRunner`.
+    /// `runner` runs `zfs` locally, or on the pool's machine through `virtform agent` (VirtformRemote).
     public init(poolName: String, dataset: String, site: String? = nil, runner: any CommandRunner) {
         self.site = site
         self.poolName = poolName

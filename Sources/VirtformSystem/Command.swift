@@ -6,7 +6,7 @@ import Synchronization
 #endif
 
 /// The outcome of one external program.
-public struct CommandResult: Sendable {
+public struct CommandResult: Sendable, Codable {
     public let status: Int32
     public let standardOutput: String
     public let standardError: String
@@ -23,8 +23,9 @@ public struct CommandResult: Sendable {
 public enum Command {
     /// Runs `arguments` (absolute program path first) and returns its exit status and output.
     /// Throws if it cannot be started or does not end before `timeout` (it is killed).
+    /// `input`, when given, is written to the program's standard input, which is then closed.
     public static func run(
-        _ arguments: [String], environment: [String: String]? = nil, timeout: Duration = .seconds(30)
+        _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil, timeout: Duration = .seconds(30)
     ) async throws -> CommandResult {
         try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
@@ -34,7 +35,7 @@ public enum Command {
                 sigemptyset(&none)
                 pthread_sigmask(SIG_SETMASK, &none, nil)
                 continuation.resume(
-                    with: Result { try runBlocking(arguments, environment: environment, timeout: timeout) })
+                    with: Result { try runBlocking(arguments, environment: environment, input: input, timeout: timeout) })
             }
             thread.name = "lab-command"
             thread.start()
@@ -51,14 +52,15 @@ public enum Command {
     }
 
     private static func runBlocking(
-        _ arguments: [String], environment: [String: String]?, timeout: Duration
+        _ arguments: [String], environment: [String: String]?, input: Data?, timeout: Duration
     ) throws -> CommandResult {
         let commandLine = arguments.joined(separator: " ")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())
         if let environment { process.environment = environment }
-        process.standardInput = FileHandle.nullDevice
+        let stdin = input.map { _ in Pipe() }
+        process.standardInput = stdin ?? FileHandle.nullDevice
         let output = Pipe()
         let error = Pipe()
         process.standardOutput = output
@@ -77,8 +79,15 @@ public enum Command {
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout.timeInterval, execute: timer)
         defer { timer.cancel() }
 
-        // Both pipes are drained at once so a chatty program cannot block on a full pipe.
+        // Both pipes are drained at once so a chatty program cannot block on a full pipe, and
+        // the input is written meanwhile.
         let group = DispatchGroup()
+        if let stdin, let input {
+            DispatchQueue.global().async(group: group) {
+                try? stdin.fileHandleForWriting.write(contentsOf: input)
+                try? stdin.fileHandleForWriting.close()
+            }
+        }
         let errorData = Box(Data())
         DispatchQueue.global().async(group: group) {
             errorData.current = error.fileHandleForReading.readDataToEndOfFile()
@@ -88,7 +97,7 @@ public enum Command {
         process.waitUntilExit()
         // Closed here, not left to the handles' deinit: Foundation keeps them alive past this
         // call, and a long-running process (or a test suite) would run out of descriptors.
-        for pipe in [output, error] {
+        for pipe in [output, error] + (stdin.map { [$0] } ?? []) {
             try? pipe.fileHandleForReading.close()
             try? pipe.fileHandleForWriting.close()
         }

@@ -526,10 +526,13 @@ struct StackSite: Sendable {
     let dhcp: DHCPLab
     let dhcpServer: DHCPServer
     let storage: StorageLab
+    /// With `agent`: the pool's machine reached over ssh (root, forced to `virtform agent`).
+    var agent: LabSSHAccess? = nil
 
     /// `hosts` lab hypervisors (`stack-h1`, `stack-h2`, …; with more than one, a cluster
-    /// `stack` over them all, spread).
-    static func with(hosts count: Int = 1, _ body: @Sendable (StackSite) async throws -> Void) async throws {
+    /// `stack` over them all, spread). With `agent`, the pool and its export are driven through
+    /// `virtform agent` over a real sshd (the lab's storage as another machine).
+    static func with(hosts count: Int = 1, agent withAgent: Bool = false, _ body: @Sendable (StackSite) async throws -> Void) async throws {
         try await HypervisorLab.withTemporaryLab(hosts: count, userPrefix: "vfstackh") { lab, hosts in
             let root = lab.configuration.root
             let storage = StorageLab(configuration: StorageLabConfiguration(
@@ -564,13 +567,18 @@ struct StackSite: Sendable {
                 let server = DHCPServer(meta: ObjectMeta(name: "kea"), driver: .kea,
                                         endpoints: [.init(name: "kea-1", controlSocket: dhcp.configuration.controlSocket)],
                                         provenance: Provenance(document: SourceLocation(file: "test", line: 1, column: 1)))
-                let site = StackSite(lab: lab, hosts: hosts, root: root, directory: directory, mountPoint: root + "/pool", dhcp: dhcp,
+                var site = StackSite(lab: lab, hosts: hosts, root: root, directory: directory, mountPoint: root + "/pool", dhcp: dhcp,
                                      dhcpServer: server, storage: storage)
+                if withAgent {
+                    let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
+                    site.agent = try await SSHLab(configuration: lab.configuration, basePort: 0).upAgent(program: program, allow: [root + "/pool"])
+                }
                 try site.write(withWeb: true)
                 try await body(site)
             } catch {
                 failure = error
             }
+            if withAgent { do { try await SSHLab(configuration: lab.configuration, basePort: 0).down() } catch { failure = failure ?? error } }
             await keeper?.close()
             for other in others { await other.close() }
             // QEMU guests are stopped while their disks' targets still answer (they die at once then).
@@ -639,6 +647,7 @@ struct StackSite: Sendable {
             spec:
               driver: btrfs
               path: \(mountPoint)
+              \(agent.map { "ssh: {target: root@127.0.0.1, port: \($0.port), identity: \($0.identity), knownHosts: \($0.knownHosts)}" } ?? "")
               export: {driver: tgt, portal: "127.0.0.1:\(Self.portalPort)", iqnPrefix: iqn.2026-11.io.virtform.stack, controlPort: \(Self.controlPort)\(restricted)}
             ---
             apiVersion: virtform.io/v1alpha1

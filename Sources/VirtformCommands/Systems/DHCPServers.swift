@@ -1,4 +1,5 @@
 import VirtformDHCP
+import VirtformRemote
 import VirtformModel
 import VirtformPlanning
 
@@ -21,7 +22,8 @@ enum DHCPServers: SystemKind {
         /// No separate probe: an HA pair with one peer down is still read, with that endpoint
         /// marked unreachable inside the observation.
         func read(timeout: Duration) async throws -> SystemRead {
-            let driver = try DHCPDrivers.driver(for: server)
+            // dnsmasq's hosts file on another machine is edited there, by `virtform agent` over ssh.
+            let driver = try server.ssh.map { RemoteDrivers.dhcp(for: server, access: $0) } ?? DHCPDrivers.driver(for: server)
             let observation = try await driver.observe(subnets: subnets)
             return SystemRead(reading: .dhcp(observation), session: ServerSession(address: address, driver: driver, token: observation.token))
         }

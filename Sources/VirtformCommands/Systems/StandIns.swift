@@ -14,9 +14,6 @@ enum StandIns {
             if let reason = Drivers.descriptor(.storagePool, pool.driver.rawValue)?.standIn {
                 warnings.append("StoragePool/\(pool.name) uses the \(pool.driver.rawValue) driver, a stand-in: \(reason)")
             }
-            if pool.sshTarget != nil {
-                warnings.append("StoragePool/\(pool.name) runs its commands over ssh, a stand-in: checked only by the command lines it runs")
-            }
             if let export = pool.export, let reason = Drivers.descriptor(.export, export.driver.rawValue)?.standIn {
                 warnings.append("StoragePool/\(pool.name) exports with the \(export.driver.rawValue) driver, a stand-in: \(reason)")
             }

@@ -1,6 +1,7 @@
 import ISCSI
 import VirtformModel
 import VirtformPlanning
+import VirtformRemote
 import VirtformStorage
 
 /// Storage pools, each with its iSCSI export server: the pool's contents, every target on the
@@ -16,14 +17,15 @@ enum StoragePools: SystemKind {
         var address: SystemAddress { .pool(pool.name) }
 
         func read(timeout: Duration) async throws -> SystemRead {
-            let driver = try StorageDrivers.driver(for: pool, site: site)
+            // A pool on another machine is driven there, by `virtform agent` over ssh.
+            let driver = try pool.ssh.map { try RemoteDrivers.storage(for: pool, access: $0, site: site) } ?? StorageDrivers.driver(for: pool, site: site)
             try await driver.probe()
             let observation = try await driver.observe()
             guard let export = pool.export else {
                 return SystemRead(reading: .pool(PoolContents(observation: observation, targets: nil, capabilities: driver.capabilities)),
                                   session: PoolSession(name: pool.name, driver: driver, exporter: nil))
             }
-            let exporter = try ExportDrivers.driver(for: export, tgtControlPort: export.controlPort)
+            let exporter = try pool.ssh.map { RemoteDrivers.export(for: export, access: $0) } ?? ExportDrivers.driver(for: export, tgtControlPort: export.controlPort)
             try await exporter.probe()
             let targets = try await exporter.observe()
             let served = await Self.served(by: export, targets: targets.filter { $0.isOwned && $0.iqn.hasPrefix(export.iqnPrefix + ":") })

@@ -139,7 +139,7 @@ struct ModelBuilder {
                                  controlPort: integer(node["controlPort"]) ?? 0)
         }
         return StoragePool(meta: meta, driver: try need(StoragePool.Driver(rawValue: try need(string(spec["driver"]), "driver")), "value"), path: string(spec["path"]),
-                           dataset: string(spec["dataset"]), sshTarget: string(spec["ssh"]), export: export, provenance: provenance)
+                           dataset: string(spec["dataset"]), ssh: sshAccess(spec["ssh"]), export: export, provenance: provenance)
     }
 
     private func dhcpServer(_ meta: ObjectMeta) throws -> DHCPServer {
@@ -148,7 +148,7 @@ struct ModelBuilder {
                                 url: string(node["url"]), hostsFile: string(node["hostsFile"]), pidFile: string(node["pidFile"]))
         }
         return DHCPServer(meta: meta, driver: try need(DHCPServer.Driver(rawValue: try need(string(spec["driver"]), "driver")), "value"), endpoints: endpoints,
-                          provenance: provenance)
+                          ssh: sshAccess(spec["ssh"]), provenance: provenance)
     }
 
     private mutating func virtualMachine(_ meta: ObjectMeta) throws -> VirtualMachine? {
@@ -192,6 +192,13 @@ struct ModelBuilder {
     private func integer(_ node: YAMLNode?) -> Int? { node.flatMap(nonNull)?.integer }
     private func boolean(_ node: YAMLNode?) -> Bool? { node.flatMap(nonNull)?.boolean }
     private func size(_ node: YAMLNode?) -> ByteSize? { string(node).flatMap(ByteSize.init(parsing:)) }
+    /// `spec.ssh` of a pool or DHCP server: the machine `virtform agent` runs on.
+    private func sshAccess(_ node: YAMLNode?) -> SSHAccess? {
+        guard let node = node.flatMap(nonNull), let target = string(node["target"]) else { return nil }
+        return SSHAccess(target: target, port: integer(node["port"]), identity: path(string(node["identity"])),
+                         knownHosts: path(string(node["knownHosts"])), agent: string(node["agent"]))
+    }
+
     /// A file named in the manifest: relative paths are relative to the manifest's directory.
     private func path(_ text: String?) -> String? {
         guard let text, !text.hasPrefix("/") else { return text }

@@ -97,7 +97,7 @@ public enum ManifestSchema {
         .required("driver", .choice(Drivers.names(.storagePool)), Drivers.describe(.storagePool)),
         Field("path", .string(.absolutePath), "btrfs/dir: the pool's mount point or folder."),
         Field("dataset", .string(.any), "zfs: the parent dataset, e.g. tank/virtform."),
-        Field("ssh", .string(.any), "zfs: user@host to run zfs commands on; local when absent."),
+        Field("ssh", sshAccess, "The storage machine, when it is not this one: its pool and export are driven there by `virtform agent` over ssh. Local when absent."),
         Field("export", .object(ObjectShape("iSCSI export of the pool's LUNs.", [
             .required("driver", .choice(Drivers.names(.export)), Drivers.describe(.export)),
             .required("portal", .string(.hostPort), "address:port of the iSCSI portal."),
@@ -126,6 +126,15 @@ public enum ManifestSchema {
         Field("dhcpServer", .string(.name), "The DHCPServer serving this network's bindings."),
     ])
 
+    /// How virtform reaches another machine to run `virtform agent` there.
+    static let sshAccess = Shape.object(ObjectShape("Another machine, reached with OpenSSH's client; the request goes to `virtform agent` there on its standard input.", [
+        .required("target", .string(.any), "user@host."),
+        Field("port", .integer(1...65535), "Default 22."),
+        Field("identity", .string(.filePath), "The private key to log in with (absolute, or relative to this file)."),
+        Field("knownHosts", .string(.filePath), "The known_hosts file the machine's key must be in; an unknown or changed key is an error."),
+        Field("agent", .string(.any), "The program run there. Default virtform (an authorized_keys command= may force it)."),
+    ]))
+
     static let dhcpServer = ObjectShape("One DHCP server, or an HA pair.", [
         .required("driver", .choice(Drivers.names(.dhcpServer)), Drivers.describe(.dhcpServer)),
         .required("endpoints", .list(.object(ObjectShape("How to reach one server.", [
@@ -135,6 +144,7 @@ public enum ManifestSchema {
             Field("hostsFile", .string(.absolutePath), "dnsmasq: its --dhcp-hostsfile."),
             Field("pidFile", .string(.absolutePath), "dnsmasq: its pid file, to signal a reload."),
         ])), minItems: 1, maxItems: 2), "One endpoint, or two for an HA pair."),
+        Field("ssh", sshAccess, "dnsmasq: the machine holding the hosts file, when it is not this one (`virtform agent` over ssh edits it and signals dnsmasq there)."),
     ])
 
     static let virtualMachine = ObjectShape("A guest; its libvirt domain is named project:name.", [
