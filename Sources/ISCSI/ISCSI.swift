@@ -39,14 +39,37 @@ public struct LUNCapacity: Sendable, Hashable {
 public struct Initiator: Sendable, Hashable {
     public static let defaultName = "iqn.2026-11.io.virtform:observer"
 
+    /// CHAP credentials for the login: the initiator's account, and with `target` the one the
+    /// target must answer with (mutual CHAP). Never printed.
+    public struct CHAP: Sendable, Hashable, CustomStringConvertible {
+        public var username: String
+        public var password: String
+        public var target: (username: String, password: String)? {
+            get { targetUsername.map { ($0, targetPassword ?? "") } }
+            set { targetUsername = newValue?.username; targetPassword = newValue?.password }
+        }
+        private var targetUsername: String?
+        private var targetPassword: String?
+
+        public init(username: String, password: String, target: (username: String, password: String)? = nil) {
+            self.username = username
+            self.password = password
+            self.target = target
+        }
+
+        public var description: String { "CHAP as \(username) (sensitive)" }
+    }
+
     /// The initiator IQN targets see (and check against their ACLs).
     public var name: String
     /// Limit for each blocking libiscsi call, in whole seconds (libiscsi's own timeout).
     public var timeoutSeconds: Int
+    public var chap: CHAP?
 
-    public init(name: String = Initiator.defaultName, timeoutSeconds: Int = 10) {
+    public init(name: String = Initiator.defaultName, timeoutSeconds: Int = 10, chap: CHAP? = nil) {
         self.name = name
         self.timeoutSeconds = timeoutSeconds
+        self.chap = chap
     }
 
     /// The targets `portal` (`host:port`) offers, through a discovery session (SendTargets).
@@ -87,10 +110,16 @@ public struct Initiator: Sendable, Hashable {
     /// Logs in to `target` at `portal` and checks that `lun` answers (libiscsi's full connect).
     /// The session is closed when the returned value is released or `logout()` is called.
     public func login(portal: String, target: String, lun: Int = 0) async throws -> Session {
-        let name = name, timeout = timeoutSeconds
+        let name = name, timeout = timeoutSeconds, chap = chap
         return try await iscsiThreads.run(key: "iscsi \(portal)") {
-            let operation = "log in to \(target) at \(portal)"
+            let operation = "log in to \(target) at \(portal)" + (chap.map { " as \($0.username) (CHAP)" } ?? "")
             let context = try Context(initiator: name, timeoutSeconds: timeout, operation: operation)
+            if let chap {
+                try context.check(iscsi_set_initiator_username_pwd(context.pointer, chap.username, chap.password), operation)
+                if let mutual = chap.target {
+                    try context.check(iscsi_set_target_username_pwd(context.pointer, mutual.username, mutual.password), operation)
+                }
+            }
             try context.check(iscsi_set_targetname(context.pointer, target), operation)
             try context.check(iscsi_set_session_type(context.pointer, ISCSI_SESSION_NORMAL), operation)
             try context.check(iscsi_full_connect_sync(context.pointer, portal, Int32(lun)), operation)

@@ -22,6 +22,7 @@ public struct LibvirtError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let noConnect = Code(VIR_ERR_NO_CONNECT)
         public static let invalidConnection = Code(VIR_ERR_INVALID_CONN)
         public static let noDomain = Code(VIR_ERR_NO_DOMAIN)
+        public static let noSecret = Code(VIR_ERR_NO_SECRET)
         public static let operationInvalid = Code(VIR_ERR_OPERATION_INVALID)
         public static let operationUnsupported = Code(VIR_ERR_OPERATION_UNSUPPORTED)
         public static let operationTimeout = Code(VIR_ERR_OPERATION_TIMEOUT)

@@ -49,6 +49,10 @@ public enum DomainXML {
             add("    <disk type='network' device='disk'>\n      <driver name='qemu' type='raw' cache='none'/>\n")
             add("      <source protocol='iscsi' name='", escape(disk.target), "/", String(disk.lun), "'>\n")
             add("        <host name='", escape(disk.portalHost), "' port='", String(disk.portalPort), "'/>\n")
+            if let initiator = disk.initiator { add("        <initiator><iqn name='", escape(initiator), "'/></initiator>\n") }
+            if let username = disk.chapUsername, let usage = disk.secretUsage {
+                add("        <auth username='", escape(username), "'><secret type='iscsi' usage='", escape(usage), "'/></auth>\n")
+            }
             add("      </source>\n      <target dev='", device, "' bus='virtio'/>\n    </disk>\n")
         }
         for interface in spec.interfaces { render(interface, indent: "    ", into: &xml) }
@@ -151,8 +155,12 @@ public enum DomainXML {
                     let target = slash.map { String(full[..<$0]) } ?? full
                     let lun = slash.flatMap { Int(full[full.index(after: $0)...]) } ?? 0
                     let host = source?.child("host")
+                    // libvirt keeps <auth> where it was given: in <source>, or (older XML) in <disk>.
+                    let auth = source?.child("auth") ?? device.child("auth")
                     disks.append(.init(target: target, lun: lun, portalHost: host?.attribute("name") ?? "",
-                                       portalPort: Int(host?.attribute("port") ?? "") ?? 3260))
+                                       portalPort: Int(host?.attribute("port") ?? "") ?? 3260,
+                                       chapUsername: auth?.attribute("username"), secretUsage: auth?.child("secret")?.attribute("usage"),
+                                       initiator: source?.child("initiator")?.child("iqn")?.attribute("name")))
                 } else {
                     // Not one of ours; kept so that a disk attached by hand shows as a difference.
                     let path = source?.attribute("file") ?? source?.attribute("dev") ?? source?.attribute("name") ?? "?"
@@ -198,8 +206,8 @@ public enum DomainXML {
         switch (ancestors.count, ancestors.last ?? "", name) {
         case (1, _, "name"), (1, _, "memory"), (1, _, "currentMemory"), (1, _, "vcpu"), (1, _, "os"), (1, _, "metadata"), (1, _, "devices"),
              (1, _, "features"), (2, "features", "acpi"), (2, "os", "type"), (2, "metadata", "owner"), (2, "devices", "interface"), (2, "devices", "disk"),
-             (3, "interface", "mac"), (3, "interface", "source"), (3, "disk", "source"),
-             (4, "source", "host"):
+             (3, "interface", "mac"), (3, "interface", "source"), (3, "disk", "source"), (3, "disk", "auth"),
+             (4, "source", "host"), (4, "source", "auth"), (4, "source", "initiator"), (4, "auth", "secret"), (5, "initiator", "iqn"), (5, "auth", "secret"):
             return true
         default:
             return false

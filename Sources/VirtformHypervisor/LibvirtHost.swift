@@ -10,7 +10,7 @@ import VirtformSystem
 /// virtform's ownership mark, which the caller has checked through the plan.
 public final class LibvirtHost: Sendable {
     public let name: String
-    let connection: Connection
+    public let connection: Connection
     /// Domains this session defined, so that starting one right after costs no lookup.
     private let defined = Mutex<[String: Domain]>([:])
 

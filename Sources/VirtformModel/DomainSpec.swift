@@ -88,12 +88,22 @@ public struct DomainSpec: Hashable, Sendable, Codable {
         public var lun: Int
         public var portalHost: String
         public var portalPort: Int
+        /// CHAP: the account QEMU logs in with, and the usage of the host's libvirt secret that
+        /// holds its secret (`<auth username=…><secret type='iscsi' usage=…/></auth>`).
+        public var chapUsername: String?
+        public var secretUsage: String?
+        /// The initiator name QEMU logs in as (`<initiator><iqn name=…/></initiator>`).
+        public var initiator: String?
 
-        public init(target: String, lun: Int, portalHost: String, portalPort: Int) {
+        public init(target: String, lun: Int, portalHost: String, portalPort: Int, chapUsername: String? = nil, secretUsage: String? = nil,
+                    initiator: String? = nil) {
             self.target = target
             self.lun = lun
             self.portalHost = portalHost
             self.portalPort = portalPort
+            self.chapUsername = chapUsername
+            self.secretUsage = secretUsage
+            self.initiator = initiator
         }
     }
 
@@ -110,7 +120,11 @@ public struct DomainSpec: Hashable, Sendable, Codable {
         feed(String(vcpus))
         if maxVCPUs != vcpus { feed("max " + String(maxVCPUs)) }
         for interface in interfaces { feed(interface.mac + "@" + interface.bridge) }
-        for disk in disks { feed("\(disk.target)/\(disk.lun)@\(disk.portalHost):\(disk.portalPort)") }
+        for disk in disks {
+            feed("\(disk.target)/\(disk.lun)@\(disk.portalHost):\(disk.portalPort)")
+            if let username = disk.chapUsername { feed("chap \(username) \(disk.secretUsage ?? "")") }
+            if let initiator = disk.initiator { feed("initiator \(initiator)") }
+        }
         return hash.hex
     }
 }

@@ -50,6 +50,9 @@ public struct Host: SiteObject {
     /// For an SSH URI (`qemu+libssh://…`, `qemu+ssh://…`): the key to log in with and the
     /// known_hosts file the host's key must be in (`connectionURI` passes them to libvirt).
     public var ssh: SSHClientFiles?
+    /// The iSCSI initiator name this host's guests log in as (a pool with `initiators` must
+    /// list it); nil: the first name the pool admits, or QEMU's own.
+    public var initiatorName: String?
     public var provenance: Provenance
 
     public enum DomainType: String, Sendable, CaseIterable { case kvm, qemu, xen, test }
@@ -60,9 +63,10 @@ public struct Host: SiteObject {
 
     public init(meta: ObjectMeta, uri: String, capacity: Capacity, bridges: [String], migrationAddress: String? = nil,
                 maintenance: Bool = false, domainType: DomainType = .kvm, guestNetworking: GuestNetworking = .bridge,
-                fenceCommand: [String]? = nil, ssh: SSHClientFiles? = nil, provenance: Provenance) {
+                fenceCommand: [String]? = nil, ssh: SSHClientFiles? = nil, initiatorName: String? = nil, provenance: Provenance) {
         self.fenceCommand = fenceCommand
         self.ssh = ssh
+        self.initiatorName = initiatorName
         self.domainType = domainType
         self.guestNetworking = guestNetworking
         self.meta = meta
@@ -249,12 +253,18 @@ public struct ISCSIExport: Hashable, Sendable {
     /// tgt: which local tgtd instance manages the targets (`tgtadm -C N`); 0 by default.
     public var controlPort: Int
 
-    public init(driver: Driver, portal: HostPort, iqnPrefix: String, initiators: [String] = [], controlPort: Int = 0) {
+    /// CHAP: the account hypervisors log in with (and the target's, for mutual CHAP); nil for
+    /// none.
+    public var chap: CHAPSettings?
+
+    public init(driver: Driver, portal: HostPort, iqnPrefix: String, initiators: [String] = [], controlPort: Int = 0,
+                chap: CHAPSettings? = nil) {
         self.controlPort = controlPort
         self.driver = driver
         self.portal = portal
         self.iqnPrefix = iqnPrefix
         self.initiators = initiators
+        self.chap = chap
     }
 }
 

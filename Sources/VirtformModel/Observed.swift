@@ -48,9 +48,27 @@ public enum HostObservation: Sendable {
     case unreachable(reason: String)
 }
 
+/// One of virtform's libvirt secrets on a host (usage `virtform:…`): which CHAP secret it
+/// holds, as far as can be told without reading it back.
+public struct ObservedSecret: Sendable, Hashable {
+    public var usage: String
+    public var uuid: String
+    /// Whether it holds what the manifest's `secretRef` holds now (its description keeps a
+    /// salted digest of the value); nil when that cannot be told (the source could not be read).
+    public var current: Bool?
+
+    public init(usage: String, uuid: String, current: Bool?) {
+        self.usage = usage
+        self.uuid = uuid
+        self.current = current
+    }
+}
+
 /// Everything observed on the hypervisors of a site.
 public struct ObservedSite: Sendable {
     public var hosts: [String: HostObservation]
+    /// virtform's libvirt secrets, by host (only hosts that were read).
+    public var secrets: [String: [ObservedSecret]] = [:]
 
     public init(hosts: [String: HostObservation]) {
         self.hosts = hosts

@@ -276,6 +276,10 @@ public struct ObservedTarget: Sendable, Hashable, Codable {
     /// LUN: an export interrupted between making the target and adding its LUN (or one still
     /// being made). It is the work of whichever site owns the project its name gives.
     public var halfMade: Bool
+    /// CHAP accounts bound to the target: those initiators log in with, and the one it answers
+    /// with (tgt's "outgoing", mutual CHAP).
+    public var accounts: [String] = []
+    public var outgoingAccount: String?
 
     public init(tid: Int, iqn: String, luns: [ObservedTargetLUN], boundInitiators: [String], connectedInitiators: [String], isOwned: Bool,
                 site: String? = nil, halfMade: Bool = false) {

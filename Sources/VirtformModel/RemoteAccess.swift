@@ -75,3 +75,50 @@ extension Host {
 private extension String {
     func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
+
+/// Where a secret comes from: an environment variable or a file of the machine virtform runs
+/// on. Only the reference is in manifests, plans, JSON and messages — never the value, which
+/// is read when a system is read or changed (`(sensitive)` wherever it would be shown).
+public struct SecretRef: Hashable, Sendable, Codable, CustomStringConvertible {
+    public enum Source: Hashable, Sendable, Codable {
+        case environment(String)
+        case file(String)
+    }
+    public var source: Source
+
+    public init(_ source: Source) { self.source = source }
+
+    /// `$NAME` or `file PATH`: what to set, never what it holds.
+    public var description: String {
+        switch source {
+        case .environment(let name): "$\(name)"
+        case .file(let path): "file \(path)"
+        }
+    }
+}
+
+/// CHAP for a pool's iSCSI targets: the account the hypervisors log in with, and optionally
+/// the one the target answers with (mutual CHAP).
+public struct CHAPSettings: Hashable, Sendable, Codable {
+    public struct Account: Hashable, Sendable, Codable {
+        public var username: String
+        public var secret: SecretRef
+        public init(username: String, secret: SecretRef) {
+            self.username = username
+            self.secret = secret
+        }
+    }
+    public var initiator: Account
+    public var mutual: Account?
+
+    public init(initiator: Account, mutual: Account? = nil) {
+        self.initiator = initiator
+        self.mutual = mutual
+    }
+}
+
+extension ISCSIExport {
+    /// The usage of the libvirt secret holding the CHAP secret on each host: named after the
+    /// export and its account, so that domains' `<auth>` find it.
+    public var secretUsage: String { "virtform:\(iqnPrefix):\(chap?.initiator.username ?? "")" }
+}

@@ -637,6 +637,9 @@ extension DomainSpec {
     }
 
     public static func describe(_ disks: [DiskSpec]) -> String {
-        disks.isEmpty ? "none" : disks.map { "\($0.target)/\($0.lun)@\($0.portalHost):\($0.portalPort)" }.joined(separator: ", ")
+        disks.isEmpty ? "none" : disks.map { disk in
+            "\(disk.target)/\(disk.lun)@\(disk.portalHost):\(disk.portalPort)"
+                + (disk.chapUsername.map { " CHAP \($0)" } ?? "") + (disk.initiator.map { " as \($0)" } ?? "")
+        }.joined(separator: ", ")
     }
 }

@@ -423,6 +423,9 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// `virtform import`: redefines in place, keeping its UUID, a domain that carries no mark,
     /// with the mark; refused if it carries one by then.
     case importDomain(spec: DomainSpec, ownership: Ownership)
+    /// Defines the host's libvirt secret of a pool's CHAP account (private, by its usage) with
+    /// the value `secret` holds when it runs; the plan holds only the reference.
+    case defineSecret(usage: String, username: String, secret: SecretRef)
     /// Starts the domain; `mark`, when given, is written to its metadata afterwards (the power
     /// state virtform gave it, when no define in the plan writes the mark).
     case startDomain(name: String, mark: Ownership? = nil)
@@ -470,6 +473,10 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// Removes the target and makes it again (the served LUN changed under it).
     case reexportVolume(iqn: String, request: ExportRequest)
     case unexportVolume(iqn: String)
+    /// Makes the pool's CHAP accounts (with `rotate`, anew with the secrets as they are now:
+    /// the target refused them) and binds them to each of `iqns`. The secrets are read from
+    /// their `secretRef`s when it runs; a plan never holds them.
+    case secureTargets(iqns: [String], rotate: Bool)
 
     // DHCP servers: written in one go per server.
     case reservation(change: ReservationChange)

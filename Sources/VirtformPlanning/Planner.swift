@@ -86,6 +86,7 @@ public struct Planner {
 
         if observation.scope == .everything {
             let defined = planStorageAndDHCP(into: &plan, unreachableHosts: unreachableHosts.map(\.host))
+            planSecrets(&plan)
             markUnknownAcrossSystems(&plan)
             keepHARestartsToGuestsThatRan(&plan)
             linkAcrossSystems(&plan)
@@ -249,6 +250,45 @@ public struct Planner {
     /// The dependencies between systems: a domain is defined after its disk's LUN and target
     /// exist; it starts after its definition, its disk's export and its reservations; a
     /// domain's deletion comes before the deletion of its target, its LUN and its reservations.
+    /// CHAP: every host that was read keeps a libvirt secret of each pool's account (a guest may
+    /// be placed or moved to any of them); one missing is defined, one whose value is not the
+    /// manifest's any more (rotated) is defined again. What a VM of such a pool does on a host
+    /// waits for that host's secret.
+    private func planSecrets(_ plan: inout Plan) {
+        let exports = site.pools.compactMap { pool -> (String, ISCSIExport, CHAPSettings)? in
+            guard let export = pool.export, let chap = export.chap else { return nil }
+            return (pool.name, export, chap)
+        }
+        guard !exports.isEmpty else { return }
+        var secretChanges: [String: [String]] = [:]  // host → change ids
+        for host in site.hosts.sorted(by: { $0.name < $1.name }) {
+            guard case .reachable = observation.hosts.hosts[host.name] else { continue }
+            let present = observation.hosts.secrets[host.name] ?? []
+            for (pool, export, chap) in exports {
+                let usage = export.secretUsage
+                let found = present.first { $0.usage == usage }
+                if let found, found.current != false { continue }
+                var change = Change(action: found == nil ? .create : .update, resource: "LibvirtSecret/\(pool)/\(chap.initiator.username)",
+                                    system: .host(host.name), operation: .defineSecret(usage: usage, username: chap.initiator.username, secret: chap.initiator.secret),
+                                    fields: found == nil ? [] : [FieldChange(field: "value", before: Redaction.placeholder,
+                                                                             after: "\(Redaction.placeholder), changed (from \(chap.initiator.secret))", effect: .applied)],
+                                    reason: found == nil ? "the host's guests log in to pool \(pool)'s targets with CHAP" : "the CHAP secret was rotated",
+                                    summary: "libvirt secret \(usage) from \(chap.initiator.secret)")
+                change.id += " on \(host.name)"
+                change.cause = .unapplied
+                plan.changes.append(change)
+                secretChanges[host.name, default: []].append(change.id)
+            }
+        }
+        guard !secretChanges.isEmpty else { return }
+        let all = secretChanges.values.flatMap { $0 }
+        for i in plan.changes.indices where plan.changes[i].system.kind == .host {
+            guard [.create, .update, .migrate, .start, .restart].contains(plan.changes[i].action), plan.changes[i].vm != nil,
+                !plan.changes[i].resource.hasPrefix("LibvirtSecret/") else { continue }
+            for id in all where !plan.changes[i].dependsOn.contains(id) { plan.changes[i].dependsOn.append(id) }
+        }
+    }
+
     private func linkAcrossSystems(_ plan: inout Plan) {
         // What a VM's domain changes wait for, and what waits for its deletion, by VM.
         var disk: [VMID: [String]] = [:]

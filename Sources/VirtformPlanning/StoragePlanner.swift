@@ -28,6 +28,10 @@ struct StoragePlanner {
 
     private(set) var changes: [Change] = []
     private(set) var problems: [Plan.Problem] = []
+    /// CHAP: owned targets that lack the pool's accounts, and those whose portal refused the
+    /// secrets (they were rotated in the manifest's source, or changed on the server).
+    private var chapUnbound: [String] = []
+    private var chapRefused: [String] = []
     private(set) var fingerprints: [String: String] = [:]
     /// Resource → id of the change planned for it.
     private var planned: [String: String] = [:]
@@ -112,7 +116,31 @@ struct StoragePlanner {
                 planExport(vm, iqn: iqn)
             }
         }
+        planCHAP()
         planLeftovers(projectNames: projectNames, wantedVolumes: wantedVolumes, wantedTargets: wantedTargets)
+    }
+
+    /// One change for the pool's CHAP accounts: bound to the targets that lack them, made anew
+    /// when the portal refused the secrets. Values are never shown: a rotation is "changed".
+    private mutating func planCHAP() {
+        guard let chap = pool.export?.chap, !(chapUnbound.isEmpty && chapRefused.isEmpty) else { return }
+        let rotate = !chapRefused.isEmpty
+        var fields: [FieldChange] = []
+        if rotate {
+            fields.append(FieldChange(field: "CHAP secret of \(chap.initiator.username)", before: Redaction.placeholder,
+                                      after: "\(Redaction.placeholder), changed (from \(chap.initiator.secret))", effect: .applied))
+        }
+        if !chapUnbound.isEmpty {
+            fields.append(FieldChange(field: "CHAP accounts bound", before: "none on \(chapUnbound.count) target(s)",
+                                      after: ([chap.initiator.username] + (chap.mutual.map { ["\($0.username) (mutual)"] } ?? [])).joined(separator: ", "),
+                                      effect: .applied))
+        }
+        let iqns = Array(Set(chapUnbound + (rotate ? chapRefused : []))).sorted()
+        var change = Change(action: .update, resource: "ISCSIAccount/\(pool.name)/\(chap.initiator.username)", system: exportSystem,
+                            operation: .secureTargets(iqns: iqns, rotate: rotate), fields: fields,
+                            reason: rotate ? "the portal refused the CHAP secret: it was rotated" : "the pool's targets must ask for CHAP")
+        change.cause = .unapplied
+        add(change, fingerprint: iqns.joined(separator: ","))
     }
 
     // MARK: Images and snapshots
@@ -275,9 +303,17 @@ struct StoragePlanner {
             // The LUN is cloned again: the target still serves the file it held open.
             fields.append(FieldChange(field: "backing", before: "\(backing) (gone)", after: backing, effect: .applied))
         }
+        if let chap = pool.export?.chap, lun != nil {
+            if !target.accounts.contains(chap.initiator.username) || (chap.mutual.map { target.outgoingAccount != $0.username } ?? false) {
+                chapUnbound.append(iqn)
+            }
+        }
         switch contents.served[iqn] {
         case .size(let bytes) where volumeSize != nil && bytes != volumeSize! && !resizing:
             fields.append(FieldChange(field: "served size", before: "\(ByteSize(bytes: bytes))", after: "\(ByteSize(bytes: volumeSize!))", effect: .applied))
+        case .unreadable(let reason) where pool.export?.chap != nil && reason.contains("Authentication failure"):
+            // The target is fine; the secrets it holds are not the manifest's (planCHAP).
+            chapRefused.append(iqn)
         case .unreadable(let reason):
             fields.append(FieldChange(field: "visible at the portal", before: "no (\(reason))", after: "yes", effect: .applied))
         default:

@@ -81,7 +81,7 @@ public struct Agent: Sendable {
     private func export(_ spec: ExportSpec, _ call: ExportCall) async -> Data {
         await answer(domain: "storage") { () async throws -> AnyCodable in
             guard let export = spec.export else { throw AgentFailure(domain: "agent", code: "refused", message: "the export's driver or portal is not valid") }
-            let driver = try ExportDrivers.driver(for: export, tgtControlPort: export.controlPort)
+            let driver = try ExportDrivers.driver(for: export, tgtControlPort: export.controlPort, credentials: spec.credentials)
             switch call {
             case .probe: try await driver.probe()
             case .observe: return AnyCodable(try await driver.observe())
@@ -89,6 +89,7 @@ public struct Agent: Sendable {
                 for request in requests { try check(request.backingPath, "a LUN's backing file") }
                 try await driver.export(requests)
             case .unexport(let iqn, let force): try await driver.unexport(iqn: iqn, force: force)
+            case .secure(let iqns, let rotate): try await driver.secure(iqns, rotate: rotate)
             }
             return AnyCodable(Done())
         }

@@ -1,5 +1,6 @@
 import Foundation
 import VirtformModel
+import VirtformStorage
 
 /// One request to `virtform agent`, sent as JSON on its standard input: which driver to run
 /// there, with what configuration, and which of its operations. The remote command line is
@@ -55,13 +56,16 @@ public struct ExportSpec: Codable, Sendable, Hashable {
     public var iqnPrefix: String
     public var initiators: [String]
     public var controlPort: Int
+    /// The CHAP secrets the driver sets up there (the request goes over the ssh link only).
+    public var credentials: ExportCredentials?
 
-    public init(_ export: ISCSIExport) {
+    public init(_ export: ISCSIExport, credentials: ExportCredentials? = nil) {
         driver = export.driver.rawValue
         portal = export.portal.description
         iqnPrefix = export.iqnPrefix
         initiators = export.initiators
         controlPort = export.controlPort
+        self.credentials = credentials
     }
 
     public var export: ISCSIExport? {
@@ -76,6 +80,7 @@ public enum ExportCall: Codable, Sendable {
     case observe
     case export([ExportRequest])
     case unexport(iqn: String, force: Bool)
+    case secure([String], rotate: Bool)
 }
 
 /// A dnsmasq server: its name and endpoints (hosts file and PID file each).

@@ -20,8 +20,9 @@ public enum RemoteDrivers {
         return RemoteStorageDriver(spec: spec, shape: shape, client: client)
     }
 
-    public static func export(for export: ISCSIExport, access: SSHAccess) -> any ExportDriver {
-        RemoteExportDriver(spec: ExportSpec(export), iqnPrefix: export.iqnPrefix, client: SSHAgentClient(access: access))
+    /// `credentials` (CHAP secrets) travel in the request, over the ssh link, to the agent.
+    public static func export(for export: ISCSIExport, credentials: ExportCredentials? = nil, access: SSHAccess) -> any ExportDriver {
+        RemoteExportDriver(spec: ExportSpec(export, credentials: credentials), iqnPrefix: export.iqnPrefix, client: SSHAgentClient(access: access))
     }
 
     public static func dhcp(for server: DHCPServer, access: SSHAccess) -> any DHCPDriver {
@@ -101,6 +102,7 @@ struct RemoteExportDriver: ExportDriver {
     func observe() async throws -> [ObservedTarget] { try await call(.observe, [ObservedTarget].self) }
     func export(_ requests: [ExportRequest]) async throws { _ = try await call(.export(requests)) }
     func unexport(iqn: String, force: Bool) async throws { _ = try await call(.unexport(iqn: iqn, force: force)) }
+    func secure(_ iqns: [String], rotate: Bool) async throws { _ = try await call(.secure(iqns, rotate: rotate)) }
 }
 
 struct RemoteDnsmasqDriver: DHCPDriver {

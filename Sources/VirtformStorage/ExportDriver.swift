@@ -17,6 +17,40 @@ public protocol ExportDriver: Sendable {
     func export(_ requests: [ExportRequest]) async throws
     /// Removes a target of ours; refuses while initiators are connected unless `force`.
     func unexport(iqn: String, force: Bool) async throws
+    /// Makes the pool's CHAP accounts as `ExportCredentials` say (with `rotate`, made anew with
+    /// the current secrets) and binds them to each target of `iqns`. Sessions already logged in
+    /// stay; the next login needs the new secret.
+    func secure(_ iqns: [String], rotate: Bool) async throws
+}
+
+extension ExportDriver {
+    public func secure(_ iqns: [String], rotate: Bool) async throws {
+        throw StorageError(.unsupported, "this export driver cannot set CHAP accounts")
+    }
+}
+
+/// CHAP secrets as read for one run (from the manifest's `secretRef`s): never printed, never
+/// stored.
+public struct ExportCredentials: Sendable, Hashable, Codable, CustomStringConvertible {
+    public struct Account: Sendable, Hashable, Codable {
+        public var username: String
+        public var password: String
+        public init(username: String, password: String) {
+            self.username = username
+            self.password = password
+        }
+    }
+    public var initiator: Account
+    public var mutual: Account?
+
+    public init(initiator: Account, mutual: Account? = nil) {
+        self.initiator = initiator
+        self.mutual = mutual
+    }
+
+    public var description: String { "CHAP accounts \(initiator.username)\(mutual.map { ", \($0.username)" } ?? "") (sensitive)" }
+    /// The passwords, to be kept out of every message.
+    public var secrets: [String] { [initiator.password] + (mutual.map { [$0.password] } ?? []) }
 }
 
 extension ExportDriver {
@@ -29,16 +63,17 @@ public enum ExportDrivers {
 
     /// The driver for `export`. `tgtControlPort` picks the tgtd instance (`tgtadm -C N`).
     public static func driver(
-        for export: ISCSIExport, tgtControlPort: Int = 0, runner: any CommandRunner = LocalCommandRunner()
+        for export: ISCSIExport, tgtControlPort: Int = 0, credentials: ExportCredentials? = nil, runner: any CommandRunner = LocalCommandRunner()
     ) throws -> any ExportDriver {
-        try driver(named: export.driver.rawValue, export: export, tgtControlPort: tgtControlPort, runner: runner)
+        try driver(named: export.driver.rawValue, export: export, tgtControlPort: tgtControlPort, credentials: credentials, runner: runner)
     }
 
     public static func driver(
-        named name: String, export: ISCSIExport, tgtControlPort: Int = 0, runner: any CommandRunner = LocalCommandRunner()
+        named name: String, export: ISCSIExport, tgtControlPort: Int = 0, credentials: ExportCredentials? = nil,
+        runner: any CommandRunner = LocalCommandRunner()
     ) throws -> any ExportDriver {
         switch name {
-        case "tgt": return TgtExportDriver(export: export, controlPort: tgtControlPort, runner: runner)
+        case "tgt": return TgtExportDriver(export: export, controlPort: tgtControlPort, credentials: credentials, runner: runner)
         case "lio": return LIOExportDriver(export: export, runner: runner)
         default:
             throw StorageError(.invalid, "unknown export driver '\(name)'; known drivers: \(names.joined(separator: ", "))")

@@ -16,16 +16,19 @@ import VirtformSystem
 public struct TgtExportDriver: ExportDriver {
     public let export: ISCSIExport
     public let controlPort: Int
+    /// The CHAP accounts every target gets, when the pool asks for CHAP.
+    public let credentials: ExportCredentials?
     private let runner: any CommandRunner
     private let backingMark: @Sendable (String) -> OwnershipMark?
     /// How many targets `export` makes at once.
     public var parallelism = 4
 
     /// `backingMark` reads the mark of a backing file (default: its xattr).
-    public init(export: ISCSIExport, controlPort: Int = 0, runner: any CommandRunner = LocalCommandRunner(),
+    public init(export: ISCSIExport, controlPort: Int = 0, credentials: ExportCredentials? = nil, runner: any CommandRunner = LocalCommandRunner(),
                 backingMark: @escaping @Sendable (String) -> OwnershipMark? = { try? OwnershipMark.read(path: $0) }) {
         self.export = export
         self.controlPort = controlPort
+        self.credentials = credentials
         self.runner = runner
         self.backingMark = backingMark
     }
@@ -88,6 +91,7 @@ public struct TgtExportDriver: ExportDriver {
             used.insert(nextTid)
             planned.append((nextTid, iqn, request.backingPath, what))
         }
+        if credentials != nil, !planned.isEmpty { try await ensureAccounts(rotate: false) }
         let failures = await withTaskGroup(of: (any Error)?.self) { group in
             var iterator = planned.makeIterator()
             func addNext() -> Bool {
@@ -127,10 +131,52 @@ public struct TgtExportDriver: ExportDriver {
             for initiator in export.initiators {
                 try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-Q", initiator], what)
             }
+            try await bindAccounts(tid: t, what)
         } catch {
             // A target without its LUN or its ACL must not stay behind.
             _ = try? await runner.run(base + ["--op", "delete", "--mode", "target", "--tid", t, "--force"])
             throw error
+        }
+    }
+
+    // MARK: CHAP
+
+    public func secure(_ iqns: [String], rotate: Bool) async throws {
+        guard credentials != nil else { throw StorageError(.invalid, "failed to set CHAP accounts: the pool has no chap settings") }
+        try await ensureAccounts(rotate: rotate)
+        let targets = try await observe()
+        for iqn in iqns {
+            guard let target = targets.first(where: { $0.iqn == iqn }) else {
+                throw StorageError(.notFound, "failed to bind the CHAP accounts to \(iqn): no such target on tgtd (control port \(controlPort))")
+            }
+            guard target.isOwned else { throw StorageError(.unowned, "refusing to change \(iqn): it is not virtform's") }
+            try await bindAccounts(tid: String(target.tid), "bind the CHAP accounts to \(iqn)", skipping: target)
+        }
+    }
+
+    /// Creates the accounts tgtd lacks (with `rotate`, every one of them anew: tgt cannot change
+    /// a password in place, and deleting an account unbinds it from every target).
+    private func ensureAccounts(rotate: Bool) async throws {
+        guard let credentials else { return }
+        let listed = try await tgtadm(["--op", "show", "--mode", "account"], "list the CHAP accounts of tgtd").standardOutput
+        let existing = Set(listed.split(separator: "\n").dropFirst().map { $0.trimmingCharacters(in: .whitespaces) })
+        for account in [credentials.initiator] + (credentials.mutual.map { [$0] } ?? []) {
+            if existing.contains(account.username) {
+                guard rotate else { continue }
+                try await tgtadm(["--op", "delete", "--mode", "account", "--user", account.username], "replace CHAP account \(account.username)")
+            }
+            try await tgtadm(["--op", "new", "--mode", "account", "--user", account.username, "--password", account.password],
+                             "create CHAP account \(account.username)")
+        }
+    }
+
+    private func bindAccounts(tid: String, _ what: String, skipping present: ObservedTarget? = nil) async throws {
+        guard let credentials else { return }
+        if present?.accounts.contains(credentials.initiator.username) != true {
+            try await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", credentials.initiator.username], what)
+        }
+        if let mutual = credentials.mutual, present?.outgoingAccount != mutual.username {
+            try await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", mutual.username, "--outgoing"], what)
         }
     }
 
@@ -163,7 +209,10 @@ public struct TgtExportDriver: ExportDriver {
         guard result.status == 0 else {
             let said = (result.standardError.isEmpty ? result.standardOutput : result.standardError)
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            throw StorageError.failed(what, "`\(full.joined(separator: " "))` exited with \(result.status): \(said)")
+            // A password is an argument of `--op new --mode account`: never in a message.
+            let secrets = credentials?.secrets ?? []
+            let shown = full.map { secrets.contains($0) ? "(sensitive)" : $0 }.joined(separator: " ")
+            throw StorageError.failed(what, "`\(shown)` exited with \(result.status): \(said)")
         }
         return result
     }
@@ -228,7 +277,13 @@ public struct TgtExportDriver: ExportDriver {
                 }
             case .acl:
                 if !line.isEmpty { targets[targets.count - 1].boundInitiators.append(line) }
-            case .none, .account:
+            case .account:
+                if line.hasSuffix(" (outgoing)") {
+                    targets[targets.count - 1].outgoingAccount = String(line.dropLast(" (outgoing)".count))
+                } else if !line.isEmpty {
+                    targets[targets.count - 1].accounts.append(line)
+                }
+            case .none:
                 break
             }
         }

@@ -607,7 +607,7 @@ struct StackSite: Sendable {
     /// The host, pool and DHCP server the site's manifests name (the same for a second site);
     /// `initiators` restricts the pool's targets to those initiator names.
     func systems(initiators: [String] = [], qemu: Bool = false, maintenance: Set<String> = [], bridgeless: Set<String> = [],
-                 migration: String = "", cluster: String = "placement: {policy: spread}") -> String {
+                 migration: String = "", cluster: String = "placement: {policy: spread}", chap: String = "") -> String {
         let restricted = initiators.isEmpty ? "" : ", initiators: [\(initiators.joined(separator: ", "))]"
         let driver = qemu ? "domainType: qemu\n  guestNetworking: user-mode" : "domainType: test"
         var text = ""
@@ -648,7 +648,7 @@ struct StackSite: Sendable {
               driver: btrfs
               path: \(mountPoint)
               \(agent.map { "ssh: {target: root@127.0.0.1, port: \($0.port), identity: \($0.identity), knownHosts: \($0.knownHosts)}" } ?? "")
-              export: {driver: tgt, portal: "127.0.0.1:\(Self.portalPort)", iqnPrefix: iqn.2026-11.io.virtform.stack, controlPort: \(Self.controlPort)\(restricted)}
+              export: {driver: tgt, portal: "127.0.0.1:\(Self.portalPort)", iqnPrefix: iqn.2026-11.io.virtform.stack, controlPort: \(Self.controlPort)\(restricted)\(chap.isEmpty ? "" : ", chap: \(chap)")}
             ---
             apiVersion: virtform.io/v1alpha1
             kind: DHCPServer
@@ -697,7 +697,7 @@ struct StackSite: Sendable {
     /// guests instead of the test driver's.
     func manifests(site: String, prefix: String, web: Web?, initiators: [String] = [], image: String? = nil, qemu: Bool = false,
                    maintenance: Set<String> = [], bridgeless: Set<String> = [], migration: String = "",
-                   cluster: String = "placement: {policy: spread}") -> String {
+                   cluster: String = "placement: {policy: spread}", chap: String = "") -> String {
         let (masters, apps) = (prefix + "masters", prefix.isEmpty ? "appl" : prefix + "apps")
         var text = """
             apiVersion: virtform.io/v1alpha1
@@ -722,7 +722,7 @@ struct StackSite: Sendable {
             ---
 
             """ + systems(initiators: initiators, qemu: qemu, maintenance: maintenance, bridgeless: bridgeless, migration: migration,
-                          cluster: cluster)
+                          cluster: cluster, chap: chap)
         if let web {
             text += """
                 ---

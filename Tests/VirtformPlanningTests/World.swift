@@ -106,6 +106,11 @@ struct World {
         case .fenceHost:
             // Powered off: it stays unreachable; what it held is gone until it comes back.
             break
+        case .defineSecret(let usage, _, _):
+            hosts.secrets[host, default: []].removeAll { $0.usage == usage }
+            hosts.secrets[host, default: []].append(ObservedSecret(usage: usage, uuid: "uuid-\(usage)", current: true))
+        case .secureTargets:
+            break
         case .migrateDomain(let name, let request):
             // As apply does: defined on the destination (running there when it ran here), gone here.
             guard let domain = domains(on: host).first(where: { $0.name == name }) else { break }

@@ -1,3 +1,6 @@
+import Crypto
+import Foundation
+import Libvirt
 import Synchronization
 import VirtformHypervisor
 import VirtformModel
@@ -8,7 +11,12 @@ import VirtformPlanning
 enum Hypervisors: SystemKind {
     static func drivers(for site: Site) -> [any SystemDriver] {
         let peers = Peers()
-        return site.hosts.map { HostDriver(name: $0.name, uri: $0.connectionURI, peers: peers, hostKeys: HostKeys(host: $0)) }
+        // The CHAP secrets the hosts keep for the pools that ask for CHAP, by libvirt usage.
+        var secrets: [String: SecretRef] = [:]
+        for pool in site.pools { if let export = pool.export, let chap = export.chap { secrets[export.secretUsage] = chap.initiator.secret } }
+        return site.hosts.map {
+            HostDriver(name: $0.name, uri: $0.connectionURI, peers: peers, hostKeys: HostKeys(host: $0), secrets: secrets)
+        }
     }
 
     /// The site's hosts that were read, by name: a migration's source reaches its destination here.
@@ -23,6 +31,7 @@ enum Hypervisors: SystemKind {
         let uri: String
         let peers: Peers
         let hostKeys: HostKeys
+        let secrets: [String: SecretRef]
         var address: SystemAddress { .host(name) }
 
         func read(timeout: Duration) async throws -> SystemRead {
@@ -32,9 +41,46 @@ enum Hypervisors: SystemKind {
             } catch {
                 throw hostKeys.explained(error) ?? error
             }
-            let reading = SystemRead(reading: .host(try await host.observe()), session: HostSession(address: address, host: host, peers: peers))
+            let domains = try await host.observe()
+            let secrets = self.secrets.isEmpty ? [] : try await SecretDigest.observe(on: host.connection, wanted: self.secrets)
+            let reading = SystemRead(reading: .host(domains, secrets: secrets), session: HostSession(address: address, host: host, peers: peers))
             peers.add(host)
             return reading
+        }
+    }
+
+    /// What a libvirt secret of virtform's keeps in its description instead of its value: a
+    /// salted SHA-256 of it, so that a rotated secret is seen as changed (the secret itself is
+    /// private: libvirt never gives the value back).
+    enum SecretDigest {
+        static let prefix = "virtform CHAP secret of "
+
+        static func describe(_ value: String, username: String) -> String {
+            let salt = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+            return "\(prefix)\(username); sha256 \(salt) \(digest(salt: salt, value))"
+        }
+
+        static func digest(salt: String, _ value: String) -> String {
+            SHA256.hash(data: Data((salt + value).utf8)).map { String(format: "%02x", $0) }.joined()
+        }
+
+        /// Whether `description` records `value`; nil when it records nothing virtform wrote.
+        static func matches(_ description: String?, _ value: String) -> Bool? {
+            guard let description, description.hasPrefix(prefix), let range = description.range(of: "; sha256 ") else { return nil }
+            let parts = description[range.upperBound...].split(separator: " ")
+            guard parts.count == 2 else { return nil }
+            return digest(salt: String(parts[0]), value) == parts[1]
+        }
+
+        /// The host's secrets of the `wanted` usages, each saying whether it holds what its
+        /// reference holds now (nil when the reference cannot be read: the pool says why).
+        static func observe(on connection: Connection, wanted: [String: SecretRef]) async throws -> [ObservedSecret] {
+            try await connection.listAllSecrets().compactMap { summary in
+                guard let reference = wanted[summary.usageID] else { return nil }
+                let value = try? Secrets.value(reference, for: summary.usageID)
+                return ObservedSecret(usage: summary.usageID, uuid: summary.uuid,
+                                      current: value.flatMap { matches(summary.description, $0) } ?? (value == nil ? nil : false))
+            }
         }
     }
 
@@ -46,7 +92,7 @@ enum Hypervisors: SystemKind {
         let transport: String?
         let file: String
 
-        init(host: Host) {
+        init(host: VirtformModel.Host) {
             self.host = host.name
             transport = host.sshTransport
             let afterScheme = host.uri.split(separator: "://", maxSplits: 1).dropFirst().first ?? ""
@@ -89,6 +135,22 @@ enum Hypervisors: SystemKind {
 
         func close() async { await host.close() }
 
+        /// QEMU's refused iSCSI login, said as what it is: the target and the host, and why.
+        static func loginRefusal(_ error: any Error, domain: String, host: String) -> HypervisorError? {
+            let text = "\(error)"
+            guard text.contains("iSCSI") || text.contains("iscsi") else { return nil }
+            let target = text.range(of: "iqn.").map { String(text[$0.lowerBound...].prefix { !" ,;'\"".contains($0) }) } ?? "its target"
+            if text.contains("Authentication failure") {
+                return HypervisorError("the disk of \(domain) could not log in to \(target) from host \(host): the target refused the CHAP secret "
+                                       + "(the host's libvirt secret is not the one the target holds; plan again after a rotation) — \(text)")
+            }
+            if text.contains("Target not found") || text.contains("Authorization failure") {
+                return HypervisorError("the disk of \(domain) could not log in to \(target) from host \(host): the target does not admit this host's "
+                                       + "initiator name (the pool's initiators, the host's initiatorName) — \(text)")
+            }
+            return nil
+        }
+
         private func execute(_ change: Change, settings: PlanExecution.Settings) async throws {
             let timeout = Duration.milliseconds(Int(settings.shutdownTimeout * 1000))
             switch change.operation {
@@ -101,10 +163,19 @@ enum Hypervisors: SystemKind {
                         try await host.hotplug(spec.name, attach: live.attach, detach: live.detach)
                     }
                 }
+            case .defineSecret(let usage, let username, let secret):
+                let value = try Secrets.value(secret, for: "the CHAP secret of \(username)")
+                let existing = try await host.connection.listAllSecrets().first { $0.usageID == usage }
+                try await host.connection.defineISCSISecret(usage: usage, description: SecretDigest.describe(value, username: username),
+                                                            value: Data(value.utf8), uuid: existing?.uuid)
             case .importDomain(let spec, let ownership):
                 try await host.define(spec, ownership: stamped(ownership, settings), replacing: true, overUnmarked: true)
             case .startDomain(let name, let mark):
-                try await host.start(name)
+                do {
+                    try await host.start(name)
+                } catch {
+                    throw Self.loginRefusal(error, domain: name, host: address.name) ?? error
+                }
                 if let mark { try await host.writeMark(name, stamped(mark, settings)) }
             case .stopDomain(let name, let mark):
                 try await host.stop(name, timeout: timeout)

@@ -46,7 +46,7 @@ struct SystemRead: Sendable {
 
 /// What a system holds, as the planner is given it.
 enum SystemReading: Sendable {
-    case host([ObservedDomain])
+    case host([ObservedDomain], secrets: [ObservedSecret])
     case pool(PoolContents)
     case dhcp(DHCPObservation)
 }
@@ -72,7 +72,9 @@ extension SiteObservation {
     /// Records what reading the system at `address` gave.
     mutating func record(_ result: Result<SystemReading, SystemReadFailure>, for address: SystemAddress) {
         switch (result, address.kind) {
-        case (.success(.host(let domains)), _): hosts.hosts[address.name] = .reachable(domains)
+        case (.success(.host(let domains, let secrets)), _):
+            hosts.hosts[address.name] = .reachable(domains)
+            if !secrets.isEmpty { hosts.secrets[address.name] = secrets }
         case (.success(.pool(let contents)), _): pools[address.name] = .read(contents)
         case (.success(.dhcp(let observation)), _): dhcpServers[address.name] = .read(observation)
         case (.failure(let failure), .host): hosts.hosts[address.name] = .unreachable(reason: failure.reason)

@@ -25,20 +25,28 @@ enum StoragePools: SystemKind {
                 return SystemRead(reading: .pool(PoolContents(observation: observation, targets: nil, capabilities: driver.capabilities)),
                                   session: PoolSession(name: pool.name, driver: driver, exporter: nil))
             }
-            let exporter = try pool.ssh.map { RemoteDrivers.export(for: export, access: $0) } ?? ExportDrivers.driver(for: export, tgtControlPort: export.controlPort)
+            let credentials = try Secrets.credentials(pool)
+            let exporter = try pool.ssh.map { RemoteDrivers.export(for: export, credentials: credentials, access: $0) }
+                ?? ExportDrivers.driver(for: export, tgtControlPort: export.controlPort, credentials: credentials)
             try await exporter.probe()
             let targets = try await exporter.observe()
-            let served = await Self.served(by: export, targets: targets.filter { $0.isOwned && $0.iqn.hasPrefix(export.iqnPrefix + ":") })
+            let served = await Self.served(by: export, credentials: credentials,
+                                           targets: targets.filter { $0.isOwned && $0.iqn.hasPrefix(export.iqnPrefix + ":") })
             return SystemRead(reading: .pool(PoolContents(observation: observation, targets: targets, served: served, capabilities: driver.capabilities)),
                               session: PoolSession(name: pool.name, driver: driver, exporter: exporter))
         }
 
         /// What the portal serves as LUN 1 of each target. A pool whose targets admit only named
         /// initiators is checked as the first of them (what a hypervisor logs in as); otherwise
-        /// as virtform's own initiator name.
-        private static func served(by export: ISCSIExport, targets: [ObservedTarget]) async -> [String: ServedLUN] {
+        /// as virtform's own initiator name. With CHAP, the login uses the pool's accounts (a
+        /// refused secret reads as "Authentication failure": the planner rotates the account).
+        private static func served(by export: ISCSIExport, credentials: ExportCredentials?, targets: [ObservedTarget]) async -> [String: ServedLUN] {
             let portal = "\(export.portal.host):\(export.portal.port)"
-            let initiator = export.initiators.first.map { Initiator(name: $0) } ?? Initiator()
+            let chap = credentials.map {
+                Initiator.CHAP(username: $0.initiator.username, password: $0.initiator.password,
+                               target: $0.mutual.map { ($0.username, $0.password) })
+            }
+            let initiator = Initiator(name: export.initiators.first ?? Initiator.defaultName, chap: chap)
             return await withTaskGroup(of: (String, ServedLUN).self) { group in
                 for target in targets {
                     group.addTask {
@@ -120,6 +128,8 @@ enum StoragePools: SystemKind {
                 try await exporter.export([request])
             case .unexportVolume(let iqn):
                 try await exporter.unexport(iqn: iqn, force: false)
+            case .secureTargets(let iqns, let rotate):
+                try await exporter.secure(iqns, rotate: rotate)
             default:
                 throw CommandFailure.notFor(change, .exportServer(name))
             }

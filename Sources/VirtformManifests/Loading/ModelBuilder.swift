@@ -79,7 +79,7 @@ struct ModelBuilder {
                     guestNetworking: string(spec["guestNetworking"]).flatMap(Host.GuestNetworking.init(rawValue:)) ?? .bridge,
                     fenceCommand: spec["fence"].flatMap(nonNull).map { strings($0["command"]) },
                     ssh: spec["ssh"].flatMap(nonNull).map { SSHClientFiles(identity: path(string($0["identity"])), knownHosts: path(string($0["knownHosts"]))) },
-                    provenance: provenance)
+                    initiatorName: string(spec["initiatorName"]), provenance: provenance)
     }
 
     private mutating func cluster(_ meta: ObjectMeta) throws -> Cluster? {
@@ -136,7 +136,7 @@ struct ModelBuilder {
             export = ISCSIExport(driver: try need(ISCSIExport.Driver(rawValue: try need(string(node["driver"]), "driver")), "value"),
                                  portal: try need(HostPort(parsing: try need(string(node["portal"]), "portal")), "value"),
                                  iqnPrefix: try need(string(node["iqnPrefix"]), "iqnPrefix"), initiators: strings(node["initiators"]),
-                                 controlPort: integer(node["controlPort"]) ?? 0)
+                                 controlPort: integer(node["controlPort"]) ?? 0, chap: chap(node["chap"]))
         }
         return StoragePool(meta: meta, driver: try need(StoragePool.Driver(rawValue: try need(string(spec["driver"]), "driver")), "value"), path: string(spec["path"]),
                            dataset: string(spec["dataset"]), ssh: sshAccess(spec["ssh"]), export: export, provenance: provenance)
@@ -192,6 +192,24 @@ struct ModelBuilder {
     private func integer(_ node: YAMLNode?) -> Int? { node.flatMap(nonNull)?.integer }
     private func boolean(_ node: YAMLNode?) -> Bool? { node.flatMap(nonNull)?.boolean }
     private func size(_ node: YAMLNode?) -> ByteSize? { string(node).flatMap(ByteSize.init(parsing:)) }
+    /// `export.chap`: the accounts, with references to their secrets (never the values).
+    private func chap(_ node: YAMLNode?) -> CHAPSettings? {
+        func account(_ node: YAMLNode?) -> CHAPSettings.Account? {
+            guard let node = node.flatMap(nonNull), let username = string(node["username"]), let reference = secretRef(node["secretRef"]) else { return nil }
+            return CHAPSettings.Account(username: username, secret: reference)
+        }
+        guard let node = node.flatMap(nonNull), let initiator = account(node) else { return nil }
+        return CHAPSettings(initiator: initiator, mutual: account(node["mutual"]))
+    }
+
+    /// `secretRef: {env: NAME}` or `{file: PATH}` (relative to this file).
+    private func secretRef(_ node: YAMLNode?) -> SecretRef? {
+        guard let node = node.flatMap(nonNull) else { return nil }
+        if let name = string(node["env"]) { return SecretRef(.environment(name)) }
+        if let file = path(string(node["file"])) { return SecretRef(.file(file)) }
+        return nil
+    }
+
     /// `spec.ssh` of a pool or DHCP server: the machine `virtform agent` runs on.
     private func sshAccess(_ node: YAMLNode?) -> SSHAccess? {
         guard let node = node.flatMap(nonNull), let target = string(node["target"]) else { return nil }

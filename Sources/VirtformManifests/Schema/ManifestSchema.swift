@@ -55,6 +55,7 @@ public enum ManifestSchema {
         Field("fence", .object(ObjectShape("How to power the host off for certain when it cannot be read.", [
             .required("command", .list(.string(.any), minItems: 1), "The program and its arguments, run on the machine virtform runs on (no shell), e.g. [ipmitool, -H, bmc-h1, chassis, power, off]; exit 0 means the host is off."),
         ])), "Fencing, for HA restarts of the host's guests elsewhere."),
+        Field("initiatorName", .string(.any), "The iSCSI initiator name its guests' disks log in as (a pool with initiators must list it). Default: the first name the pool admits, or QEMU's own."),
         Field("ssh", .object(ObjectShape("The SSH client's files for an ssh URI (qemu+libssh:// or qemu+ssh://).", [
             Field("identity", .string(.filePath), "The private key to log in with (absolute, or relative to this file)."),
             Field("knownHosts", .string(.filePath), "The known_hosts file the host's key must be in; an unknown or changed key is an error. qemu+libssh only: the OpenSSH program (qemu+ssh) reads its user's ~/.ssh/known_hosts and ssh_config."),
@@ -104,6 +105,14 @@ public enum ManifestSchema {
             .required("iqnPrefix", .string(.iqnPrefix), "Targets are named <iqnPrefix>:<project>.<lun>."),
             Field("initiators", .list(.string(.any), unique: true), "Initiator IQNs allowed to log in; all when absent."),
             Field("controlPort", .integer(0...65535), "tgt: the local tgtd instance that manages the targets (tgtadm -C N). Default 0."),
+            Field("chap", .object(ObjectShape("CHAP: hypervisors log in to every target with this account.", [
+                .required("username", .string(.any), "The account's name."),
+                .required("secretRef", secretRef, "Where its secret is read from; never the secret itself."),
+                Field("mutual", .object(ObjectShape("Mutual CHAP: the account the target answers with.", [
+                    .required("username", .string(.any), "The target's account name."),
+                    .required("secretRef", secretRef, "Where its secret is read from."),
+                ])), "The target proves itself to the hypervisors too."),
+            ])), "CHAP authentication for the pool's targets."),
         ])), "How LUNs are exported."),
     ])
 
@@ -125,6 +134,12 @@ public enum ManifestSchema {
         Field("gateway", .string(.ipv4), "Default gateway handed out by DHCP."),
         Field("dhcpServer", .string(.name), "The DHCPServer serving this network's bindings."),
     ])
+
+    /// A secret's source: an environment variable or a file, exactly one.
+    static let secretRef = Shape.object(ObjectShape("Where a secret comes from (exactly one of env, file); the value never appears in a manifest, plan or output.", exactlyOne: [["env", "file"]], [
+        Field("env", .string(.any), "The environment variable holding it."),
+        Field("file", .string(.filePath), "The file holding it (its first line; absolute, or relative to this file)."),
+    ]))
 
     /// How virtform reaches another machine to run `virtform agent` there.
     static let sshAccess = Shape.object(ObjectShape("Another machine, reached with OpenSSH's client; the request goes to `virtform agent` there on its standard input.", [
