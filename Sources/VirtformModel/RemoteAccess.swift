@@ -95,6 +95,26 @@ public struct SecretRef: Hashable, Sendable, Codable, CustomStringConvertible {
         case .file(let path): "file \(path)"
         }
     }
+
+    /// As the manifest writes it: `{"env": NAME}` or `{"file": PATH}`.
+    private enum CodingKeys: String, CodingKey { case env, file }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        if let name = try container.decodeIfPresent(String.self, forKey: .env) {
+            source = .environment(name)
+        } else {
+            source = .file(try container.decode(String.self, forKey: .file))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch source {
+        case .environment(let name): try container.encode(name, forKey: .env)
+        case .file(let path): try container.encode(path, forKey: .file)
+        }
+    }
 }
 
 /// CHAP for a pool's iSCSI targets: the account the hypervisors log in with, and optionally

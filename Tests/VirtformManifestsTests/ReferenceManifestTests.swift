@@ -12,11 +12,27 @@ struct ReferenceManifestTests {
 
     @Test func referenceSiteAndExamplesValidateTogether() throws {
         let folders = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("examples").path)
-        #expect(Set(folders) == Set(Self.examples + ["ci"]), "a new example belongs in the list above")
+        #expect(Set(folders) == Set(Self.examples + ["ci", "lab-over-ssh"]), "a new example belongs in the list above")
         let result = ManifestLoader.load(paths: [root.appendingPathComponent("manifests").path]
             + Self.examples.map { root.appendingPathComponent("examples/\($0)").path })
         #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
         #expect(result.site.virtualMachines.count >= 4)
+    }
+
+    /// `examples/lab-over-ssh/hosts.yaml` stands in for `manifests/hosts.yaml` (`scripts/demo
+    /// --transport ssh`): the same hosts, reached over their sshds with the lab's key and
+    /// known_hosts file.
+    @Test func theSSHHostsReplaceTheReferenceHosts() throws {
+        let manifests = root.appendingPathComponent("manifests").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: manifests).filter { $0.hasSuffix(".yaml") && $0 != "hosts.yaml" }
+        let result = ManifestLoader.load(paths: files.map { manifests + "/" + $0 } + [root.appendingPathComponent("examples/lab-over-ssh/hosts.yaml").path])
+        #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
+        let reference = ManifestLoader.load(paths: [manifests]).site.hosts
+        #expect(result.site.hosts.map(\.name) == reference.map(\.name))
+        for host in result.site.hosts {
+            #expect(host.sshTransport == "libssh" && host.ssh?.knownHosts == "/var/lib/virtform-lab/ssh/known_hosts", "\(host.uri)")
+            #expect(host.connectionURI.contains("?keyfile=/var/lib/virtform-lab/ssh/id_ed25519&known_hosts=") && host.connectionURI.hasSuffix("&sshauth=privkey"))
+        }
     }
 
     @Test("each example is valid on its own", arguments: examples)

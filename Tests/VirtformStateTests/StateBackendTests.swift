@@ -52,7 +52,8 @@ struct StateBackendTests {
             let refusal = await #expect(throws: StateError.self) {
                 _ = try await second.acquire(holder("run-b"), timeout: .zero) { _ in }
             }
-            #expect(ContinuousClock.now - start < .seconds(2), "refused at once, not after a wait")
+            // Generous for a loaded machine: the point is that a zero timeout does not wait.
+            #expect(ContinuousClock.now - start < .seconds(10), "refused at once, not after a wait")
             #expect(refusal?.code == .locked)
             #expect(refusal?.holder?.run == "run-a")
             #expect(refusal?.holder?.ciJobURL == "https://github.example/ops/site/actions/runs/42")
