@@ -70,6 +70,20 @@ extension LibvirtHost {
             }
         }
         let persistent = DomainXML.render(spec, ownership: ownership, uuid: uuid)
+        // A disk that logs in under another initiator name on the destination (a pool that
+        // admits hosts by name): the running guest is started there with that name, not with
+        // the source's (the rest of its live definition is kept as it runs).
+        let live = try DomainXML.read(running).spec
+        var destinationXML: String?
+        let renamed = zip(live.disks, spec.disks).filter { $0.0.target == $0.1.target && $0.0.initiator != $0.1.initiator }
+        if !renamed.isEmpty {
+            var xml = try await domain.xml(flags: [.migratable])
+            for (from, to) in renamed {
+                guard let old = from.initiator, let new = to.initiator else { continue }
+                xml = xml.replacingOccurrences(of: "<iqn name='\(DomainXML.escape(old))'/>", with: "<iqn name='\(DomainXML.escape(new))'/>")
+            }
+            destinationXML = xml
+        }
         let aborted = Mutex<String?>(nil)
         let finished = Mutex(false)
         let started = ContinuousClock.now
@@ -103,7 +117,8 @@ extension LibvirtHost {
             try await withTaskCancellationHandler {
                 _ = try await domain.migrate(to: destination.connection, uri: limits.uri,
                                              flags: [.live, .persistDestination, .undefineSource, .abortOnError],
-                                             persistentXML: persistent, bandwidthMiBps: limits.bandwidthMiBps.map(UInt64.init))
+                                             destinationXML: destinationXML, persistentXML: persistent,
+                                             bandwidthMiBps: limits.bandwidthMiBps.map(UInt64.init))
             } onCancel: {
                 aborted.withLock { $0 = $0 ?? "the apply was interrupted" }
                 Task { try? await withDeadline(limits.abortTimeout, "abort the migration of \(domainName)") { try await domain.abortJob() } }

@@ -256,6 +256,9 @@ public struct ISCSIExport: Hashable, Sendable {
     /// CHAP: the account hypervisors log in with (and the target's, for mutual CHAP); nil for
     /// none.
     public var chap: CHAPSettings?
+    /// Each target admits only the initiator names (`Host.initiatorName`) of the host that runs
+    /// its guest — and, while it moves, of its destination — instead of `initiators`.
+    public var admitHosts = false
 
     public init(driver: Driver, portal: HostPort, iqnPrefix: String, initiators: [String] = [], controlPort: Int = 0,
                 chap: CHAPSettings? = nil) {

@@ -228,11 +228,15 @@ public struct ExportRequest: Sendable, Hashable, Codable {
     public var volume: String
     /// The file or device to serve (`StorageDriver.backingPath`).
     public var backingPath: String
+    /// The initiator names this target admits, when the pool admits hosts by name
+    /// (`ISCSIExport.admitHosts`); nil: the pool's own list (or every initiator).
+    public var initiators: [String]?
 
-    public init(project: String, volume: String, backingPath: String) {
+    public init(project: String, volume: String, backingPath: String, initiators: [String]? = nil) {
         self.project = project
         self.volume = volume
         self.backingPath = backingPath
+        self.initiators = initiators
     }
 }
 

@@ -180,6 +180,14 @@ public struct SiteValidator {
 
     /// What the pool's driver needs and cannot use, from its descriptor (`Drivers`).
     private mutating func checkPool(_ pool: StoragePool) {
+        if let export = pool.export, export.admitHosts {
+            if !export.initiators.isEmpty {
+                report(pool, "spec.export.admitHosts", "admitHosts admits each guest's host by name; it cannot be used with a fixed initiators list")
+            }
+            for host in site.hosts where host.initiatorName == nil {
+                report(host, "spec.initiatorName", "pool \(pool.name) admits hosts by name (export.admitHosts): this host needs spec.initiatorName, e.g. iqn.2026-11.io.example:\(host.name)")
+            }
+        }
         guard let driver = Drivers.descriptor(.storagePool, pool.driver.rawValue) else { return }
         let given: [String: Bool] = ["path": pool.path != nil, "dataset": pool.dataset != nil, "ssh": pool.sshTarget != nil]
         for (field, purpose) in driver.requires.sorted(by: { $0.key < $1.key }) where given[field] != true {

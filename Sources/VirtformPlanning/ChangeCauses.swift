@@ -67,7 +67,7 @@ enum ChangeCauses {
                     cause = .unapplied
                 }
             case .createProject, .createImage, .createSnapshot, .deleteProject, .deleteSnapshot, .deleteVolume, .unexportVolume,
-                 .adoptMarks, .markImported, .importDomain, .removeHalfMade, .finishDHCPWrite, .sealSnapshot, .secureTargets, .defineSecret:
+                 .adoptMarks, .markImported, .importDomain, .removeHalfMade, .finishDHCPWrite, .sealSnapshot, .secureTargets, .defineSecret, .admitInitiators:
                 // What the manifests add or no longer want, and virtform's own unfinished work.
                 cause = .unapplied
             }

@@ -477,6 +477,9 @@ public indirect enum Operation: Codable, Sendable, Hashable {
     /// the target refused them) and binds them to each of `iqns`. The secrets are read from
     /// their `secretRef`s when it runs; a plan never holds them.
     case secureTargets(iqns: [String], rotate: Bool)
+    /// A pool that admits hosts by name: the initiator names `add` admitted to the target, and
+    /// `remove` no longer (a guest's new host before it moves there, its old one after).
+    case admitInitiators(iqn: String, add: [String], remove: [String])
 
     // DHCP servers: written in one go per server.
     case reservation(change: ReservationChange)

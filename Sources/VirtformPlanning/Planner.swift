@@ -138,8 +138,26 @@ public struct Planner {
             return nil
         }
         let definedVMs = Set(domains.keys).intersection(declared)
-        let context = StorageContext(definedDisks: definedDisks, runningDisks: runningDisks, deletionGuard: deletionGuard,
+        var context = StorageContext(definedDisks: definedDisks, runningDisks: runningDisks, deletionGuard: deletionGuard,
                                      definedVMs: definedVMs, options: options)
+        if site.pools.contains(where: { $0.export?.admitHosts == true }) {
+            // Where each guest is, and where this plan puts or moves it.
+            for (vm, domain) in domains where !deleted.contains(vm) {
+                context.admission[vm] = Admission(before: [domain.host], after: [domain.host], move: nil)
+            }
+            for change in plan.changes where change.system.kind == .host && change.blocked == nil {
+                guard let vm = change.vm else { continue }
+                switch change.action {
+                case .create:
+                    context.admission[vm] = Admission(before: [change.system.name], after: [change.system.name], move: nil)
+                case .migrate:
+                    guard let destination = change.destination else { continue }
+                    context.admission[vm] = Admission(before: [change.system.name, destination], after: [destination], move: change.id)
+                default:
+                    continue
+                }
+            }
+        }
 
         let declaredProjects = Set(site.projects.map(\.name))
         var adoptedInStorage = 0
@@ -299,8 +317,11 @@ public struct Planner {
             case .host:
                 if change.action == .delete, let vm = change.vm { deletions[vm, default: []].append(change.id) }
             case .storagePool, .exportServer:
+                // (A former host's admission removed after a move waits for the move, not the other way.)
+                var afterAMove = false
+                if case .admitInitiators(_, let add, _) = change.operation, add.isEmpty, !change.dependsOn.isEmpty { afterAMove = true }
                 let isDisk = change.resource.hasPrefix("StorageVolume/") ? change.action == .create
-                    : change.resource.hasPrefix("ISCSITarget/") && (change.action == .create || change.action == .update)
+                    : change.resource.hasPrefix("ISCSITarget/") && (change.action == .create || change.action == .update) && !afterAMove
                 if isDisk, let vm = change.subjectVM { disk[vm, default: []].append(change.id) }
             case .dhcpServer:
                 if change.action != .delete, let vm = change.subjectVM { reservations[vm, default: []].append(change.id) }

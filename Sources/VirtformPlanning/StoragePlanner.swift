@@ -12,6 +12,16 @@ struct StorageContext {
     /// VMs whose domain is defined somewhere: a missing LUN of theirs held data.
     var definedVMs: Set<VMID>
     var options: Planner.Options
+    /// Where each VM's guest is and goes, for pools that admit hosts by name.
+    var admission: [VMID: Admission] = [:]
+}
+
+/// The hosts whose initiator names a VM's target admits: `before` while this plan runs (its
+/// host, and its destination when it moves), `after` once it has (`move` is the id of the move).
+struct Admission {
+    var before: Set<String>
+    var after: Set<String>
+    var move: String?
 }
 
 /// Turns one pool's desired and observed state into changes: projects, master images and their
@@ -118,6 +128,33 @@ struct StoragePlanner {
         }
         planCHAP()
         planLeftovers(projectNames: projectNames, wantedVolumes: wantedVolumes, wantedTargets: wantedTargets)
+    }
+
+    /// The target admits the names of the VM's hosts: the missing ones added (before the guest
+    /// moves, so that it can log in from its destination), the others removed — a moving
+    /// guest's old host only after the move, by a change that waits for it.
+    private mutating func planAdmission(resource: String, iqn: String, target: ObservedTarget, before: Set<String>, after: Set<String>, move: String?) {
+        let bound = Set(target.boundInitiators)
+        let adding = before.subtracting(bound)
+        let removing = bound.subtracting(move == nil ? after : before)
+        func list(_ names: Set<String>) -> String { names.isEmpty ? "none" : names.sorted().joined(separator: ", ") }
+        if !adding.isEmpty || !removing.isEmpty {
+            var change = Change(action: .update, resource: resource, system: exportSystem,
+                                operation: .admitInitiators(iqn: iqn, add: adding.sorted(), remove: removing.sorted()),
+                                fields: [FieldChange(field: "initiators", before: list(bound), after: list(bound.union(adding).subtracting(removing)), effect: .applied)],
+                                reason: move == nil ? "the target admits the host that runs its guest" : "the guest moves: its destination is admitted first")
+            change.id += " (initiators)"
+            add(change, fingerprint: "acl \(list(bound))")
+        }
+        if let move, !before.subtracting(after).isEmpty {
+            var change = Change(action: .update, resource: resource, system: exportSystem,
+                                operation: .admitInitiators(iqn: iqn, add: [], remove: before.subtracting(after).sorted()),
+                                fields: [FieldChange(field: "initiators", before: list(before), after: list(after), effect: .applied)],
+                                reason: "the guest moved: its former host is no longer admitted")
+            change.id += " after the move"
+            change.dependsOn = [move]
+            changes.append(change)
+        }
     }
 
     /// One change for the pool's CHAP accounts: bound to the targets that lack them, made anew
@@ -267,7 +304,12 @@ struct StoragePlanner {
         let resource = "ISCSITarget/\(vm.project)/\(vm.name)"
         let volumeResource = "StorageVolume/\(vm.project)/\(vm.name)"
         let backing = pool.backingPath(project: vm.project, volume: vm.name)
-        let request = ExportRequest(project: vm.project, volume: vm.name, backingPath: backing)
+        // A pool that admits hosts by name: the initiator names of the VM's hosts.
+        let admitting = pool.export?.admitHosts == true
+        let admission = context.admission[vm.id] ?? Admission(before: [], after: [], move: nil)
+        func names(_ hosts: Set<String>) -> Set<String> { Set(hosts.compactMap { name in site.hosts.first { $0.name == name }?.initiatorName }) }
+        let request = ExportRequest(project: vm.project, volume: vm.name, backingPath: backing,
+                                    initiators: admitting ? names(admission.before).sorted() : nil)
         let desired = ResourceState(target: .init(iqn: iqn, backingPath: backing))
         guard let target = contents.targets?.first(where: { $0.iqn == iqn }) else {
             add(Change(action: .create, resource: resource, system: exportSystem, operation: .exportVolume(request: request), after: desired,
@@ -302,6 +344,10 @@ struct StoragePlanner {
         if volumeChange?.action == .create && fields.isEmpty {
             // The LUN is cloned again: the target still serves the file it held open.
             fields.append(FieldChange(field: "backing", before: "\(backing) (gone)", after: backing, effect: .applied))
+        }
+        if admitting, lun != nil {
+            planAdmission(resource: resource, iqn: iqn, target: target, before: names(admission.before), after: names(admission.after),
+                          move: admission.move)
         }
         if let chap = pool.export?.chap, lun != nil {
             if !target.accounts.contains(chap.initiator.username) || (chap.mutual.map { target.outgoingAccount != $0.username } ?? false) {

@@ -90,6 +90,7 @@ public struct Agent: Sendable {
                 try await driver.export(requests)
             case .unexport(let iqn, let force): try await driver.unexport(iqn: iqn, force: force)
             case .secure(let iqns, let rotate): try await driver.secure(iqns, rotate: rotate)
+            case .admit(let iqn, let add, let remove): try await driver.admit(iqn: iqn, add: add, remove: remove)
             }
             return AnyCodable(Done())
         }

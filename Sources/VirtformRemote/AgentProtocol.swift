@@ -81,6 +81,7 @@ public enum ExportCall: Codable, Sendable {
     case export([ExportRequest])
     case unexport(iqn: String, force: Bool)
     case secure([String], rotate: Bool)
+    case admit(iqn: String, add: [String], remove: [String])
 }
 
 /// A dnsmasq server: its name and endpoints (hosts file and PID file each).

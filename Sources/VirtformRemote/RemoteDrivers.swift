@@ -103,6 +103,7 @@ struct RemoteExportDriver: ExportDriver {
     func export(_ requests: [ExportRequest]) async throws { _ = try await call(.export(requests)) }
     func unexport(iqn: String, force: Bool) async throws { _ = try await call(.unexport(iqn: iqn, force: force)) }
     func secure(_ iqns: [String], rotate: Bool) async throws { _ = try await call(.secure(iqns, rotate: rotate)) }
+    func admit(iqn: String, add: [String], remove: [String]) async throws { _ = try await call(.admit(iqn: iqn, add: add, remove: remove)) }
 }
 
 struct RemoteDnsmasqDriver: DHCPDriver {

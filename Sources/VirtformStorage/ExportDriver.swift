@@ -21,9 +21,16 @@ public protocol ExportDriver: Sendable {
     /// the current secrets) and binds them to each target of `iqns`. Sessions already logged in
     /// stay; the next login needs the new secret.
     func secure(_ iqns: [String], rotate: Bool) async throws
+    /// Admits the initiator names `add` to the target `iqn` and stops admitting `remove` (the
+    /// sessions of those already logged in stay until they log out).
+    func admit(iqn: String, add: [String], remove: [String]) async throws
 }
 
 extension ExportDriver {
+    public func admit(iqn: String, add: [String], remove: [String]) async throws {
+        throw StorageError(.unsupported, "this export driver cannot change a target's initiators")
+    }
+
     public func secure(_ iqns: [String], rotate: Bool) async throws {
         throw StorageError(.unsupported, "this export driver cannot set CHAP accounts")
     }

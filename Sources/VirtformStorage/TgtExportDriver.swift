@@ -74,7 +74,7 @@ public struct TgtExportDriver: ExportDriver {
     public func export(_ requests: [ExportRequest]) async throws {
         let existing = try await observe()
         var used = Set(existing.map(\.tid))
-        var planned: [(tid: Int, iqn: String, backing: String, what: String)] = []
+        var planned: [(tid: Int, iqn: String, backing: String, initiators: [String]?, what: String)] = []
         var nextTid = 1
         for request in requests {
             let iqn = iqn(project: request.project, volume: request.volume)
@@ -89,7 +89,7 @@ public struct TgtExportDriver: ExportDriver {
             }
             while used.contains(nextTid) { nextTid += 1 }
             used.insert(nextTid)
-            planned.append((nextTid, iqn, request.backingPath, what))
+            planned.append((nextTid, iqn, request.backingPath, request.initiators, what))
         }
         if credentials != nil, !planned.isEmpty { try await ensureAccounts(rotate: false) }
         let failures = await withTaskGroup(of: (any Error)?.self) { group in
@@ -98,7 +98,7 @@ public struct TgtExportDriver: ExportDriver {
                 guard let item = iterator.next() else { return false }
                 group.addTask {
                     do {
-                        try await makeTarget(tid: item.tid, iqn: item.iqn, backing: item.backing, item.what)
+                        try await makeTarget(tid: item.tid, iqn: item.iqn, backing: item.backing, initiators: item.initiators, item.what)
                         return nil
                     } catch {
                         return error
@@ -119,16 +119,17 @@ public struct TgtExportDriver: ExportDriver {
         if let first = failures.first { throw first }
     }
 
-    private func makeTarget(tid: Int, iqn: String, backing: String, _ what: String) async throws {
+    private func makeTarget(tid: Int, iqn: String, backing: String, initiators: [String]?, _ what: String) async throws {
         let t = String(tid)
         try await tgtadm(["--op", "new", "--mode", "target", "--tid", t, "-T", iqn], what)
         do {
             try await tgtadm(["--op", "new", "--mode", "logicalunit", "--tid", t, "--lun", "1", "-b", backing], what)
-            // `-I` binds initiator addresses (ALL: everyone); `-Q` binds initiator names.
-            if export.initiators.isEmpty {
+            // `-I` binds initiator addresses (ALL: everyone); `-Q` binds initiator names. A pool
+            // that admits hosts by name binds only the names the request gives (none: nobody).
+            if initiators == nil && export.initiators.isEmpty {
                 try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-I", "ALL"], what)
             }
-            for initiator in export.initiators {
+            for initiator in initiators ?? export.initiators {
                 try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-Q", initiator], what)
             }
             try await bindAccounts(tid: t, what)
@@ -136,6 +137,21 @@ public struct TgtExportDriver: ExportDriver {
             // A target without its LUN or its ACL must not stay behind.
             _ = try? await runner.run(base + ["--op", "delete", "--mode", "target", "--tid", t, "--force"])
             throw error
+        }
+    }
+
+    public func admit(iqn: String, add: [String], remove: [String]) async throws {
+        let targets = try await observe()
+        guard let target = targets.first(where: { $0.iqn == iqn }) else {
+            throw StorageError(.notFound, "failed to change the initiators of \(iqn): no such target on tgtd (control port \(controlPort))")
+        }
+        guard target.isOwned else { throw StorageError(.unowned, "refusing to change \(iqn): it is not virtform's") }
+        let t = String(target.tid)
+        for name in add where !target.boundInitiators.contains(name) {
+            try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-Q", name], "admit \(name) to \(iqn)")
+        }
+        for name in remove where target.boundInitiators.contains(name) {
+            try await tgtadm(["--op", "unbind", "--mode", "target", "--tid", t, "-Q", name], "stop admitting \(name) to \(iqn)")
         }
     }
 

@@ -120,4 +120,71 @@ extension StackTests {
             }
         }
     }
+
+    /// Targets that admit only their guest's host (`admitHosts`, each host's `initiatorName`),
+    /// with CHAP: the guest logs in as its host; moved live to the second host, the plan admits
+    /// the destination before the move and drops the former host after it, and the guest runs
+    /// there, its disk logged in as the destination.
+    @Test(.enabled(if: GuestImage.unmetRequirements() == nil, Comment(rawValue: GuestImage.unmetRequirements() ?? "")))
+    func aTargetAdmitsItsGuestsHostAndTheDestinationDuringAMove() async throws {
+        try await StackSite.with(hosts: 2) { site in
+            let image = site.root + "/guest.img"
+            try await GuestImage.build(at: image, scratch: site.root + "/guest-build")
+            let directory = site.root + "/manifests-admit"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let secretFile = site.root + "/chap-secret"
+            try FileSystem.writeFile(secretFile, "admit-secret-\(UInt32.random(in: 100_000...999_999))\n", mode: 0o600, owner: nil)
+            let chap = "{username: \(Self.chapUser), secretRef: {file: \(secretFile)}}, admitHosts: true"
+            func write(host: Int) throws {
+                let text = site.manifests(site: "stack-a", prefix: "", web: nil, image: image, qemu: true, chap: chap, hostInitiators: true) + """
+                    ---
+                    apiVersion: virtform.io/v1alpha1
+                    kind: VirtualMachine
+                    metadata: {name: mover}
+                    spec:
+                      project: appl
+                      memory: 96MiB
+                      vcpus: 1
+                      disk: {from: masters/base@v1}
+                      placement: {host: stack-h\(host)}
+                      power: running
+
+                    """
+                try text.write(toFile: directory + "/site.yaml", atomically: true, encoding: .utf8)
+            }
+            let h1Name = "iqn.2026-11.io.virtform.test:stack-h1", h2Name = "iqn.2026-11.io.virtform.test:stack-h2"
+            let tgtadm = try #require(Executables.find("tgtadm"))
+            func acl() async throws -> [String] {
+                let show = try await Command.run([tgtadm, "-C", "\(StackSite.controlPort)", "--lld", "iscsi", "--op", "show", "--mode", "target"]).standardOutput
+                guard let start = show.range(of: "appl.mover") else { return [] }
+                let rest = show[start.upperBound...]
+                let section = rest.range(of: "ACL information:").map { rest[$0.upperBound...] } ?? ""
+                let lines: [String] = section.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+                return Array(lines.prefix(while: { $0.hasPrefix("iqn.") }))
+            }
+            try write(host: 1)
+            var (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            try #require(code == 0, "\(output)")
+            #expect(try await acl() == [h1Name], "\(output)")
+            let h1 = try await Connection.open(uri: site.hosts[0].qemuURI), h2 = try await Connection.open(uri: site.hosts[1].qemuURI)
+            #expect(try await h1.domain(named: "appl:mover")?.state == .running)
+            let xml = try await h1.domain(named: "appl:mover")?.xml(flags: [.inactive]) ?? ""
+            #expect(xml.contains("<iqn name='\(h1Name)'/>"), "\(xml)")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
+            #expect(code == 0, "\(output)")
+
+            try write(host: 2)
+            (output, code) = await runVirtform(["plan", directory])
+            #expect(output.contains("initiators: \(h1Name) → \(h1Name), \(h2Name)") && output.contains("initiators: \(h1Name), \(h2Name) → \(h2Name)"), "\(output)")
+            (output, code) = await runVirtform(["apply", "--auto-approve", directory])
+            #expect(code == 0, "\(output)")
+            #expect(try await h2.domain(named: "appl:mover")?.state == .running, "\(output)")
+            #expect(try await h1.domain(named: "appl:mover") == nil)
+            #expect(try await acl() == [h2Name], "\(output)")
+            (output, code) = await runVirtform(["plan", "--detailed-exitcode", directory])
+            #expect(code == 0, "\(output)")
+            await h1.close()
+            await h2.close()
+        }
+    }
 }

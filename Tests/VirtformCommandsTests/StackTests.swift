@@ -607,7 +607,8 @@ struct StackSite: Sendable {
     /// The host, pool and DHCP server the site's manifests name (the same for a second site);
     /// `initiators` restricts the pool's targets to those initiator names.
     func systems(initiators: [String] = [], qemu: Bool = false, maintenance: Set<String> = [], bridgeless: Set<String> = [],
-                 migration: String = "", cluster: String = "placement: {policy: spread}", chap: String = "") -> String {
+                 migration: String = "", cluster: String = "placement: {policy: spread}", chap: String = "",
+                 hostInitiators: Bool = false) -> String {
         let restricted = initiators.isEmpty ? "" : ", initiators: [\(initiators.joined(separator: ", "))]"
         let driver = qemu ? "domainType: qemu\n  guestNetworking: user-mode" : "domainType: test"
         var text = ""
@@ -622,6 +623,7 @@ struct StackSite: Sendable {
                   bridges: [\(bridgeless.contains("stack-h\(i + 1)") ? "" : "fe0")]
                   migrationAddress: 127.0.0.1
                   maintenance: \(maintenance.contains("stack-h\(i + 1)"))
+                  \(hostInitiators ? "initiatorName: iqn.2026-11.io.virtform.test:stack-h\(i + 1)" : "")
                   \(driver)
                 ---
 
@@ -697,7 +699,7 @@ struct StackSite: Sendable {
     /// guests instead of the test driver's.
     func manifests(site: String, prefix: String, web: Web?, initiators: [String] = [], image: String? = nil, qemu: Bool = false,
                    maintenance: Set<String> = [], bridgeless: Set<String> = [], migration: String = "",
-                   cluster: String = "placement: {policy: spread}", chap: String = "") -> String {
+                   cluster: String = "placement: {policy: spread}", chap: String = "", hostInitiators: Bool = false) -> String {
         let (masters, apps) = (prefix + "masters", prefix.isEmpty ? "appl" : prefix + "apps")
         var text = """
             apiVersion: virtform.io/v1alpha1
@@ -722,7 +724,7 @@ struct StackSite: Sendable {
             ---
 
             """ + systems(initiators: initiators, qemu: qemu, maintenance: maintenance, bridgeless: bridgeless, migration: migration,
-                          cluster: cluster, chap: chap)
+                          cluster: cluster, chap: chap, hostInitiators: hostInitiators)
         if let web {
             text += """
                 ---

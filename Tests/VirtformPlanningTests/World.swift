@@ -109,7 +109,7 @@ struct World {
         case .defineSecret(let usage, _, _):
             hosts.secrets[host, default: []].removeAll { $0.usage == usage }
             hosts.secrets[host, default: []].append(ObservedSecret(usage: usage, uuid: "uuid-\(usage)", current: true))
-        case .secureTargets:
+        case .secureTargets, .admitInitiators:
             break
         case .migrateDomain(let name, let request):
             // As apply does: defined on the destination (running there when it ran here), gone here.

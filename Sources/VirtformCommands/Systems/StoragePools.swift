@@ -37,8 +37,9 @@ enum StoragePools: SystemKind {
         }
 
         /// What the portal serves as LUN 1 of each target. A pool whose targets admit only named
-        /// initiators is checked as the first of them (what a hypervisor logs in as); otherwise
-        /// as virtform's own initiator name. With CHAP, the login uses the pool's accounts (a
+        /// initiators is checked as the first of them (what a hypervisor logs in as), one that
+        /// admits hosts by name as the first host its target admits; otherwise as virtform's own
+        /// initiator name. With CHAP, the login uses the pool's accounts (a
         /// refused secret reads as "Authentication failure": the planner rotates the account).
         private static func served(by export: ISCSIExport, credentials: ExportCredentials?, targets: [ObservedTarget]) async -> [String: ServedLUN] {
             let portal = "\(export.portal.host):\(export.portal.port)"
@@ -46,9 +47,13 @@ enum StoragePools: SystemKind {
                 Initiator.CHAP(username: $0.initiator.username, password: $0.initiator.password,
                                target: $0.mutual.map { ($0.username, $0.password) })
             }
-            let initiator = Initiator(name: export.initiators.first ?? Initiator.defaultName, chap: chap)
             return await withTaskGroup(of: (String, ServedLUN).self) { group in
                 for target in targets {
+                    // A pool that admits hosts by name is checked as a host the target admits
+                    // (one that admits none is nobody's to check: the planner admits its host).
+                    let name = export.admitHosts ? target.boundInitiators.first { $0.hasPrefix("iqn.") } : export.initiators.first ?? Initiator.defaultName
+                    guard let name else { continue }
+                    let initiator = Initiator(name: name, chap: chap)
                     group.addTask {
                         do {
                             let capacity = try await initiator.capacity(portal: portal, target: target.iqn, lun: 1)
@@ -130,6 +135,8 @@ enum StoragePools: SystemKind {
                 try await exporter.unexport(iqn: iqn, force: false)
             case .secureTargets(let iqns, let rotate):
                 try await exporter.secure(iqns, rotate: rotate)
+            case .admitInitiators(let iqn, let add, let remove):
+                try await exporter.admit(iqn: iqn, add: add, remove: remove)
             default:
                 throw CommandFailure.notFor(change, .exportServer(name))
             }

@@ -137,6 +137,7 @@ struct ModelBuilder {
                                  portal: try need(HostPort(parsing: try need(string(node["portal"]), "portal")), "value"),
                                  iqnPrefix: try need(string(node["iqnPrefix"]), "iqnPrefix"), initiators: strings(node["initiators"]),
                                  controlPort: integer(node["controlPort"]) ?? 0, chap: chap(node["chap"]))
+            export?.admitHosts = boolean(node["admitHosts"]) ?? false
         }
         return StoragePool(meta: meta, driver: try need(StoragePool.Driver(rawValue: try need(string(spec["driver"]), "driver")), "value"), path: string(spec["path"]),
                            dataset: string(spec["dataset"]), ssh: sshAccess(spec["ssh"]), export: export, provenance: provenance)

@@ -105,6 +105,7 @@ public enum ManifestSchema {
             .required("iqnPrefix", .string(.iqnPrefix), "Targets are named <iqnPrefix>:<project>.<lun>."),
             Field("initiators", .list(.string(.any), unique: true), "Initiator IQNs allowed to log in; all when absent."),
             Field("controlPort", .integer(0...65535), "tgt: the local tgtd instance that manages the targets (tgtadm -C N). Default 0."),
+            Field("admitHosts", .boolean, "Each target admits only the initiatorName of the host that runs its guest (and, during a migration, of its destination), instead of initiators. Every host needs spec.initiatorName. Default false."),
             Field("chap", .object(ObjectShape("CHAP: hypervisors log in to every target with this account.", [
                 .required("username", .string(.any), "The account's name."),
                 .required("secretRef", secretRef, "Where its secret is read from; never the secret itself."),
