@@ -19,13 +19,15 @@ struct ReferenceManifestTests {
         #expect(result.site.virtualMachines.count >= 4)
     }
 
-    /// `examples/lab-over-ssh/hosts.yaml` stands in for `manifests/hosts.yaml` (`scripts/demo
-    /// --transport ssh`): the same hosts, reached over their sshds with the lab's key and
-    /// known_hosts file.
+    /// `examples/lab-over-ssh/` stands in for `manifests/hosts.yaml` and `storage.yaml`
+    /// (`scripts/demo --transport ssh`): the same hosts, reached over their sshds with the lab's
+    /// key and known_hosts file, and the same pool, driven through the lab's agent sshd.
     @Test func theSSHHostsReplaceTheReferenceHosts() throws {
         let manifests = root.appendingPathComponent("manifests").path
-        let files = try FileManager.default.contentsOfDirectory(atPath: manifests).filter { $0.hasSuffix(".yaml") && $0 != "hosts.yaml" }
-        let result = ManifestLoader.load(paths: files.map { manifests + "/" + $0 } + [root.appendingPathComponent("examples/lab-over-ssh/hosts.yaml").path])
+        let replaced = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("examples/lab-over-ssh").path)
+        #expect(Set(replaced) == ["hosts.yaml", "storage.yaml"])
+        let files = try FileManager.default.contentsOfDirectory(atPath: manifests).filter { $0.hasSuffix(".yaml") && !replaced.contains($0) }
+        let result = ManifestLoader.load(paths: files.map { manifests + "/" + $0 } + replaced.map { root.appendingPathComponent("examples/lab-over-ssh/\($0)").path })
         #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
         let reference = ManifestLoader.load(paths: [manifests]).site.hosts
         #expect(result.site.hosts.map(\.name) == reference.map(\.name))
@@ -33,6 +35,8 @@ struct ReferenceManifestTests {
             #expect(host.sshTransport == "libssh" && host.ssh?.knownHosts == "/var/lib/virtform-lab/ssh/known_hosts", "\(host.uri)")
             #expect(host.connectionURI.contains("?keyfile=/var/lib/virtform-lab/ssh/id_ed25519&known_hosts=") && host.connectionURI.hasSuffix("&sshauth=privkey"))
         }
+        #expect(result.site.pools.first?.ssh == SSHAccess(target: "root@127.0.0.1", port: 2220, identity: "/var/lib/virtform-lab/ssh/id_ed25519",
+                                                           knownHosts: "/var/lib/virtform-lab/ssh/known_hosts"))
     }
 
     @Test("each example is valid on its own", arguments: examples)

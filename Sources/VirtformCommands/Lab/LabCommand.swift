@@ -81,6 +81,12 @@ struct LabUp: AsyncParsableCommand {
             do {
                 let status = try await lab.storage.up()
                 Self.reportStorage(status, lab.storageConfiguration, &report)
+                if lab.settings.overSSH {
+                    // The storage machine as a remote one: root may run only this `virtform agent`.
+                    let program = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+                    let agent = try await lab.ssh.upAgent(program: program, allow: [lab.storageConfiguration.mountPoint])
+                    report.line(.up, "pool over ssh", "sshd pid \(agent.pid) on 127.0.0.1:\(agent.port): root may run only `\(program) agent --allow \(lab.storageConfiguration.mountPoint)`")
+                }
             } catch {
                 report.line(.failed, "pool and iSCSI target", "\(error)")
             }
