@@ -205,8 +205,10 @@ public actor SSHLab {
         try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
         chmod("/run/sshd", 0o755)
         var lastError = ""
-        for _ in 0..<5 {
-            let port = basePort == 0 ? try LoopbackPort.free() : basePort + index
+        // A host started again keeps the port it had (its manifests and known_hosts name it).
+        let previous = recordedPort(index)
+        for attempt in 0..<5 {
+            let port = basePort != 0 ? basePort + index : attempt == 0 && previous != nil ? previous! : try LoopbackPort.free()
             let config = folder + "/sshd_config"
             try FileSystem.writeFile(config, Self.configuration(port: port, hostKey: hostKey, pidFile: pidFile(index), user: user) + extra,
                                      mode: 0o600, owner: nil)

@@ -30,6 +30,20 @@ public enum RemoteDrivers {
     }
 }
 
+extension SSHAgentClient {
+    /// `request`'s result; the agent's failure as the driver error a local driver would have
+    /// thrown, and one of the link itself (`domain` agent) as `unreachable` makes it.
+    func ask<R: Codable & Sendable>(_ request: AgentRequest, _ type: R.Type, unreachable: (AgentFailure) -> any Error) async throws -> R {
+        do {
+            return try await call(request, R.self)
+        } catch let failure as AgentFailure where failure.domain == "agent" {
+            throw unreachable(failure)
+        } catch {
+            throw translated(error)
+        }
+    }
+}
+
 /// The agent's failure as the driver error a local driver would have thrown.
 func translated(_ error: any Error) -> any Error {
     guard let failure = error as? AgentFailure else { return error }
@@ -50,13 +64,9 @@ struct RemoteStorageDriver: StorageDriver {
     func backingPath(project: String, volume: String) -> String { shape.backingPath(project: project, volume: volume) }
 
     private func call<R: Codable & Sendable>(_ call: StorageCall, _ type: R.Type = Done.self) async throws -> R {
-        do {
-            return try await client.call(.storage(spec, call, run: OwnershipMark.writingRun), R.self)
-        } catch let failure as AgentFailure where failure.domain == "agent" {
-            // The machine could not be asked: the pool is unusable now (never empty).
-            throw StorageError(.unusable, "pool \(spec.pool) on \(client.access.target): \(failure.message)")
-        } catch {
-            throw translated(error)
+        // The machine could not be asked: the pool is unusable now (never empty).
+        try await client.ask(.storage(spec, call, run: OwnershipMark.writingRun), R.self) { [spec, client] failure in
+            StorageError(.unusable, "pool \(spec.pool) on \(client.access.target): \(failure.message)")
         }
     }
 
@@ -89,12 +99,8 @@ struct RemoteExportDriver: ExportDriver {
     let client: SSHAgentClient
 
     private func call<R: Codable & Sendable>(_ call: ExportCall, _ type: R.Type = Done.self) async throws -> R {
-        do {
-            return try await client.call(.export(spec, call), R.self)
-        } catch let failure as AgentFailure where failure.domain == "agent" {
-            throw StorageError(.unusable, "the iSCSI export on \(client.access.target): \(failure.message)")
-        } catch {
-            throw translated(error)
+        try await client.ask(.export(spec, call), R.self) { [client] failure in
+            StorageError(.unusable, "the iSCSI export on \(client.access.target): \(failure.message)")
         }
     }
 
@@ -112,12 +118,8 @@ struct RemoteDnsmasqDriver: DHCPDriver {
     let client: SSHAgentClient
 
     private func call<R: Codable & Sendable>(_ call: DHCPCall, _ type: R.Type = Done.self) async throws -> R {
-        do {
-            return try await client.call(.dhcp(spec, call), R.self)
-        } catch let failure as AgentFailure where failure.domain == "agent" {
-            throw DHCPError(.unreachable, "dnsmasq of \(spec.server) on \(client.access.target): \(failure.message)")
-        } catch {
-            throw translated(error)
+        try await client.ask(.dhcp(spec, call), R.self) { [spec, client] failure in
+            DHCPError(.unreachable, "dnsmasq of \(spec.server) on \(client.access.target): \(failure.message)")
         }
     }
 

@@ -120,4 +120,30 @@ extension EndToEndTests {
             #expect(planCode == 0, "\(plan)")
         }
     }
+
+    /// The sshd of one host killed outright in the middle of an apply (with its sessions, so the
+    /// connection is reset): that host's actions fail at once, the other host's all run, the
+    /// apply ends with its summary, and with the sshd back one apply converges.
+    @Test(.enabled(if: SSHLab.unmetRequirements() == nil, Comment(rawValue: SSHLab.unmetRequirements() ?? "")))
+    func aKilledSSHDFailsOnlyThatHostsActions() async throws {
+        try await E2ESite.with(hosts: 2, extraVMs: 4, driver: .qemu, ssh: true) { site in
+            let program = try #require(virtformExecutable(), "the virtform executable is built next to the tests")
+            let sshd = try #require(site.hosts[1].ssh?.pid, "the second host's sshd")
+            let run = try await runVirtformChild(
+                program, ["apply", "--auto-approve", "--per-host", "1", "--operation-timeout", "300", site.directory],
+                trigger: "on e2e-h2\n", within: .seconds(120),
+                onTrigger: { for pid in [sshd] + Processes.descendants(of: sshd) { kill(pid, SIGKILL) } }, cleanup: {})
+            #expect(run.ended && run.triggered, "\(run.output)")
+            #expect(run.status == 1, "virtform must fail the host's actions, not die (status \(run.status)):\n\(run.output)")
+            #expect(run.output.contains("Apply: ") && run.output.contains("on e2e-h2"), "\(run.output)")
+            let (json, _) = await runVirtform(["plan", "--format", "json", site.directory])
+            let changes = try #require((try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["changes"] as? [[String: Any]])
+            let left = changes.filter { (($0["system"] as? [String: Any])?["name"] as? String) == "e2e-h1" }
+            #expect(left.isEmpty, "left on e2e-h1: \(left.map { $0["id"] ?? "?" })")
+            // The host's sshd back (the lab starts it again on its port): one apply converges.
+            _ = try await SSHLab(configuration: site.lab.configuration, basePort: 0).up([site.hosts[1]])
+            let (again, code) = await site.apply()
+            #expect(code == 0, "\(again)")
+        }
+    }
 }
