@@ -104,7 +104,7 @@ let package = Package(
         // Depends on the executable too, so that `swift test` builds it (the killed-apply test runs it).
         .testTarget(name: "VirtformCommandsTests", dependencies: [
             "virtform", "VirtformCommands", "VirtformLab", "VirtformSystem", "Libvirt", "VirtformDHCP", "VirtformModel", "VirtformPlanning", "VirtformManifests",
-            "VirtformRemote", "VirtformStorage",
+            "VirtformRemote", "VirtformStorage", "VirtformHypervisor",
         ], exclude: ["Golden"]),
     ],
     swiftLanguageModes: [.v6]

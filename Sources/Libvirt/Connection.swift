@@ -30,9 +30,11 @@ public final class Connection: Sendable {
     /// noticed; when that happens, open event streams finish.
     public static func open(uri: String) async throws(LibvirtError) -> Connection {
         if LibvirtRuntime.needsOneCallAtATime(uri) { libvirtThreads.limit(key: uri, to: 1) }
-        let eventLoop = LibvirtRuntime.eventLoopRunning
         let connection = try await runBlocking(key: uri) {
             () throws(LibvirtError) -> Connection in
+            // libvirt's one-time setup runs here, on a blocking thread: the first call can take
+            // seconds (drivers, TLS), and every caller waits for it — never the cooperative pool.
+            let eventLoop = LibvirtRuntime.eventLoopRunning
             let pointer = try check(virConnectOpen(uri), "open connection to '\(uri)'")
             if eventLoop {
                 // Best effort: local drivers do not support keepalive and say so.

@@ -75,13 +75,12 @@ extension LibvirtHost {
         // the source's (the rest of its live definition is kept as it runs).
         let live = try DomainXML.read(running).spec
         var destinationXML: String?
-        let renamed = zip(live.disks, spec.disks).filter { $0.0.target == $0.1.target && $0.0.initiator != $0.1.initiator }
+        let renamed = spec.disks.filter { disk in
+            disk.initiator != nil && live.disks.first { $0.target == disk.target && $0.lun == disk.lun }?.initiator != disk.initiator
+        }
         if !renamed.isEmpty {
             var xml = try await domain.xml(flags: [.migratable])
-            for (from, to) in renamed {
-                guard let old = from.initiator, let new = to.initiator else { continue }
-                xml = xml.replacingOccurrences(of: "<iqn name='\(DomainXML.escape(old))'/>", with: "<iqn name='\(DomainXML.escape(new))'/>")
-            }
+            for disk in renamed { xml = Self.settingInitiator(disk.initiator!, of: "\(disk.target)/\(disk.lun)", in: xml) }
             destinationXML = xml
         }
         let aborted = Mutex<String?>(nil)
@@ -130,6 +129,22 @@ extension LibvirtHost {
             throw error
         }
         forget(domainName)
+    }
+
+    /// `xml` with the iSCSI disk whose source is `source` logging in as `name`: its
+    /// `<initiator>` replaced, or added when it has none.
+    static func settingInitiator(_ name: String, of source: String, in xml: String) -> String {
+        guard let start = xml.range(of: "name='\(DomainXML.escape(source))'"),
+            let end = xml.range(of: "</source>", range: start.upperBound..<xml.endIndex)
+        else { return xml }
+        var block = String(xml[start.upperBound..<end.lowerBound])
+        let element = "<initiator><iqn name='\(DomainXML.escape(name))'/></initiator>"
+        if let open = block.range(of: "<initiator>"), let close = block.range(of: "</initiator>", range: open.upperBound..<block.endIndex) {
+            block.replaceSubrange(open.lowerBound..<close.upperBound, with: element)
+        } else {
+            block += element
+        }
+        return xml.replacingCharacters(in: start.upperBound..<end.lowerBound, with: block)
     }
 
     /// What a running migration's watcher decides at each look at the job: nothing, or why it

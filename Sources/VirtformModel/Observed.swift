@@ -67,7 +67,8 @@ public struct ObservedSecret: Sendable, Hashable {
 /// Everything observed on the hypervisors of a site.
 public struct ObservedSite: Sendable {
     public var hosts: [String: HostObservation]
-    /// virtform's libvirt secrets, by host (only hosts that were read).
+    /// virtform's libvirt secrets, by host: only hosts whose secrets were listed (one missing here:
+    /// unknown, and nothing is planned for them).
     public var secrets: [String: [ObservedSecret]] = [:]
 
     public init(hosts: [String: HostObservation]) {

@@ -280,6 +280,12 @@ public struct ObservedTarget: Sendable, Hashable, Codable {
     /// LUN: an export interrupted between making the target and adding its LUN (or one still
     /// being made). It is the work of whichever site owns the project its name gives.
     public var halfMade: Bool
+    /// Whether an entry of `boundInitiators` is an initiator name (`iqn.…`, `eui.…`, `naa.…`)
+    /// rather than an address (`ALL`, an IP address).
+    public static func isInitiatorName(_ entry: String) -> Bool {
+        entry.hasPrefix("iqn.") || entry.hasPrefix("eui.") || entry.hasPrefix("naa.")
+    }
+
     /// CHAP accounts bound to the target: those initiators log in with, and the one it answers
     /// with (tgt's "outgoing", mutual CHAP).
     public var accounts: [String] = []

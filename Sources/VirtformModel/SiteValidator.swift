@@ -44,6 +44,8 @@ public struct SiteValidator {
         checkDuplicates(site.bindings)
         checkClusters()
         site.pools.forEach { checkPool($0) }
+        for pool in site.pools { if let access = pool.ssh { checkSSHAccess(pool, access) } }
+        for server in site.dhcpServers { if let access = server.ssh { checkSSHAccess(server, access) } }
         for project in site.projects {
             reference(project, "spec.pool", .storagePool, project.pool, exists: index.pools[project.pool] != nil,
                       known: index.pools.keys)
@@ -69,6 +71,27 @@ public struct SiteValidator {
         guard let anchor = firsts.compactMap({ $0 }).min(by: { $0.provenance.document < $1.provenance.document }) else { return }
         diagnostics.append(Diagnostic(.warning, at: anchor.provenance.document, object: nil, field: "",
                                       message: "no Site document: this site is called \"\(Site.defaultName)\", and every mark it writes says so; declare `kind: Site` to name it"))
+    }
+
+    /// A pool's or DHCP server's `spec.ssh`: words OpenSSH takes as they are — a target that is
+    /// not an option, an agent that is a plain program path (the remote side runs it), files
+    /// without spaces, quotes or `%` (ssh's option syntax would read them otherwise).
+    private mutating func checkSSHAccess(_ object: some SiteObject, _ access: SSHAccess) {
+        func plain(_ text: String, extra: String) -> Bool {
+            !text.isEmpty && text.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || extra.unicodeScalars.contains($0)) }
+        }
+        if access.target.hasPrefix("-") || !plain(access.target, extra: "._-@:[]") {
+            report(object, "spec.ssh.target", "the target must be user@host in letters, digits and . _ - @ : (no spaces, quotes or shell characters), not \"\(Redaction.escapingControls(access.target))\"")
+        }
+        if let agent = access.agent, agent.hasPrefix("-") || !plain(agent, extra: "/._-") {
+            report(object, "spec.ssh.agent", "the agent must be a program path in letters, digits and / . _ - (the far side runs it as it is), not \"\(Redaction.escapingControls(agent))\"")
+        }
+        for (field, path) in [("identity", access.identity), ("knownHosts", access.knownHosts)] {
+            guard let path else { continue }
+            if path.contains(where: { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "%" || $0 == "\t" }) {
+                report(object, "spec.ssh.\(field)", "ssh cannot take this path as it is: it has a space, a quote or %; move the file")
+            }
+        }
     }
 
     /// `spec.ssh` belongs to an SSH URI, names each file once, and a known_hosts file only
@@ -180,6 +203,15 @@ public struct SiteValidator {
 
     /// What the pool's driver needs and cannot use, from its descriptor (`Drivers`).
     private mutating func checkPool(_ pool: StoragePool) {
+        if let export = pool.export, export.driver != .tgt {
+            if export.chap != nil { report(pool, "spec.export.chap", "CHAP is set up by the tgt export driver only") }
+            if export.admitHosts { report(pool, "spec.export.admitHosts", "admitting hosts by name is done by the tgt export driver only") }
+        }
+        if let export = pool.export, export.chap != nil,
+            let other = site.pools.first(where: { $0.name != pool.name && $0.export?.chap != nil && $0.export?.secretUsage == export.secretUsage }),
+            other.name < pool.name {
+            report(pool, "spec.export.chap.username", "pool \(other.name) has the same iqnPrefix and CHAP account: the hosts' libvirt secret of it would be one; give one of them another account or prefix")
+        }
         if let export = pool.export, export.admitHosts {
             if !export.initiators.isEmpty {
                 report(pool, "spec.export.admitHosts", "admitHosts admits each guest's host by name; it cannot be used with a fixed initiators list")

@@ -14,11 +14,11 @@ extension DomainSpec {
         var disks: [DiskSpec] = []
         if vm.disk != nil, let export = index.projects[vm.project].flatMap({ index.pools[$0.pool] })?.export {
             // CHAP: the account and the host's libvirt secret of it; the host's own initiator
-            // name, or the first the pool admits.
+            // name when it has one (else QEMU's own, as before).
             disks.append(DiskSpec(target: "\(export.iqnPrefix):\(vm.project).\(vm.name)", lun: 1,
                                   portalHost: export.portal.host, portalPort: export.portal.port,
                                   chapUsername: export.chap?.initiator.username, secretUsage: export.chap.map { _ in export.secretUsage },
-                                  initiator: host.initiatorName ?? export.initiators.first))
+                                  initiator: host.initiatorName))
         }
         return DomainSpec(name: vm.id.domainName, domainType: host.domainType.rawValue,
                           osType: vm.type == .pv ? "linux" : "hvm", memoryKiB: vm.memory.kibibytes, vcpus: vm.vcpus,

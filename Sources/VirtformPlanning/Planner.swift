@@ -140,6 +140,7 @@ public struct Planner {
         let definedVMs = Set(domains.keys).intersection(declared)
         var context = StorageContext(definedDisks: definedDisks, runningDisks: runningDisks, deletionGuard: deletionGuard,
                                      definedVMs: definedVMs, options: options)
+        context.anyHostUnreachable = !unreachableHosts.isEmpty
         if site.pools.contains(where: { $0.export?.admitHosts == true }) {
             // Where each guest is, and where this plan puts or moves it.
             for (vm, domain) in domains where !deleted.contains(vm) {
@@ -280,8 +281,9 @@ public struct Planner {
         guard !exports.isEmpty else { return }
         var secretChanges: [String: [String]] = [:]  // host → change ids
         for host in site.hosts.sorted(by: { $0.name < $1.name }) {
-            guard case .reachable = observation.hosts.hosts[host.name] else { continue }
-            let present = observation.hosts.secrets[host.name] ?? []
+            // A host whose secrets could not be listed: nothing is planned for them there (its
+            // guests' changes go ahead; a start without the secret fails and says so).
+            guard case .reachable = observation.hosts.hosts[host.name], let present = observation.hosts.secrets[host.name] else { continue }
             for (pool, export, chap) in exports {
                 let usage = export.secretUsage
                 let found = present.first { $0.usage == usage }
@@ -299,11 +301,17 @@ public struct Planner {
             }
         }
         guard !secretChanges.isEmpty else { return }
-        let all = secretChanges.values.flatMap { $0 }
+        // A guest of a CHAP pool waits for the secret of the host it is defined or started on
+        // (and of its destination when it moves).
+        let chapPools = Set(exports.map(\.0))
+        let chapVMs = Set(site.virtualMachines.filter { vm in vm.disk != nil && index.projects[vm.project].map { chapPools.contains($0.pool) } == true }.map(\.id))
         for i in plan.changes.indices where plan.changes[i].system.kind == .host {
-            guard [.create, .update, .migrate, .start, .restart].contains(plan.changes[i].action), plan.changes[i].vm != nil,
-                !plan.changes[i].resource.hasPrefix("LibvirtSecret/") else { continue }
-            for id in all where !plan.changes[i].dependsOn.contains(id) { plan.changes[i].dependsOn.append(id) }
+            guard [.create, .update, .migrate, .start, .restart].contains(plan.changes[i].action), let vm = plan.changes[i].vm,
+                chapVMs.contains(vm) else { continue }
+            let hosts = [plan.changes[i].system.name] + (plan.changes[i].destination.map { [$0] } ?? [])
+            for id in hosts.flatMap({ secretChanges[$0] ?? [] }) where !plan.changes[i].dependsOn.contains(id) {
+                plan.changes[i].dependsOn.append(id)
+            }
         }
     }
 

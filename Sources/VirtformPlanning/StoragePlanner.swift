@@ -14,6 +14,8 @@ struct StorageContext {
     var options: Planner.Options
     /// Where each VM's guest is and goes, for pools that admit hosts by name.
     var admission: [VMID: Admission] = [:]
+    /// Whether some host could not be read (a guest of unknown whereabouts may run there).
+    var anyHostUnreachable = false
 }
 
 /// The hosts whose initiator names a VM's target admits: `before` while this plan runs (its
@@ -134,9 +136,12 @@ struct StoragePlanner {
     /// moves, so that it can log in from its destination), the others removed — a moving
     /// guest's old host only after the move, by a change that waits for it.
     private mutating func planAdmission(resource: String, iqn: String, target: ObservedTarget, before: Set<String>, after: Set<String>, move: String?) {
+        // Names and addresses (`ALL`, an IP: an export made before it admitted hosts) alike are
+        // compared; only names are ever added.
         let bound = Set(target.boundInitiators)
         let adding = before.subtracting(bound)
-        let removing = bound.subtracting(move == nil ? after : before)
+        // While any host could not be read, nothing is taken away: the guest may run there.
+        let removing = context.anyHostUnreachable ? [] : bound.subtracting(move == nil ? after : before)
         func list(_ names: Set<String>) -> String { names.isEmpty ? "none" : names.sorted().joined(separator: ", ") }
         if !adding.isEmpty || !removing.isEmpty {
             var change = Change(action: .update, resource: resource, system: exportSystem,
@@ -146,7 +151,7 @@ struct StoragePlanner {
             change.id += " (initiators)"
             add(change, fingerprint: "acl \(list(bound))")
         }
-        if let move, !before.subtracting(after).isEmpty {
+        if let move, !before.subtracting(after).isEmpty, !context.anyHostUnreachable {
             var change = Change(action: .update, resource: resource, system: exportSystem,
                                 operation: .admitInitiators(iqn: iqn, add: [], remove: before.subtracting(after).sorted()),
                                 fields: [FieldChange(field: "initiators", before: list(before), after: list(after), effect: .applied)],
@@ -306,7 +311,10 @@ struct StoragePlanner {
         let backing = pool.backingPath(project: vm.project, volume: vm.name)
         // A pool that admits hosts by name: the initiator names of the VM's hosts.
         let admitting = pool.export?.admitHosts == true
-        let admission = context.admission[vm.id] ?? Admission(before: [], after: [], move: nil)
+        // Where the guest runs is not known (its host unread, its domain not marked yet): the
+        // target's admissions stay as they are.
+        let known = context.admission[vm.id]
+        let admission = known ?? Admission(before: [], after: [], move: nil)
         func names(_ hosts: Set<String>) -> Set<String> { Set(hosts.compactMap { name in site.hosts.first { $0.name == name }?.initiatorName }) }
         let request = ExportRequest(project: vm.project, volume: vm.name, backingPath: backing,
                                     initiators: admitting ? names(admission.before).sorted() : nil)
@@ -345,7 +353,7 @@ struct StoragePlanner {
             // The LUN is cloned again: the target still serves the file it held open.
             fields.append(FieldChange(field: "backing", before: "\(backing) (gone)", after: backing, effect: .applied))
         }
-        if admitting, lun != nil {
+        if admitting, lun != nil, known != nil {
             planAdmission(resource: resource, iqn: iqn, target: target, before: names(admission.before), after: names(admission.after),
                           move: admission.move)
         }

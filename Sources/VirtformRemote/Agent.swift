@@ -17,10 +17,17 @@ public struct Agent: Sendable {
     /// Paths requests may name (a pool's folder, a hosts file, a PID file, an image to import),
     /// each a directory prefix; empty allows any.
     public let allowed: [String]
+    /// zfs datasets requests may name (each a dataset and what is below it); with `allowed`
+    /// set and none of these, zfs is refused altogether.
+    public let allowedDatasets: [String]
 
-    public init(allowed: [String]) {
+    public init(allowed: [String], allowedDatasets: [String] = []) {
         self.allowed = allowed.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        self.allowedDatasets = allowedDatasets.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
     }
+
+    /// Whether the agent limits what requests may name.
+    var restricted: Bool { !allowed.isEmpty || !allowedDatasets.isEmpty }
 
     /// The reply to the request in `input`, as JSON.
     public func reply(to input: Data) async -> Data {
@@ -45,6 +52,7 @@ public struct Agent: Sendable {
                 guard let program = arguments.first, Self.programs.contains(program) else {
                     throw AgentFailure(domain: "agent", code: "refused", message: "the agent runs only \(Self.programs.sorted().joined(separator: ", ")), not \(arguments.first ?? "nothing")")
                 }
+                try checkCommand(arguments)
                 return AnyCodable(try await LocalCommandRunner().run(arguments))
             }
         }
@@ -54,7 +62,11 @@ public struct Agent: Sendable {
 
     private func storage(_ spec: StoragePoolSpec, _ call: StorageCall) async -> Data {
         await answer(domain: "storage") { () async throws -> AnyCodable in
+            if restricted && spec.path == nil && spec.dataset == nil {
+                throw AgentFailure(domain: "agent", code: "refused", message: "the agent is limited to named paths and datasets; this pool names neither")
+            }
             try check(spec.path, "the pool's path")
+            try checkDataset(spec.dataset)
             if case .importImage(_, _, let source, _) = call { try check(source, "the image to import") }
             let driver = try StorageDrivers.driver(named: spec.driver, poolName: spec.pool, path: spec.path, dataset: spec.dataset, site: spec.site)
             switch call {
@@ -115,14 +127,41 @@ public struct Agent: Sendable {
 
     // MARK: Parts
 
-    /// Refuses a path outside the allowed directories (or one that climbs out with `..`).
+    /// Refuses a path outside the allowed directories: one that climbs out with `..`, or whose
+    /// existing part leads elsewhere through a symbolic link.
     private func check(_ path: String?, _ what: String) throws {
-        guard let path, !allowed.isEmpty else { return }
+        guard let path, restricted else { return }
+        func inside(_ candidate: String) -> Bool { allowed.contains { candidate == $0 || candidate.hasPrefix($0 + "/") } }
         let components = path.split(separator: "/")
-        guard path.hasPrefix("/"), !components.contains(".."),
-            allowed.contains(where: { path == $0 || path.hasPrefix($0 + "/") })
+        // What the path names once every link in it is followed (the existing part of it).
+        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        let roots = allowed.map { URL(fileURLWithPath: $0).resolvingSymlinksInPath().path }
+        guard path.hasPrefix("/"), !components.contains(".."), inside(path),
+            roots.contains(where: { resolved == $0 || resolved.hasPrefix($0 + "/") })
         else {
-            throw AgentFailure(domain: "agent", code: "refused", message: "the agent may not use \(path) (\(what)): it is allowed only \(allowed.joined(separator: ", "))")
+            throw AgentFailure(domain: "agent", code: "refused", message: "the agent may not use \(path) (\(what)): it is allowed only \(allowed.isEmpty ? "no paths" : allowed.joined(separator: ", "))")
+        }
+    }
+
+    private func checkDataset(_ dataset: String?) throws {
+        guard let dataset, restricted else { return }
+        guard !dataset.split(separator: "/").contains(".."), allowedDatasets.contains(where: { dataset == $0 || dataset.hasPrefix($0 + "/") }) else {
+            throw AgentFailure(domain: "agent", code: "refused", message: "the agent may not use dataset \(dataset): it is allowed only \(allowedDatasets.isEmpty ? "no datasets" : allowedDatasets.joined(separator: ", "))")
+        }
+    }
+
+    /// A zfs command of a limited agent: `zpool` never, and every dataset it names (an argument
+    /// that is not an option or a property) inside an allowed one.
+    private func checkCommand(_ arguments: [String]) throws {
+        guard restricted else { return }
+        guard arguments.first == "zfs", !allowedDatasets.isEmpty else {
+            throw AgentFailure(domain: "agent", code: "refused",
+                               message: allowedDatasets.isEmpty ? "this agent is limited to paths: no zfs (--allow-dataset names the datasets it may touch)"
+                                   : "a limited agent runs zfs only")
+        }
+        for argument in arguments.dropFirst(2) where !argument.hasPrefix("-") && !argument.contains("=") && argument.contains("/") {
+            let dataset = argument.split(separator: "@", maxSplits: 1).first.map(String.init) ?? argument
+            try checkDataset(dataset)
         }
     }
 

@@ -44,7 +44,7 @@ public struct SSHAgentClient: Sendable {
             reply = try JSONDecoder().decode(AgentReply<Result>.self, from: Data(outcome.standardOutput.utf8))
         } catch {
             throw AgentFailure(domain: "agent", code: "unreachable",
-                               message: "the agent on \(access.target) answered something unreadable (exit \(outcome.status)): \(outcome.standardOutput.prefix(200))")
+                               message: "the agent on \(access.target) answered something unreadable (exit \(outcome.status), \(outcome.standardOutput.utf8.count) bytes; is `virtform agent` what its key runs there?)")
         }
         if let failure = reply.failure { throw failure }
         guard let result = reply.result else {

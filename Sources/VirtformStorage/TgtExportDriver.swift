@@ -124,6 +124,9 @@ public struct TgtExportDriver: ExportDriver {
         try await tgtadm(["--op", "new", "--mode", "target", "--tid", t, "-T", iqn], what)
         do {
             try await tgtadm(["--op", "new", "--mode", "logicalunit", "--tid", t, "--lun", "1", "-b", backing], what)
+            // The accounts first: a target that admits initiators before it asks for CHAP
+            // would let one log in without it.
+            try await bindAccounts(tid: t, what)
             // `-I` binds initiator addresses (ALL: everyone); `-Q` binds initiator names. A pool
             // that admits hosts by name binds only the names the request gives (none: nobody).
             if initiators == nil && export.initiators.isEmpty {
@@ -132,7 +135,6 @@ public struct TgtExportDriver: ExportDriver {
             for initiator in initiators ?? export.initiators {
                 try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-Q", initiator], what)
             }
-            try await bindAccounts(tid: t, what)
         } catch {
             // A target without its LUN or its ACL must not stay behind.
             _ = try? await runner.run(base + ["--op", "delete", "--mode", "target", "--tid", t, "--force"])
@@ -151,17 +153,24 @@ public struct TgtExportDriver: ExportDriver {
             try await tgtadm(["--op", "bind", "--mode", "target", "--tid", t, "-Q", name], "admit \(name) to \(iqn)")
         }
         for name in remove where target.boundInitiators.contains(name) {
-            try await tgtadm(["--op", "unbind", "--mode", "target", "--tid", t, "-Q", name], "stop admitting \(name) to \(iqn)")
+            // tgt lists names (`-Q`) and addresses (`-I`, `ALL`) under one heading.
+            let flag = ObservedTarget.isInitiatorName(name) ? "-Q" : "-I"
+            try await tgtadm(["--op", "unbind", "--mode", "target", "--tid", t, flag, name], "stop admitting \(name) to \(iqn)")
         }
     }
 
     // MARK: CHAP
 
     public func secure(_ iqns: [String], rotate: Bool) async throws {
-        guard credentials != nil else { throw StorageError(.invalid, "failed to set CHAP accounts: the pool has no chap settings") }
+        guard let credentials else { throw StorageError(.invalid, "failed to set CHAP accounts: the pool has no chap settings") }
+        // Deleting an account unbinds it from every target (and a target without one asks for
+        // no CHAP): each that had it gets it back, not only those the plan names.
+        let before = try await observe()
+        let names = Set([credentials.initiator.username] + (credentials.mutual.map { [$0.username] } ?? []))
+        let had = rotate ? before.filter { $0.isOwned && !names.isDisjoint(with: $0.accounts + [$0.outgoingAccount].compactMap { $0 }) }.map(\.iqn) : []
         try await ensureAccounts(rotate: rotate)
         let targets = try await observe()
-        for iqn in iqns {
+        for iqn in Array(Set(iqns + had)).sorted() {
             guard let target = targets.first(where: { $0.iqn == iqn }) else {
                 throw StorageError(.notFound, "failed to bind the CHAP accounts to \(iqn): no such target on tgtd (control port \(controlPort))")
             }
@@ -192,6 +201,10 @@ public struct TgtExportDriver: ExportDriver {
             try await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", credentials.initiator.username], what)
         }
         if let mutual = credentials.mutual, present?.outgoingAccount != mutual.username {
+            // A target has one outgoing account: another one (a renamed mutual account) goes first.
+            if let other = present?.outgoingAccount {
+                try await tgtadm(["--op", "unbind", "--mode", "account", "--tid", tid, "--user", other, "--outgoing"], what)
+            }
             try await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", mutual.username, "--outgoing"], what)
         }
     }
@@ -220,17 +233,21 @@ public struct TgtExportDriver: ExportDriver {
         do {
             result = try await runner.run(full)
         } catch {
-            throw StorageError.failed(what, "\(error)")
+            // A runner's own error (a timeout, a failed start) may quote the whole command line.
+            throw StorageError.failed(what, masked("\(error)"))
         }
         guard result.status == 0 else {
             let said = (result.standardError.isEmpty ? result.standardOutput : result.standardError)
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             // A password is an argument of `--op new --mode account`: never in a message.
-            let secrets = credentials?.secrets ?? []
-            let shown = full.map { secrets.contains($0) ? "(sensitive)" : $0 }.joined(separator: " ")
-            throw StorageError.failed(what, "`\(shown)` exited with \(result.status): \(said)")
+            throw StorageError.failed(what, masked("`\(full.joined(separator: " "))` exited with \(result.status): \(said)"))
         }
         return result
+    }
+
+    /// `text` with every CHAP secret replaced by `(sensitive)`.
+    private func masked(_ text: String) -> String {
+        (credentials?.secrets ?? []).filter { !$0.isEmpty }.reduce(text) { $0.replacingOccurrences(of: $1, with: "(sensitive)") }
     }
 
     /// Parses `tgtadm --op show --mode target`. Ownership is left false (decided by `observe`).

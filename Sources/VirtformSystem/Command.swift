@@ -65,9 +65,14 @@ public enum Command {
         let error = Pipe()
         process.standardOutput = output
         process.standardError = error
+        let pipes = [output, error] + (stdin.map { [$0] } ?? [])
         do {
             try process.run()
         } catch {
+            for pipe in pipes {
+                try? pipe.fileHandleForReading.close()
+                try? pipe.fileHandleForWriting.close()
+            }
             throw SystemError("failed to run `\(commandLine)`: \(error)")
         }
         let timedOut = Box(false)

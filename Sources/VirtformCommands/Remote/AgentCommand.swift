@@ -15,6 +15,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("allow"), help: ArgumentHelp("A directory requests may name (a pool's folder, a hosts file's directory); repeat it for more. Without it, any.", valueName: "dir"))
     var allowed: [String] = []
 
+    @Option(name: .customLong("allow-dataset"), help: ArgumentHelp("A zfs dataset requests may name (with what is below it); repeat it for more. With --allow and without it, zfs is refused.", valueName: "dataset"))
+    var allowedDatasets: [String] = []
+
     func validate() throws {
         for directory in allowed where !directory.hasPrefix("/") {
             throw ValidationError("--allow takes absolute directories, not '\(directory)'")
@@ -23,7 +26,7 @@ struct AgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let input = FileHandle.standardInput.readDataToEndOfFile()
-        let reply = await Agent(allowed: allowed).reply(to: input)
+        let reply = await Agent(allowed: allowed, allowedDatasets: allowedDatasets).reply(to: input)
         FileHandle.standardOutput.write(reply)
     }
 }

@@ -42,7 +42,9 @@ enum Hypervisors: SystemKind {
                 throw hostKeys.explained(error) ?? error
             }
             let domains = try await host.observe()
-            let secrets = self.secrets.isEmpty ? [] : try await SecretDigest.observe(on: host.connection, wanted: self.secrets)
+            // Secrets that cannot be listed leave the host readable: they are unknown (nil), and
+            // the planner plans nothing for them.
+            let secrets = self.secrets.isEmpty ? nil : try? await SecretDigest.observe(on: host.connection, wanted: self.secrets)
             let reading = SystemRead(reading: .host(domains, secrets: secrets), session: HostSession(address: address, host: host, peers: peers))
             peers.add(host)
             return reading
@@ -54,22 +56,33 @@ enum Hypervisors: SystemKind {
     /// private: libvirt never gives the value back).
     enum SecretDigest {
         static let prefix = "virtform CHAP secret of "
+        /// PBKDF2-HMAC-SHA256 rounds: a guess costs this many HMACs (the description can be read
+        /// by whoever may list the host's secrets; CHAP secrets should be long and random).
+        static let iterations = 10_000
 
         static func describe(_ value: String, username: String) -> String {
             let salt = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-            return "\(prefix)\(username); sha256 \(salt) \(digest(salt: salt, value))"
+            return "\(prefix)\(username); pbkdf2-sha256 \(iterations) \(salt) \(digest(salt: salt, iterations: iterations, value))"
         }
 
-        static func digest(salt: String, _ value: String) -> String {
-            SHA256.hash(data: Data((salt + value).utf8)).map { String(format: "%02x", $0) }.joined()
+        /// PBKDF2 (RFC 8018) with HMAC-SHA256, one 32-byte block.
+        static func digest(salt: String, iterations: Int, _ value: String) -> String {
+            let key = SymmetricKey(data: Data(value.utf8))
+            var block = Data(HMAC<SHA256>.authenticationCode(for: Data(salt.utf8) + [0, 0, 0, 1], using: key))
+            var result = [UInt8](block)
+            for _ in 1..<max(1, iterations) {
+                block = Data(HMAC<SHA256>.authenticationCode(for: block, using: key))
+                for (i, byte) in block.enumerated() { result[i] ^= byte }
+            }
+            return result.map { String(format: "%02x", $0) }.joined()
         }
 
         /// Whether `description` records `value`; nil when it records nothing virtform wrote.
         static func matches(_ description: String?, _ value: String) -> Bool? {
-            guard let description, description.hasPrefix(prefix), let range = description.range(of: "; sha256 ") else { return nil }
+            guard let description, description.hasPrefix(prefix), let range = description.range(of: "; pbkdf2-sha256 ") else { return nil }
             let parts = description[range.upperBound...].split(separator: " ")
-            guard parts.count == 2 else { return nil }
-            return digest(salt: String(parts[0]), value) == parts[1]
+            guard parts.count == 3, let rounds = Int(parts[0]), (1...10_000_000).contains(rounds) else { return nil }
+            return digest(salt: String(parts[1]), iterations: rounds, value) == parts[2]
         }
 
         /// The host's secrets of the `wanted` usages, each saying whether it holds what its
@@ -106,7 +119,7 @@ enum Hypervisors: SystemKind {
         func explained(_ error: any Error) -> HypervisorError? {
             guard transport != nil else { return nil }
             let text = "\(error)"
-            if text.contains("HOST KEY VERIFICATION FAILED") || text.contains("differs from stored identity") {
+            if text.contains("HOST KEY VERIFICATION FAILED") || text.contains("differs from stored identity") || text.contains("is not the one we expected") {
                 return HypervisorError("host \(host): the SSH host key of \(address) differs from the one in \(file) — the host was reinstalled, "
                                        + "or something is in the way; compare the key's fingerprint with the host's own, then replace its line in that file")
             }

@@ -19,14 +19,21 @@ enum Secrets {
             }
             return value
         case .file(let path):
+            // One open, then its mode and its bytes from that descriptor: no race between them.
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw Missing(description: "\(what): cannot read the secret file \(path): \(String(cString: strerror(errno)))")
+            }
+            let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
             var info = stat()
-            guard stat(path, &info) == 0, let data = FileManager.default.contents(atPath: path) else {
+            guard fstat(fd, &info) == 0 else {
                 throw Missing(description: "\(what): cannot read the secret file \(path): \(String(cString: strerror(errno)))")
             }
             // As ssh does for keys: a secret others can read is refused, not used.
             guard info.st_mode & 0o077 == 0 else {
                 throw Missing(description: "\(what): the secret file \(path) can be read by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it")
             }
+            let data = (try? handle.readToEnd()) ?? Data()
             let value = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
             guard !value.isEmpty else { throw Missing(description: "\(what): the secret file \(path) is empty") }
             return value

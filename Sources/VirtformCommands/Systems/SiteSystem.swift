@@ -46,7 +46,8 @@ struct SystemRead: Sendable {
 
 /// What a system holds, as the planner is given it.
 enum SystemReading: Sendable {
-    case host([ObservedDomain], secrets: [ObservedSecret])
+    /// `secrets`: virtform's libvirt secrets there; nil when none are wanted or they could not be listed.
+    case host([ObservedDomain], secrets: [ObservedSecret]?)
     case pool(PoolContents)
     case dhcp(DHCPObservation)
 }
@@ -74,7 +75,7 @@ extension SiteObservation {
         switch (result, address.kind) {
         case (.success(.host(let domains, let secrets)), _):
             hosts.hosts[address.name] = .reachable(domains)
-            if !secrets.isEmpty { hosts.secrets[address.name] = secrets }
+            if let secrets { hosts.secrets[address.name] = secrets }
         case (.success(.pool(let contents)), _): pools[address.name] = .read(contents)
         case (.success(.dhcp(let observation)), _): dhcpServers[address.name] = .read(observation)
         case (.failure(let failure), .host): hosts.hosts[address.name] = .unreachable(reason: failure.reason)
