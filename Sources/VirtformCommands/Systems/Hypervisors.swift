@@ -60,7 +60,7 @@ enum Hypervisors: SystemKind {
         /// by whoever may list the host's secrets; CHAP secrets should be long and random).
         static let iterations = 10_000
 
-        static func describe(_ value: String, username: String) -> String {
+        static func describe(_ value: String, username: String, iterations: Int = iterations) -> String {
             let salt = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
             return "\(prefix)\(username); pbkdf2-sha256 \(iterations) \(salt) \(digest(salt: salt, iterations: iterations, value))"
         }
