@@ -1,5 +1,6 @@
 import CLibvirt
 import Foundation
+import VirtformSystem
 
 /// One libvirt secret as listed: its usage (for an iSCSI secret, the name domains' `<auth>`
 /// refers to it by), UUID and description. The value is never read back.
@@ -30,7 +31,8 @@ extension Connection {
                 _ = virSecretGetUUIDString(secret, &uuid)
                 let usage = virSecretGetUsageID(secret).map { String(cString: $0) } ?? ""
                 let xml = takeString(virSecretGetXMLDesc(secret, 0)) ?? ""
-                result.append(SecretSummary(uuid: String(cString: uuid), usageType: virSecretGetUsageType(secret), usageID: usage,
+                let text = String(decoding: uuid.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                result.append(SecretSummary(uuid: text, usageType: virSecretGetUsageType(secret), usageID: usage,
                                             description: Self.element("description", in: xml)))
             }
             return result
@@ -40,6 +42,7 @@ extension Connection {
     /// Defines (or redefines, by its usage) an iSCSI secret and sets its value. The secret is
     /// `private`: libvirt never hands its value out again.
     public func defineISCSISecret(usage: String, description: String, value: Data, uuid: String? = nil) async throws(LibvirtError) {
+        KillPoint.step("libvirt define secret")
         try await withPointer("define secret \(usage) on '\(uri)'") { conn throws(LibvirtError) in
             let operation = "define secret \(usage) on '\(self.uri)'"
             let xml = """

@@ -97,6 +97,9 @@ public struct SiteValidator {
     /// `spec.ssh` belongs to an SSH URI, names each file once, and a known_hosts file only
     /// where libvirt can hand it to its client (libssh; the OpenSSH program reads its own).
     private mutating func checkHostSSH(_ host: Host) {
+        if let name = host.initiatorName, !(name.hasPrefix("iqn.") || name.hasPrefix("eui.") || name.hasPrefix("naa.")) || name.contains(" ") {
+            report(host, "spec.initiatorName", "an iSCSI initiator name starts with iqn., eui. or naa. and has no spaces, e.g. iqn.2026-11.io.example:\(host.name)")
+        }
         guard let ssh = host.ssh else { return }
         guard let transport = host.sshTransport else {
             report(host, "spec.ssh", "spec.ssh is for SSH URIs (qemu+libssh://… or qemu+ssh://…); this host's URI uses another transport")

@@ -142,6 +142,7 @@ public struct Planner {
                                      definedVMs: definedVMs, options: options)
         context.anyHostUnreachable = !unreachableHosts.isEmpty
         if site.pools.contains(where: { $0.export?.admitHosts == true }) {
+            for host in site.hosts { if let name = host.initiatorName { context.initiatorNames[host.name] = name } }
             // Where each guest is, and where this plan puts or moves it.
             for (vm, domain) in domains where !deleted.contains(vm) {
                 context.admission[vm] = Admission(before: [domain.host], after: [domain.host], move: nil)

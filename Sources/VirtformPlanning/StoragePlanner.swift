@@ -16,6 +16,8 @@ struct StorageContext {
     var admission: [VMID: Admission] = [:]
     /// Whether some host could not be read (a guest of unknown whereabouts may run there).
     var anyHostUnreachable = false
+    /// Each host's `initiatorName`, where it has one.
+    var initiatorNames: [String: String] = [:]
 }
 
 /// The hosts whose initiator names a VM's target admits: `before` while this plan runs (its
@@ -315,7 +317,7 @@ struct StoragePlanner {
         // target's admissions stay as they are.
         let known = context.admission[vm.id]
         let admission = known ?? Admission(before: [], after: [], move: nil)
-        func names(_ hosts: Set<String>) -> Set<String> { Set(hosts.compactMap { name in site.hosts.first { $0.name == name }?.initiatorName }) }
+        func names(_ hosts: Set<String>) -> Set<String> { Set(hosts.compactMap { context.initiatorNames[$0] }) }
         let request = ExportRequest(project: vm.project, volume: vm.name, backingPath: backing,
                                     initiators: admitting ? names(admission.before).sorted() : nil)
         let desired = ResourceState(target: .init(iqn: iqn, backingPath: backing))

@@ -42,14 +42,14 @@ struct AgentTests {
 
     @Test func aSecretsDigestMatchesItsValueOnly() {
         // Few rounds: the test runs on the shared pool with every other (the rounds are recorded).
-        let description = Hypervisors.SecretDigest.describe("correct horse battery", username: "vf", iterations: 8)
+        let description = SecretDigest.describe("correct horse battery", username: "vf", iterations: 8)
         #expect(description.contains("pbkdf2-sha256 8 "))
         #expect(!description.contains("correct horse battery"))
-        #expect(Hypervisors.SecretDigest.matches(description, "correct horse battery") == true)
-        #expect(Hypervisors.SecretDigest.matches(description, "correct horse battery!") == false)
-        #expect(Hypervisors.SecretDigest.matches("set by hand", "correct horse battery") == nil)
+        #expect(SecretDigest.matches(description, "correct horse battery") == true)
+        #expect(SecretDigest.matches(description, "correct horse battery!") == false)
+        #expect(SecretDigest.matches("set by hand", "correct horse battery") == nil)
         // Two descriptions of one value differ (their salts do).
-        #expect(description != Hypervisors.SecretDigest.describe("correct horse battery", username: "vf", iterations: 8))
+        #expect(description != SecretDigest.describe("correct horse battery", username: "vf", iterations: 8))
     }
 
     @Test func theDestinationXMLLogsInUnderTheDestinationsName() {

@@ -1,4 +1,6 @@
+import Crypto
 import Foundation
+import Libvirt
 import VirtformModel
 import VirtformStorage
 
@@ -49,5 +51,54 @@ enum Secrets {
             ExportCredentials.Account(username: $0.username, password: try value($0.secret, for: what + ".mutual"))
         }
         return ExportCredentials(initiator: initiator, mutual: mutual)
+    }
+}
+
+/// What a libvirt secret of virtform's keeps in its description instead of its value: a
+/// salted SHA-256 of it, so that a rotated secret is seen as changed (the secret itself is
+/// private: libvirt never gives the value back).
+enum SecretDigest {
+    static let prefix = "virtform CHAP secret of "
+    /// PBKDF2-HMAC-SHA256 rounds: a guess costs this many HMACs (the description can be read
+    /// by whoever may list the host's secrets; CHAP secrets should be long and random).
+    static let iterations = 10_000
+
+    /// What a secret says while its value is being set: no digest, so never current.
+    static func pending(username: String) -> String { "\(prefix)\(username); value being set" }
+
+    static func describe(_ value: String, username: String, iterations: Int = iterations) -> String {
+        let salt = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        return "\(prefix)\(username); pbkdf2-sha256 \(iterations) \(salt) \(digest(salt: salt, iterations: iterations, value))"
+    }
+
+    /// PBKDF2 (RFC 8018) with HMAC-SHA256, one 32-byte block.
+    static func digest(salt: String, iterations: Int, _ value: String) -> String {
+        let key = SymmetricKey(data: Data(value.utf8))
+        var block = Data(HMAC<SHA256>.authenticationCode(for: Data(salt.utf8) + [0, 0, 0, 1], using: key))
+        var result = [UInt8](block)
+        for _ in 1..<max(1, iterations) {
+            block = Data(HMAC<SHA256>.authenticationCode(for: block, using: key))
+            for (i, byte) in block.enumerated() { result[i] ^= byte }
+        }
+        return result.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Whether `description` records `value`; nil when it records nothing virtform wrote.
+    static func matches(_ description: String?, _ value: String) -> Bool? {
+        guard let description, description.hasPrefix(prefix), let range = description.range(of: "; pbkdf2-sha256 ") else { return nil }
+        let parts = description[range.upperBound...].split(separator: " ")
+        guard parts.count == 3, let rounds = Int(parts[0]), (1...10_000_000).contains(rounds) else { return nil }
+        return digest(salt: String(parts[1]), iterations: rounds, value) == parts[2]
+    }
+
+    /// The host's secrets of the `wanted` usages, each saying whether it holds what its
+    /// reference holds now (nil when the reference cannot be read: the pool says why).
+    static func observe(on connection: Connection, wanted: [String: SecretRef]) async throws -> [ObservedSecret] {
+        try await connection.listAllSecrets().compactMap { summary in
+            guard let reference = wanted[summary.usageID] else { return nil }
+            let value = try? Secrets.value(reference, for: summary.usageID)
+            return ObservedSecret(usage: summary.usageID, uuid: summary.uuid,
+                                  current: value.flatMap { matches(summary.description, $0) } ?? (value == nil ? nil : false))
+        }
     }
 }
