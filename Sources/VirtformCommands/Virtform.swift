@@ -21,7 +21,7 @@ public struct Virtform: AsyncParsableCommand {
         abstract: "Keep libvirt hypervisors, shared iSCSI storage and DHCP in the state your manifests describe.",
         version: virtformVersion,
         subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, LabCommand.self,
-                      HistoryCommand.self, LockCommand.self, ImportCommand.self, SchemaCommand.self, GraphCommand.self, CompletionCommand.self, FmtCommand.self,
+                      ReconcileCommand.self, HistoryCommand.self, LockCommand.self, ImportCommand.self, SchemaCommand.self, GraphCommand.self, CompletionCommand.self, FmtCommand.self,
                       AgentCommand.self]
     )
 

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Runs an `ActionGraph` (after Terraform's `dag/walk.go`).
 ///
 /// - A node starts once every dependency has succeeded, at most `limits.global` at a time and,
@@ -8,7 +10,17 @@
 ///   skipped because of that node, not as errors of their own. Independent nodes keep running.
 /// - When the surrounding task is cancelled, no new node starts; running nodes are awaited
 ///   (they see the cancellation through their own task); the rest end as `notStarted`.
+/// - When its `Drain` is set (a service asked to stop), no new node starts either, but running
+///   nodes are not cancelled: they finish as they would have.
 public enum Executor {
+    /// Asks a run to start nothing new and let what runs finish (a graceful shutdown).
+    public final class Drain: Sendable {
+        private let requested = Mutex(false)
+        public init() {}
+        public func request() { requested.withLock { $0 = true } }
+        public var isRequested: Bool { requested.withLock { $0 } }
+    }
+
     /// Progress, delivered one at a time from the executor's own task, in the order it happened.
     public enum Event<ID: Hashable & Sendable>: Sendable, Equatable {
         case started(id: ID, label: String)
@@ -82,6 +94,7 @@ public enum Executor {
     public static func run<ID: Hashable & Sendable>(
         _ graph: ActionGraph<ID>,
         limits: Limits,
+        drain: Drain? = nil,
         progress: @Sendable (Event<ID>) -> Void = { _ in }
     ) async -> Summary<ID> {
         let clock = ContinuousClock()
@@ -115,7 +128,7 @@ public enum Executor {
 
         await withTaskGroup(of: Completion.self) { tasks in
             while true {
-                if !cancelled, Task.isCancelled { cancelled = true }
+                if !cancelled, Task.isCancelled || drain?.isRequested == true { cancelled = true }
                 if !cancelled {
                     while running < globalLimit, let index = ready.popMin() {
                         if let full = keysOf[index].first(where: { runningWithKey[$0] >= keyLimit[$0] }) {

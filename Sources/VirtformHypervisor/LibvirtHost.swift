@@ -181,6 +181,13 @@ public final class LibvirtHost: Sendable {
         await connection.close()
     }
 
+    /// Forgets the domains this session defined, keeping the connection: a connection kept for
+    /// later readings looks each domain up again, so one undefined and defined anew meanwhile is
+    /// found as it is now.
+    public func forgetDefined() {
+        defined.withLock { $0.removeAll() }
+    }
+
     /// The domain handle, or a failure naming the host.
     func liveDomain(_ domainName: String) async throws -> Domain { try await require(domainName) }
 

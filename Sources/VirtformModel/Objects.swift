@@ -11,14 +11,41 @@ public struct SiteDeclaration: SiteObject {
     /// Where the site's apply lock and run history live: `file:DIR` (relative to the Site
     /// document's directory) or `postgres://user@host:port/database`; nil for the default.
     public var backend: String?
+    /// What `virtform reconcile` may do by itself for the site's objects (a VM's own
+    /// `spec.reconcile` overrides it); nil: `observe`.
+    public var reconcile: ReconcileMode?
     public var provenance: Provenance
 
-    public init(meta: ObjectMeta, description: String? = nil, backend: String? = nil, provenance: Provenance) {
+    public init(meta: ObjectMeta, description: String? = nil, backend: String? = nil, reconcile: ReconcileMode? = nil,
+                provenance: Provenance) {
         self.meta = meta
         self.description = description
         self.backend = backend
+        self.reconcile = reconcile
         self.provenance = provenance
     }
+}
+
+/// What the long-running `virtform reconcile` may apply without a human, per site and per VM.
+public enum ReconcileMode: String, Sendable, CaseIterable, Codable, Comparable {
+    /// Report only: every difference is logged and counted, nothing is changed.
+    case observe
+    /// Undo what changed outside virtform (a guest stopped or edited by hand, a LUN or
+    /// reservation removed) and restart HA guests of a fenced host; manifest changes not applied
+    /// yet wait for `apply`.
+    case repair
+    /// Everything `apply` would carry out with the loop's allowances, manifest changes included.
+    case full
+
+    private var rank: Int {
+        switch self {
+        case .observe: 0
+        case .repair: 1
+        case .full: 2
+        }
+    }
+
+    public static func < (a: ReconcileMode, b: ReconcileMode) -> Bool { a.rank < b.rank }
 }
 
 /// One hypervisor.
@@ -446,6 +473,8 @@ public struct VirtualMachine: SiteObject {
     /// `restart`: when its host cannot be read and has been fenced (or is confirmed down), the
     /// guest is started on another host of its cluster (whose HA is enabled).
     public var ha: HAPolicy
+    /// What `virtform reconcile` may do for this VM by itself; nil: the site's mode.
+    public var reconcile: ReconcileMode?
     public var provenance: Provenance
 
     public enum HAPolicy: String, Sendable, CaseIterable { case none, restart }
@@ -484,9 +513,11 @@ public struct VirtualMachine: SiteObject {
 
     public init(meta: ObjectMeta, project: String, type: VirtualizationType = .hvm, memory: ByteSize, vcpus: Int, maxVCPUs: Int? = nil,
                 disk: Disk? = nil, interfaces: [Interface] = [], placement: Placement, power: PowerState = .running,
-                deletionProtection: Bool = false, allowRestart: Bool = false, ha: HAPolicy = .none, provenance: Provenance) {
+                deletionProtection: Bool = false, allowRestart: Bool = false, ha: HAPolicy = .none, reconcile: ReconcileMode? = nil,
+                provenance: Provenance) {
         self.allowRestart = allowRestart
         self.ha = ha
+        self.reconcile = reconcile
         self.meta = meta
         self.project = project
         self.type = type

@@ -123,7 +123,8 @@ struct HypervisorPlanner {
                                         reason: ha ? "the copy host \(stale.host) kept while it was down: the guest was restarted on \(arrived.host) (HA)"
                                             : "the rest of an interrupted cold move: the domain was defined on \(arrived.host), this copy stayed")
                     change.id += " on \(stale.host)"
-                    change.cause = .unapplied
+                    // An HA copy's removal finishes undoing the host's failure (as its restart did).
+                    change.cause = ha ? .outside : .unapplied
                     plan.changes.append(change)
                 }
                 first = arrived
@@ -312,7 +313,8 @@ struct HypervisorPlanner {
             if vm.power == .running {
                 var start = Change(action: .start, resource: resource, system: .host(host.name),
                                    operation: .startDomain(name: desired.name), reason: "power: running")
-                start.cause = .unapplied
+                // Part of an HA restart: it undoes the host's failure, as its define does.
+                start.cause = haRestart == nil ? .unapplied : .outside
                 plan.changes.append(start)
             }
         }

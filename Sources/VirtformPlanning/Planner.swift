@@ -92,7 +92,7 @@ public struct Planner {
             linkAcrossSystems(&plan)
             ChangeCauses.assign(&plan, site: site, defined: defined)
         }
-        propagateBlocks(&plan)
+        plan.blockDependents()
         Self.sort(&plan.changes)
         plan.summarize()
         return plan
@@ -352,30 +352,6 @@ public struct Planner {
                 extra = deletions[vm] ?? []
             }
             for id in extra where !plan.changes[position].dependsOn.contains(id) { plan.changes[position].dependsOn.append(id) }
-        }
-    }
-
-    /// A change that waits for a blocked change (or for one that is not in the plan) is blocked.
-    private func propagateBlocks(_ plan: inout Plan) {
-        var position: [String: Int] = [:]
-        for (i, change) in plan.changes.enumerated() { position[change.id] = i }
-        var changed = true
-        while changed {
-            changed = false
-            for i in plan.changes.indices where plan.changes[i].blocked == nil {
-                for dependency in plan.changes[i].dependsOn {
-                    guard let j = position[dependency] else {
-                        plan.changes[i].block("waits for \(dependency), which is not in the plan")
-                        changed = true
-                        break
-                    }
-                    if plan.changes[j].blocked != nil {
-                        plan.changes[i].block("waits for \(dependency), which is not applied")
-                        changed = true
-                        break
-                    }
-                }
-            }
         }
     }
 

@@ -302,9 +302,9 @@ public final class EmbeddedBackend: StateBackend {
 
     public func abandonUnfinished(site: String, except: String) async throws -> [String] {
         try await write("mark unfinished runs") { db in
-            let ids = try String.fetchAll(db, sql: "SELECT id FROM runs WHERE site = ? AND outcome = 'running' AND id != ? AND kind = 'apply'",
+            let ids = try String.fetchAll(db, sql: "SELECT id FROM runs WHERE site = ? AND outcome = 'running' AND id != ? AND kind IN ('apply', 'reconcile')",
                                           arguments: [site, except])
-            try db.execute(sql: "UPDATE runs SET outcome = 'abandoned' WHERE site = ? AND outcome = 'running' AND id != ? AND kind = 'apply'",
+            try db.execute(sql: "UPDATE runs SET outcome = 'abandoned' WHERE site = ? AND outcome = 'running' AND id != ? AND kind IN ('apply', 'reconcile')",
                            arguments: [site, except])
             return ids
         }

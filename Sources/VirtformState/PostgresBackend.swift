@@ -383,7 +383,7 @@ public final class PostgresBackend: StateBackend {
 
     public func abandonUnfinished(site: String, except: String) async throws -> [String] {
         try await rows("mark unfinished runs", """
-            UPDATE virtform_runs SET outcome = 'abandoned' WHERE site = \(site) AND outcome = 'running' AND id <> \(except) AND kind = 'apply'
+            UPDATE virtform_runs SET outcome = 'abandoned' WHERE site = \(site) AND outcome = 'running' AND id <> \(except) AND kind IN ('apply', 'reconcile')
             RETURNING id
             """).compactMap { try? $0["id"].decode(String.self) }
     }

@@ -75,6 +75,8 @@ public enum LockState: Sendable, Equatable {
 public enum RunKind: String, Sendable, Codable, CaseIterable {
     case apply
     case drift
+    /// A pass of `virtform reconcile` that carried something out.
+    case reconcile
 }
 
 /// How a run ended.

@@ -112,7 +112,16 @@ enum PlanExecution {
         return nodes
     }
 
-    static func build(_ runnable: [Change], systems: ConnectedSystems, settings: Settings) throws -> (ActionGraph<String>, [String: Int]) {
+    /// The failures of one run by node, whole (the executor keeps only their text): the
+    /// reconcile loop backs off from the ones retrying can help and parks the rest.
+    final class Failures: Sendable {
+        private let failures = Mutex<[String: SystemFailure]>([:])
+        func record(_ node: String, _ failure: SystemFailure) { failures.withLock { $0[node] = failure } }
+        subscript(node: String) -> SystemFailure? { failures.withLock { $0[node] } }
+    }
+
+    static func build(_ runnable: [Change], systems: ConnectedSystems, settings: Settings,
+                      failures: Failures? = nil) throws -> (ActionGraph<String>, [String: Int]) {
         var builder = ActionGraph<String>.Builder()
         var keyLimits: [String: Int] = [:]
         let unanswering = Unanswering()
@@ -128,7 +137,12 @@ enum PlanExecution {
             builder.add(id, keys: keys(for: change), label: node.label, dependsOn: node.dependsOn) {
                 if case .fenceHost(let command, let uri) = change.operation {
                     // The host could not be read, so it has no session: fencing runs here.
-                    try await fence(address.name, command: command, uri: uri)
+                    do {
+                        try await fence(address.name, command: command, uri: uri)
+                    } catch let failure as SystemFailure {
+                        failures?.record(id, failure)
+                        throw failure
+                    }
                     return
                 }
                 do {
@@ -146,9 +160,13 @@ enum PlanExecution {
                     }
                 } catch let error as SystemError where error.timedOut {
                     unanswering.mark(address, error.message)
-                    throw SystemFailure(.timeout, system: address.description, message: error.message, retryable: true)
+                    let failure = SystemFailure(.timeout, system: address.description, message: error.message, retryable: true)
+                    failures?.record(id, failure)
+                    throw failure
                 } catch {
-                    throw SystemFailure.from(error, system: address.description)
+                    let failure = SystemFailure.from(error, system: address.description)
+                    failures?.record(id, failure)
+                    throw failure
                 }
             }
         }
@@ -187,11 +205,14 @@ enum PlanExecution {
     }
 
     /// Runs `runnable`, the plan's changes that are not blocked.
+    /// `drain`: set, nothing new starts and running actions finish (a graceful shutdown);
+    /// `failures` receives each failure whole.
     static func run(_ runnable: [Change], systems: ConnectedSystems, settings: Settings, output: Output,
+                    drain: Executor.Drain? = nil, failures: Failures? = nil,
                     observe: (@Sendable (Executor.Event<String>) -> Void)? = nil) async throws -> Executor.Summary<String> {
-        let (graph, keyLimits) = try build(runnable, systems: systems, settings: settings)
+        let (graph, keyLimits) = try build(runnable, systems: systems, settings: settings, failures: failures)
         let limits = Executor.Limits(global: settings.parallelism, perKey: settings.perHost, keyLimits: keyLimits)
-        return await Executor.run(graph, limits: limits) { event in
+        return await Executor.run(graph, limits: limits, drain: drain) { event in
             observe?(event)
             switch event {
             case .started(_, let label): output.line("  … \(label)")

@@ -34,7 +34,7 @@ public struct Output: Sendable {
     /// For text rendered into a file: no colour (it writes nothing itself).
     public static let plain = Output(write: { _ in }, writeError: { _ in }, useColor: false)
 
-    private static func writeAll(_ descriptor: Int32, _ text: String) {
+    static func writeAll(_ descriptor: Int32, _ text: String) {
         var text = text
         text.withUTF8 { bytes in
             var offset = 0

@@ -6,7 +6,7 @@ import VirtformPlanning
 /// DHCP servers: each read for the subnets of the networks it serves (and virtform's own
 /// reservations anywhere else).
 enum DHCPServers: SystemKind {
-    static func drivers(for site: Site) -> [any SystemDriver] {
+    static func drivers(for site: Site, context: ReadContext) -> [any SystemDriver] {
         var subnets: [String: [IPv4Subnet]] = [:]
         for network in site.networks {
             if let server = network.dhcpServer { subnets[server, default: []].append(network.subnet) }

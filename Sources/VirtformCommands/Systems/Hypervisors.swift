@@ -8,13 +8,14 @@ import VirtformPlanning
 /// Hypervisors: one libvirt session per host, whatever its domain type (`Drivers` holds what
 /// each type changes live; the planner reads it from there).
 enum Hypervisors: SystemKind {
-    static func drivers(for site: Site) -> [any SystemDriver] {
+    static func drivers(for site: Site, context: ReadContext) -> [any SystemDriver] {
         let peers = Peers()
         // The CHAP secrets the hosts keep for the pools that ask for CHAP, by libvirt usage.
         var secrets: [String: SecretRef] = [:]
         for pool in site.pools { if let export = pool.export, let chap = export.chap { secrets[export.secretUsage] = chap.initiator.secret } }
         return site.hosts.map {
-            HostDriver(name: $0.name, uri: $0.connectionURI, peers: peers, hostKeys: HostKeys(host: $0), secrets: secrets)
+            HostDriver(name: $0.name, uri: $0.connectionURI, peers: peers, hostKeys: HostKeys(host: $0), secrets: secrets,
+                       connections: context.hostConnections)
         }
     }
 
@@ -31,22 +32,83 @@ enum Hypervisors: SystemKind {
         let peers: Peers
         let hostKeys: HostKeys
         let secrets: [String: SecretRef]
+        /// Kept connections (the reconcile loop); nil: one connection for this reading.
+        var connections: Connections?
         var address: SystemAddress { .host(name) }
 
         func read(timeout: Duration) async throws -> SystemRead {
             let host: LibvirtHost
-            do {
-                host = try await LibvirtHost.connect(name: name, uri: uri, timeout: timeout)
-            } catch {
-                throw hostKeys.explained(error) ?? error
+            if let kept = connections?.host(name, uri: uri) {
+                host = kept
+            } else {
+                do {
+                    host = try await LibvirtHost.connect(name: name, uri: uri, timeout: timeout)
+                } catch {
+                    throw hostKeys.explained(error) ?? error
+                }
+                connections?.add(host, uri: uri)
             }
-            let domains = try await host.observe()
+            let domains: [ObservedDomain]
+            do {
+                domains = try await host.observe()
+            } catch {
+                // A kept connection that fails is let go: the next reading connects anew.
+                if let connections { await connections.drop(name) } else { await host.close() }
+                throw error
+            }
             // Secrets that cannot be listed leave the host readable: they are unknown (nil), and
             // the planner plans nothing for them.
             let secrets = self.secrets.isEmpty ? nil : try? await SecretDigest.observe(on: host.connection, wanted: self.secrets)
-            let reading = SystemRead(reading: .host(domains, secrets: secrets), session: HostSession(address: address, host: host, peers: peers))
+            let reading = SystemRead(reading: .host(domains, secrets: secrets), session: HostSession(address: address, host: host, peers: peers, kept: connections != nil))
             peers.add(host)
             return reading
+        }
+    }
+
+    /// The hypervisors' connections a long-running process keeps between readings, one per
+    /// host and URI. A connection that libvirt reports dead (keepalive, a closed socket) or whose
+    /// reading failed is closed and made anew by the next reading. `onConnect` sees every new
+    /// connection once (the reconcile loop subscribes to its domain events).
+    final class Connections: Sendable {
+        private let hosts = Mutex<[String: (uri: String, host: LibvirtHost)]>([:])
+        private let onConnect: @Sendable (LibvirtHost) -> Void
+
+        init(onConnect: @escaping @Sendable (LibvirtHost) -> Void = { _ in }) { self.onConnect = onConnect }
+
+        /// The kept, live connection to host `name` at `uri`, if any.
+        func host(_ name: String, uri: String) -> LibvirtHost? {
+            let kept = hosts.withLock { hosts -> LibvirtHost? in
+                guard let entry = hosts[name] else { return nil }
+                if entry.uri == uri && entry.host.connection.isAlive { return entry.host }
+                hosts[name] = nil
+                // Closed below, off the lock; a dead connection's close costs nothing.
+                Task { await entry.host.close() }
+                return nil
+            }
+            return kept
+        }
+
+        func add(_ host: LibvirtHost, uri: String) {
+            let replaced = hosts.withLock { hosts in
+                defer { hosts[host.name] = (uri, host) }
+                return hosts[host.name]?.host
+            }
+            if let replaced { Task { await replaced.close() } }
+            onConnect(host)
+        }
+
+        func drop(_ name: String) async {
+            if let entry = hosts.withLock({ $0.removeValue(forKey: name) }) { await entry.host.close() }
+        }
+
+        var count: Int { hosts.withLock { $0.count } }
+
+        func closeAll() async {
+            let all = hosts.withLock { hosts in
+                defer { hosts = [:] }
+                return hosts.values.map(\.host)
+            }
+            for host in all { await host.close() }
         }
     }
 
@@ -93,13 +155,17 @@ enum Hypervisors: SystemKind {
         let address: SystemAddress
         let host: LibvirtHost
         let peers: Peers
+        /// The connection is kept for later readings (`Connections`), not closed with the session.
+        var kept = false
         var addresses: [SystemAddress] { [address] }
 
         func execute(_ changes: [Change], on address: SystemAddress, settings: PlanExecution.Settings) async throws {
             for change in changes { try await execute(change, settings: settings) }
         }
 
-        func close() async { await host.close() }
+        func close() async {
+            if kept { host.forgetDefined() } else { await host.close() }
+        }
 
         /// QEMU's refused iSCSI login, said as what it is: the target and the host, and why.
         static func loginRefusal(_ error: any Error, domain: String, host: String) -> HypervisorError? {

@@ -19,8 +19,21 @@ import VirtformSystem
 /// Adding a driver to a kind: its type in the kind's module, its case in that module's factory
 /// and its descriptor in `Drivers`.
 protocol SystemKind {
-    /// One driver for each system of this kind the site declares.
-    static func drivers(for site: Site) -> [any SystemDriver]
+    /// One driver for each system of this kind the site declares; `context` holds what a
+    /// long-running process keeps between readings.
+    static func drivers(for site: Site, context: ReadContext) -> [any SystemDriver]
+}
+
+extension SystemKind {
+    static func drivers(for site: Site) -> [any SystemDriver] { drivers(for: site, context: ReadContext()) }
+}
+
+/// What the drivers of a long-running process keep from one reading to the next: the
+/// hypervisors' connections (and their event streams), so that `virtform reconcile` holds one
+/// connection per host for months instead of opening one per pass. Commands that run once
+/// pass none.
+struct ReadContext: Sendable {
+    var hostConnections: Hypervisors.Connections?
 }
 
 /// Every kind of system virtform drives.

@@ -7,7 +7,7 @@ import VirtformStorage
 /// Storage pools, each with its iSCSI export server: the pool's contents, every target on the
 /// server, and what the portal serves for each of virtform's targets (through libiscsi).
 enum StoragePools: SystemKind {
-    static func drivers(for site: Site) -> [any SystemDriver] {
+    static func drivers(for site: Site, context: ReadContext) -> [any SystemDriver] {
         site.pools.map { PoolDriver(pool: $0, site: site.name) }
     }
 

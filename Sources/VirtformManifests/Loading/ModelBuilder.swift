@@ -44,7 +44,8 @@ struct ModelBuilder {
                               labels: stringMap(root["metadata"]?["labels"]),
                               annotations: stringMap(root["metadata"]?["annotations"]))
         switch kind {
-        case .site: return SiteDeclaration(meta: meta, description: string(spec["description"]), backend: string(spec["backend"]), provenance: provenance)
+        case .site: return SiteDeclaration(meta: meta, description: string(spec["description"]), backend: string(spec["backend"]),
+                                           reconcile: string(spec["reconcile"]).flatMap(ReconcileMode.init(rawValue:)), provenance: provenance)
         case .host: return try host(meta)
         case .cluster: return try cluster(meta)
         case .storagePool: return try storagePool(meta)
@@ -183,6 +184,7 @@ struct ModelBuilder {
             placement: placement, power: string(spec["power"]).flatMap(VirtualMachine.PowerState.init(rawValue:)) ?? .running,
             deletionProtection: boolean(spec["deletionProtection"]) ?? false, allowRestart: boolean(spec["allowRestart"]) ?? false,
             ha: string(spec["ha"]).flatMap(VirtualMachine.HAPolicy.init(rawValue:)) ?? .none,
+            reconcile: string(spec["reconcile"]).flatMap(ReconcileMode.init(rawValue:)),
             provenance: provenance)
     }
 

@@ -38,6 +38,7 @@ public enum ManifestSchema {
     static let site = ObjectShape("The site: its name is carried in every ownership mark, and a site changes only what carries its name. One per site; without one the site is called default.", [
         Field("description", .string(.any), "What the site is, for people."),
         Field("backend", .string(.stateBackend), "Where the apply lock and the run history live: file:DIR (a directory of this machine, relative to this file; SQLite) or postgres://user@host:port/database (shared; the password from PGPASSWORD, never here). Default: /var/lib/virtform for root, else $XDG_STATE_HOME/virtform."),
+        Field("reconcile", .choice(ReconcileMode.allCases.map(\.rawValue)), "What virtform reconcile may do by itself: observe (report only; the default), repair (undo changes made outside virtform, restart HA guests of a fenced host) or full (everything apply would do with the loop's allowances). A VM's spec.reconcile overrides it."),
     ])
 
     static let host = ObjectShape("One hypervisor.", [
@@ -187,6 +188,7 @@ public enum ManifestSchema {
         Field("deletionProtection", .boolean, "Never delete this VM, even with --allow-destroy. Default false."),
         Field("allowRestart", .boolean, "Restart the running guest when a change cannot be made live, as --allow-restart does for every VM. Default false."),
         Field("ha", .choice(VirtualMachine.HAPolicy.allCases.map(\.rawValue)), "restart: when its host cannot be read and has been fenced (or --confirm-host-down names it), start the guest on another host of its cluster. Default none."),
+        Field("reconcile", .choice(ReconcileMode.allCases.map(\.rawValue)), "What virtform reconcile may do for this VM by itself: observe, repair or full (see Site spec.reconcile). Default: the site's."),
     ])
 
     static let networkBinding = ObjectShape("A VM interface bound to an address and host name in DHCP.", [
