@@ -51,6 +51,7 @@ final class ReconcileMetrics: Sendable {
         backingOff = registry.makeGauge(descriptor: Self.named("virtform_reconcile_backing_off", "Changes held back after a transient failure, until their retry."), labels: [])
         parked = registry.makeGauge(descriptor: Self.named("virtform_reconcile_parked", "Changes held back after a failure retrying cannot mend, until their manifest or observation changes."), labels: [])
         connectedHosts = registry.makeGauge(descriptor: Self.named("virtform_connected_hosts", "Hypervisor connections kept open."), labels: [])
+        for cause in Self.causes { _ = detectedCounter(cause) }
     }
 
     func pass(_ outcome: String, duration: Duration) {
@@ -60,6 +61,15 @@ final class ReconcileMetrics: Sendable {
     }
 
     func action(_ outcome: String) { actions[outcome]?.increment() }
+
+    /// A difference that appeared (counted once while it lasts), by cause: drift repaired within
+    /// a pass still shows here.
+    func detected(_ cause: ChangeCause) { detectedCounter(cause).increment() }
+
+    private func detectedCounter(_ cause: ChangeCause) -> Counter {
+        registry.makeCounter(descriptor: Self.named("virtform_drift_detected_total", "Differences seen appearing, by cause (each once while it lasts)."),
+                             labels: [("cause", cause.rawValue)])
+    }
 
     /// The gauges of one plan: objects per kind and state, changes per cause, and each system's
     /// reachability and read latency.

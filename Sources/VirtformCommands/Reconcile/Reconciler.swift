@@ -260,6 +260,7 @@ final class Reconciler: Service, Sendable {
             let key = "\(change.id)|\(change.cause.rawValue)|\(change.blocked ?? "")"
             now.insert(key)
             guard !memory.reported.contains(key) else { continue }
+            if !memory.reported.contains(where: { $0.hasPrefix("\(change.id)|\(change.cause.rawValue)|") }) { metrics.detected(change.cause) }
             var metadata: Logger.Metadata = ["change": "\(change.id)", "cause": "\(change.cause.rawValue)", "system": "\(change.system)"]
             if let blocked = change.blocked { metadata["reported_only"] = "\(blocked)" }
             if !change.fields.isEmpty { metadata["fields"] = "\(change.fields.map(\.field).joined(separator: ","))" }
