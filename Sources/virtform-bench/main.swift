@@ -6,6 +6,7 @@
 //     swift build -c release && .build/release/virtform-bench raw-apply [--hosts 10] [--vms-per-host 1000] [--per-host 4]   (root)
 //     swift run -c release virtform-bench dhcp-reservations [--reservations 5000] [--runs 3]   (root, kea-dhcp4)
 //     swift run -c release virtform-bench storage-clone [--runs 7] [--luns 200]   (root, btrfs-progs, tgt)
+//     swift build -c release && .build/release/virtform-bench reconcile-soak [--hosts 30] [--vms-per-host 50] [--minutes 60] [--resync 10]   (root)
 //     swift build -c release && .build/release/virtform-bench history [--runs 100000] [--actions 100] [--repeats 20]   (sqlite3, postgresql)
 import Foundation
 import VirtformManifests
@@ -72,6 +73,10 @@ func dispatch() async throws {
     case "history":
         try await HistoryBenchmark.run(runs: option("runs", default: 100_000), actions: option("actions", default: 100),
                                        repeats: option("repeats", default: 20))
+    case "reconcile-soak":
+        try await ReconcileSoakBenchmark.run(hosts: option("hosts", default: 30), perHost: option("vms-per-host", default: 50),
+                                             minutes: option("minutes", default: 60), resync: option("resync", default: 10),
+                                             sampleEvery: option("sample", default: 30), warmup: option("warmup", default: 5))
     case "dhcp-reservations":
         try await DHCPBenchmark.run(reservations: option("reservations", default: 5_000), runs: option("runs", default: 3))
     default:
