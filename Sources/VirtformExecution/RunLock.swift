@@ -150,7 +150,9 @@ public final class RunLock: @unchecked Sendable {
     /// the file is missing.
     public static func holdingProcess(at path: String) -> Int32? {
         var info = stat()
-        guard lstat(path, &info) == 0, let locks = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else { return nil }
+        // Read to its end: Foundation's String(contentsOfFile:) stops at the first 4 KiB of a /proc
+        // file, and a machine with many daemons holds more locks than that (a held lock then read as free).
+        guard lstat(path, &info) == 0, let locks = readToEnd("/proc/locks") else { return nil }
         // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF" — the device as major:minor in hex.
         let device = String(format: "%02x:%02x:%d", Int(major(info.st_dev)), Int(minor(info.st_dev)), Int(info.st_ino))
         for line in locks.split(separator: "\n") {
@@ -244,6 +246,22 @@ public final class RunLock: @unchecked Sendable {
         guard let text = readText(fd: fd) else { return "another process (holder unknown)" }
         if let holder = Holder(fileText: text) { return holder.description }
         return "another process (holder not yet written)"
+    }
+
+    /// A file read with read(2) until its end (a /proc file reports no size).
+    static func readToEnd(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { _ = close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     private static func readText(fd: Int32) -> String? {

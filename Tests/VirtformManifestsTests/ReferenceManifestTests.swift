@@ -12,7 +12,7 @@ struct ReferenceManifestTests {
 
     @Test func referenceSiteAndExamplesValidateTogether() throws {
         let folders = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("examples").path)
-        #expect(Set(folders) == Set(Self.examples + ["ci", "lab-over-ssh"]), "a new example belongs in the list above")
+        #expect(Set(folders) == Set(Self.examples + ["ci", "lab-over-ssh", "systemd"]), "a new example belongs in the list above")
         let result = ManifestLoader.load(paths: [root.appendingPathComponent("manifests").path]
             + Self.examples.map { root.appendingPathComponent("examples/\($0)").path })
         #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")

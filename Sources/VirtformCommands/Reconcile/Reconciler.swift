@@ -257,7 +257,9 @@ final class Reconciler: Service, Sendable {
     private func report(_ plan: Plan, memory: inout Memory) {
         var now = Set<String>()
         for change in plan.changes {
-            let key = "\(change.id)|\(change.cause.rawValue)|\(change.blocked ?? "")"
+            // A backoff's countdown is not a new reason: the line is not written again for it.
+            let reason = change.blocked.map { $0.components(separatedBy: "; retried in").first ?? $0 } ?? ""
+            let key = "\(change.id)|\(change.cause.rawValue)|\(reason)"
             now.insert(key)
             guard !memory.reported.contains(key) else { continue }
             if !memory.reported.contains(where: { $0.hasPrefix("\(change.id)|\(change.cause.rawValue)|") }) { metrics.detected(change.cause) }
