@@ -16,9 +16,11 @@ public enum Executor {
     /// Asks a run to start nothing new and let what runs finish (a graceful shutdown).
     public final class Drain: Sendable {
         private let requested = Mutex(false)
-        public init() {}
+        private let parents: [Drain]
+        /// Requested when it is, or when any of `parents` is (a shutdown, a lost lock).
+        public init(any parents: [Drain] = []) { self.parents = parents }
         public func request() { requested.withLock { $0 = true } }
-        public var isRequested: Bool { requested.withLock { $0 } }
+        public var isRequested: Bool { requested.withLock { $0 } || parents.contains { $0.isRequested } }
     }
 
     /// Progress, delivered one at a time from the executor's own task, in the order it happened.

@@ -91,8 +91,9 @@ public struct RetryBook<Key: Hashable & Sendable>: Sendable {
         entries = entries.filter { keep($0.key) }
     }
 
-    /// The earliest moment a key backing off may run again.
-    public var nextRetry: ContinuousClock.Instant? {
-        entries.values.compactMap { if case .backingOff(_, let until, _) = $0.state { until } else { nil } }.min()
+    /// The earliest moment after `now` a key backing off may run again (one already due but not
+    /// run — its system locked, its VM observed only — waits for an ordinary pass).
+    public func nextRetry(after now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        entries.values.compactMap { if case .backingOff(_, let until, _) = $0.state, until > now { until } else { nil } }.min()
     }
 }

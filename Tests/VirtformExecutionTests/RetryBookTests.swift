@@ -20,7 +20,8 @@ struct RetryBookTests {
         #expect(book.hold("a", fingerprint: "f1", now: now + .seconds(6)) == nil)
         book.failed("a", fingerprint: "f1", reason: "timeout", retryable: true, now: now + .seconds(6), random: 0)
         #expect(book.state(of: "a") == .backingOff(failures: 2, until: now + .seconds(16), reason: "timeout"))
-        #expect(book.nextRetry == now + .seconds(16))
+        #expect(book.nextRetry(after: now) == now + .seconds(16))
+        #expect(book.nextRetry(after: now + .seconds(20)) == nil, "one already due is no reason to wake")
 
         book.failed("b", fingerprint: "g1", reason: "refused", retryable: false, now: now, random: 0)
         #expect(book.hold("b", fingerprint: "g1", now: now + .seconds(3600))?.contains("parked") == true)

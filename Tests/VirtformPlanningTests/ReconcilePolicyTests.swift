@@ -56,10 +56,17 @@ struct ReconcilePolicyTests {
         #expect(selected.runnable.contains { $0.resource == "VirtualMachine/appl-1/vm-2" })
     }
 
-    @Test func heldChangesAndTheirDependentsWait() {
+    @Test func heldChangesAndTheirDependentsWait() throws {
         let (site, plan) = Self.drifted(mode: .repair)
         let selected = ReconcilePolicy(site: site, held: ["start VirtualMachine/appl-1/vm-1": "backing off"]).select(plan)
         #expect(selected.change("start VirtualMachine/appl-1/vm-1")?.blocked == "backing off")
+        // An HA restart's start waits for its define; holding the define holds the start.
+        let (world, lost, host) = try HAPlannerTests.lostHost(fence: true)
+        var repaired = lost
+        repaired.declarations = [SiteDeclaration(meta: ObjectMeta(name: lost.name), reconcile: .repair, provenance: .synthetic("site"))]
+        let ha = ReconcilePolicy(site: repaired, fenceable: [host], held: ["create VirtualMachine/appl-1/vm-1": "parked"]).select(world.plan(repaired))
+        #expect(ha.change("start VirtualMachine/appl-1/vm-1")?.blocked?.contains("waits for create VirtualMachine/appl-1/vm-1") == true)
+        #expect(ha.change("fence Host/\(host)")?.blocked != nil, "nothing the loop restarts waits for the fence now")
     }
 
     /// An HA restart under repair: its fence waits until the loop's threshold is met, then the

@@ -24,40 +24,51 @@ final class Doorbell: Sendable {
         waiter?.continuation.resume()
     }
 
-    /// What rang, waiting at most `duration` for a first ring (empty: nothing rang).
+    /// What rang, waiting at most `duration` for a first ring (empty: nothing rang). The
+    /// waiter is in place before the timer starts, and cancellation ends the wait too.
     func wait(for duration: Duration) async -> [String] {
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let resumeNow = self.state.withLock { state in
-                        if !state.pending.isEmpty { return true }
-                        state.waiter = (id, continuation)
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state in
+                    if !state.pending.isEmpty || Task.isCancelled { return true }
+                    state.waiter = (id, continuation)
+                    return false
+                }
+                if resumeNow {
+                    continuation.resume()
+                    return
+                }
+                Task { [weak self] in
+                    try? await Task.sleep(for: duration)
+                    self?.wake(id)
                 }
             }
-            group.addTask {
-                try? await Task.sleep(for: duration)
-                // Wakes only this wait (a later one has another id).
-                let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
-                    guard let waiter = state.waiter, waiter.id == id else { return nil }
-                    state.waiter = nil
-                    return waiter.continuation
-                }
-                waiter?.resume()
-            }
-            await group.next()
-            group.cancelAll()
+        } onCancel: {
+            wake(id)
         }
-        return state.withLock { state in
+        return take()
+    }
+
+    /// Everything that rang since the last look.
+    func take() -> [String] {
+        state.withLock { state in
             defer { state.pending = [] }
             return state.pending
         }
+    }
+
+    /// Ends wait `id`, if it is still the one waiting.
+    private func wake(_ id: Int) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter, waiter.id == id else { return nil }
+            state.waiter = nil
+            return waiter.continuation
+        }
+        waiter?.resume()
     }
 }
 
@@ -137,6 +148,11 @@ final class EventWatch: Sendable {
             return tasks[host.name]
         }
         replaced?.cancel()
+    }
+
+    /// Stops watching host `name` (its connection was let go).
+    func stop(_ name: String) {
+        tasks.withLock { $0.removeValue(forKey: name) }?.cancel()
     }
 
     func stopAll() {

@@ -40,9 +40,13 @@ struct MetricsServer: Service {
         let address = "\(host.contains(":") ? "[\(host)]" : host):\(channel.localAddress?.port ?? port)"
         logger.info("serving metrics", metadata: ["metrics": "http://\(address)/metrics", "health": "http://\(address)/healthz"])
         bound(address)
-        try await withGracefulShutdownHandler {
-            try await channel.closeFuture.get()
-        } onGracefulShutdown: {
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await channel.closeFuture.get()
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
+        } onCancel: {
             channel.close(promise: nil)
         }
     }

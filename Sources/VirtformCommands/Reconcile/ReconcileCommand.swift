@@ -134,13 +134,14 @@ struct ReconcileCommand: AsyncParsableCommand {
             case .failed: throw ExitCode(1)
             }
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: reconciler, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-        ]
+        // Shut down in reverse order: the loop first (its running actions finish), then the
+        // metrics server, so /metrics and /healthz answer while it drains.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let (host, port) = try Self.address(metricsAddress) {
             services.append(.init(service: MetricsServer(host: host, port: port, metrics: metrics, health: health, logger: logger),
                                   successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
+        services.append(.init(service: reconciler, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         var configuration = ServiceGroupConfiguration(services: services, logger: logger)
         configuration.gracefulShutdownSignals = [.sigterm, .sigint]
         // A second signal while draining ends the running actions too.

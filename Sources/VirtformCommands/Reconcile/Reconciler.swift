@@ -91,13 +91,13 @@ final class Reconciler: Service, Sendable {
 
     private func loop() async throws {
         let events = EventWatch(doorbell: doorbell, logger: logger)
-        let connections = Hypervisors.Connections { host in events.watch(host) }
+        let connections = Hypervisors.Connections(onConnect: { host in events.watch(host) }, onDrop: { name in events.stop(name) })
         var memory = Memory(retries: RetryBook(backoff: settings.backoff),
                             hosts: HostWatch(observations: settings.hostDownObservations, duration: settings.hostDownAfter))
         var reasons = ["start"]
         defer { events.stopAll() }
         do {
-            while !drain.isRequested {
+            while !drain.isRequested && !Task.isCancelled {
                 try await pass(reasons: reasons, memory: &memory, connections: connections)
                 metrics.connectedHosts.set(to: Double(connections.count))
                 if settings.once { break }
@@ -120,17 +120,20 @@ final class Reconciler: Service, Sendable {
             deadline = clock.now + settings.suspectInterval
             why = "a host could not be read: reading it again"
         }
-        if let retry = memory.retries.nextRetry, retry < deadline {
-            deadline = max(retry, clock.now)
+        if let retry = memory.retries.nextRetry(after: clock.now), retry < deadline {
+            deadline = retry
             why = "a change backing off is due"
         }
-        while !drain.isRequested {
+        while !drain.isRequested && !Task.isCancelled {
             let left = deadline - clock.now
             if left <= .zero { return [why] }
             var rang = await doorbell.wait(for: min(left, settings.manifestPoll))
             if !rang.isEmpty {
                 // Let a burst of events (a guest stopping, then being undefined) settle into one pass.
-                if !rang.contains("shutdown") { rang += await doorbell.wait(for: settings.debounce) }
+                if !rang.contains("shutdown") {
+                    try? await Task.sleep(for: settings.debounce)
+                    rang += doorbell.take()
+                }
                 return rang
             }
             if Self.stamp(settings.paths) != memory.stamp { return ["manifests changed on disk"] }
@@ -191,9 +194,35 @@ final class Reconciler: Service, Sendable {
         }
         guard let site = memory.site else { return }
 
-        // Read and plan, as `plan` does.
+        let (reading, selected, _) = await readAndPlan(site, memory: &memory, connections: connections)
+        metrics.record(plan: selected, site: site, durations: reading.durations)
+        report(selected, memory: &memory)
+
+        let runnable = selected.runnable
+        let incomplete = !selected.errors.isEmpty || !selected.unreachable.isEmpty || !selected.unknown.isEmpty
+        if runnable.isEmpty || drain.isRequested {
+            await reading.systems.closeAll()
+            outcome = incomplete ? .failed : selected.changes.isEmpty ? .clean : .reported
+        } else {
+            outcome = await apply(selected, site: site, first: reading, memory: &memory, connections: connections)
+            if outcome == .applied && incomplete { outcome = .failed }
+        }
+        metrics.backingOff.set(to: Double(memory.retries.backingOff))
+        metrics.parked.set(to: Double(memory.retries.parked))
+        health.ended(ready: true, why: "ok")
+        logger.info("pass", metadata: [
+            "outcome": "\(outcome.rawValue)", "changes": "\(selected.changes.count)", "applied": "\(runnable.count)",
+            "outside": "\(selected.summary.outside)", "unapplied": "\(selected.summary.unapplied)",
+            "unreachable": "\(selected.unreachable.count)", "seconds": "\(Self.seconds(clock.now - started))",
+            "why": "\(reasons.prefix(3).joined(separator: "; "))\(reasons.count > 3 ? " …" : "")",
+        ])
+    }
+
+    /// Reads every system, as `plan` does, and makes the plan the loop may carry out.
+    private func readAndPlan(_ site: Site, memory: inout Memory, connections: Hypervisors.Connections) async
+        -> (reading: SiteReader.Result, selected: Plan, fingerprints: [String: String]) {
         let reading = await SiteReader.read(site: site, timeout: settings.readTimeout, context: ReadContext(hostConnections: connections))
-        let now = clock.now
+        let now = ContinuousClock.now
         var reachable: [String: Bool] = [:]
         for host in site.hosts {
             if case .reachable = reading.observation.hosts.hosts[host.name] { reachable[host.name] = true } else { reachable[host.name] = false }
@@ -214,29 +243,7 @@ final class Reconciler: Service, Sendable {
         }
         memory.retries.keepOnly { fingerprints[$0] != nil }
         let policy = ReconcilePolicy(site: site, fenceable: memory.hosts.fenceable(at: now), notFenceable: memory.hosts.waiting(at: now), held: held)
-        let selected = policy.select(plan)
-        metrics.record(plan: selected, site: site, durations: reading.durations)
-        report(selected, memory: &memory)
-
-        let runnable = selected.runnable
-        let incomplete = !selected.errors.isEmpty || !selected.unreachable.isEmpty || !selected.unknown.isEmpty
-        if runnable.isEmpty || drain.isRequested {
-            await reading.systems.closeAll()
-            outcome = incomplete ? .failed : selected.changes.isEmpty ? .clean : .reported
-        } else {
-            outcome = await apply(selected, runnable: runnable, site: site, systems: reading.systems, memory: &memory, fingerprints: fingerprints)
-            await reading.systems.closeAll()
-            if outcome == .applied && (incomplete || runnable.count < selected.changes.count) { outcome = incomplete ? .failed : .reported }
-        }
-        metrics.backingOff.set(to: Double(memory.retries.backingOff))
-        metrics.parked.set(to: Double(memory.retries.parked))
-        health.ended(ready: true, why: "ok")
-        logger.info("pass", metadata: [
-            "outcome": "\(outcome.rawValue)", "changes": "\(selected.changes.count)", "applied": "\(runnable.count)",
-            "outside": "\(selected.summary.outside)", "unapplied": "\(selected.summary.unapplied)",
-            "unreachable": "\(selected.unreachable.count)", "seconds": "\(Self.seconds(clock.now - started))",
-            "why": "\(reasons.prefix(3).joined(separator: "; "))\(reasons.count > 3 ? " …" : "")",
-        ])
+        return (reading, policy.select(plan), fingerprints)
     }
 
     /// What the change would do, and to what: a parked change runs again once this moves on.
@@ -248,7 +255,13 @@ final class Reconciler: Service, Sendable {
             var before: ResourceState?
             var after: ResourceState?
         }
-        let data = (try? encoder.encode(Doing(operation: change.operation, before: change.before, after: change.after))) ?? Data()
+        var operation = change.operation
+        // A move's mark records when it was planned: not part of what it does.
+        if case .migrateDomain(let name, var request) = operation {
+            request.ownership.movedAt = nil
+            operation = .migrateDomain(name: name, request: request)
+        }
+        let data = (try? encoder.encode(Doing(operation: operation, before: change.before, after: change.after))) ?? Data()
         return StableHash.of(String(decoding: data, as: UTF8.self)).hex
     }
 
@@ -290,8 +303,11 @@ final class Reconciler: Service, Sendable {
     }
 
     /// Carries out `runnable` under the site's lock, recorded as a `reconcile` run.
-    private func apply(_ plan: Plan, runnable: [Change], site: Site, systems: ConnectedSystems, memory: inout Memory,
-                       fingerprints: [String: String]) async -> PassOutcome {
+    /// The plan is made again once the lock is held (as `apply` plans under it): what another
+    /// apply did while this pass read is seen, and only what is still needed runs.
+    private func apply(_ first: Plan, site: Site, first reading: SiteReader.Result, memory: inout Memory,
+                       connections: Hypervisors.Connections) async -> PassOutcome {
+        await reading.systems.closeAll()
         let backend: any StateBackend
         do {
             backend = try await settings.backend.open(for: site)
@@ -299,8 +315,7 @@ final class Reconciler: Service, Sendable {
             logger.error("the run history and lock cannot be opened; nothing applied this pass", metadata: ["error": "\(error)"])
             return .failed
         }
-        let digest = RunRecorder.digest(plan)
-        let holder = LockHolder.current(run: RunID.make(), command: "virtform reconcile", planDigest: digest)
+        let holder = LockHolder.current(run: RunID.make(), command: "virtform reconcile", planDigest: RunRecorder.digest(first))
         let lost = Executor.Drain()
         let lease: any LockLease
         do {
@@ -319,6 +334,19 @@ final class Reconciler: Service, Sendable {
             return .failed
         }
         metrics.lockHeld.set(to: 1)
+        let (fresh, plan, fingerprints) = await readAndPlan(site, memory: &memory, connections: connections)
+        let systems = fresh.systems
+        let runnable = plan.runnable
+        let digest = RunRecorder.digest(plan)
+        await lease.update(planDigest: digest)
+        if runnable.isEmpty || drain.isRequested {
+            await systems.closeAll()
+            await lease.release()
+            await backend.close()
+            metrics.lockHeld.set(to: 0)
+            logger.info("nothing left to apply once the lock was held", metadata: ["changes": "\(plan.changes.count)"])
+            return runnable.isEmpty && plan.changes.isEmpty ? .clean : .reported
+        }
         if let abandoned = try? await backend.abandonUnfinished(site: site.name, except: holder.run), !abandoned.isEmpty {
             logger.notice("runs that never finished recorded as abandoned", metadata: ["runs": "\(abandoned.joined(separator: ","))"])
         }
@@ -335,13 +363,7 @@ final class Reconciler: Service, Sendable {
         execution.runID = recorder.record.id
         let failures = PlanExecution.Failures()
         // Either a shutdown or a lost lock stops the run from starting anything new.
-        let stop = Executor.Drain()
-        let watcher = Task { [drain] in
-            while !Task.isCancelled {
-                if drain.isRequested || lost.isRequested { stop.request(); return }
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-        }
+        let stop = Executor.Drain(any: [drain, lost])
         let logger = self.logger
         let metrics = self.metrics
         var outcome = PassOutcome.applied
@@ -390,6 +412,7 @@ final class Reconciler: Service, Sendable {
                 }
             }
             if summary.wasCancelled && outcome == .applied { outcome = .reported }
+            if outcome == .applied && runnable.count < plan.changes.count { outcome = .reported }
             let ended: RunOutcome = summary.wasCancelled ? .interrupted : summary.isSuccess ? .succeeded : .failed
             let message: String? = summary.wasCancelled
                 ? (lost.isRequested ? "the apply lock was lost; nothing new was started" : "shut down; running actions finished, nothing new was started")
@@ -401,7 +424,7 @@ final class Reconciler: Service, Sendable {
             await recorder.finish(outcome: .failed, message: Virtform.fullMessage(for: error))
             outcome = .failed
         }
-        watcher.cancel()
+        await systems.closeAll()
         await lease.release()
         await backend.close()
         metrics.lockHeld.set(to: 0)

@@ -4,6 +4,7 @@ import Synchronization
 import VirtformHypervisor
 import VirtformModel
 import VirtformPlanning
+import VirtformSystem
 
 /// Hypervisors: one libvirt session per host, whatever its domain type (`Drivers` holds what
 /// each type changes live; the planner reads it from there).
@@ -50,7 +51,12 @@ enum Hypervisors: SystemKind {
             }
             let domains: [ObservedDomain]
             do {
-                domains = try await host.observe()
+                if connections != nil {
+                    // A kept connection whose daemon stopped answering is let go, not asked again.
+                    domains = try await withDeadline(timeout * 2, "reading host \(name)") { try await host.observe() }
+                } else {
+                    domains = try await host.observe()
+                }
             } catch {
                 // A kept connection that fails is let go: the next reading connects anew.
                 if let connections { await connections.drop(name) } else { await host.close() }
@@ -72,8 +78,13 @@ enum Hypervisors: SystemKind {
     final class Connections: Sendable {
         private let hosts = Mutex<[String: (uri: String, host: LibvirtHost)]>([:])
         private let onConnect: @Sendable (LibvirtHost) -> Void
+        private let onDrop: @Sendable (String) -> Void
 
-        init(onConnect: @escaping @Sendable (LibvirtHost) -> Void = { _ in }) { self.onConnect = onConnect }
+        /// `onDrop` hears of each host whose connection is let go.
+        init(onConnect: @escaping @Sendable (LibvirtHost) -> Void = { _ in }, onDrop: @escaping @Sendable (String) -> Void = { _ in }) {
+            self.onConnect = onConnect
+            self.onDrop = onDrop
+        }
 
         /// The kept, live connection to host `name` at `uri`, if any.
         func host(_ name: String, uri: String) -> LibvirtHost? {
@@ -81,6 +92,7 @@ enum Hypervisors: SystemKind {
                 guard let entry = hosts[name] else { return nil }
                 if entry.uri == uri && entry.host.connection.isAlive { return entry.host }
                 hosts[name] = nil
+                onDrop(name)
                 // Closed below, off the lock; a dead connection's close costs nothing.
                 Task { await entry.host.close() }
                 return nil
@@ -98,7 +110,9 @@ enum Hypervisors: SystemKind {
         }
 
         func drop(_ name: String) async {
-            if let entry = hosts.withLock({ $0.removeValue(forKey: name) }) { await entry.host.close() }
+            guard let entry = hosts.withLock({ $0.removeValue(forKey: name) }) else { return }
+            onDrop(name)
+            await entry.host.close()
         }
 
         var count: Int { hosts.withLock { $0.count } }
