@@ -40,26 +40,7 @@ struct ApplyCommand: AsyncParsableCommand {
 
     @OptionGroup var state: BackendOptions
 
-    @Option(help: "Most actions in flight at once.")
-    var parallelism = 16
-
-    @Option(help: "Most actions in flight on one host or storage pool.")
-    var perHost = 4
-
-    @Option(help: "Seconds a guest has to shut down before it is forced off.")
-    var shutdownTimeout: Double = 60
-
-    @Option(help: ArgumentHelp(
-        "Seconds each action may take, for every kind of system.",
-        discussion: "Without it: 120 on a hypervisor (plus the shutdown timeout for a stop or restart), 1800 on a storage pool (copies of large images), 60 on an iSCSI target server, 120 on a DHCP server. An action past its deadline fails and its dependents are skipped; the system it ran on is then taken as not answering, so its remaining actions fail at once instead of each waiting out a deadline of its own."))
-    var operationTimeout: Double?
-
-    func validate() throws {
-        if let operationTimeout, !(operationTimeout > 0) {
-            throw ValidationError("--operation-timeout must be a number of seconds above 0, not \(operationTimeout)")
-        }
-        if !(shutdownTimeout >= 0) { throw ValidationError("--shutdown-timeout must be 0 or more seconds, not \(shutdownTimeout)") }
-    }
+    @OptionGroup var execution: ExecutionOptions
 
     /// Exit status when everything runnable was applied but some changes stayed blocked.
     static let blockedExitCode: Int32 = 3
@@ -169,8 +150,7 @@ struct ApplyCommand: AsyncParsableCommand {
         }
         if !autoApprove { try confirm(count: runnable.count) }
 
-        let settings = PlanExecution.Settings(parallelism: parallelism, perHost: perHost, shutdownTimeout: shutdownTimeout,
-                                              operationTimeout: operationTimeout, runID: recorder.record.id)
+        let settings = execution.settings(runID: recorder.record.id)
         let summary = try await Self.interruptible(output: output, also: lost) {
             try await PlanExecution.run(runnable, systems: reconciliation.systems, settings: settings, output: output,
                                         observe: recorder.observe)

@@ -65,17 +65,7 @@ struct ReconcileCommand: AsyncParsableCommand {
 
     @OptionGroup var state: BackendOptions
 
-    @Option(help: "Most actions in flight at once.")
-    var parallelism = 16
-
-    @Option(help: "Most actions in flight on one host or storage pool.")
-    var perHost = 4
-
-    @Option(help: "Seconds a guest has to shut down before it is forced off.")
-    var shutdownTimeout: Double = 60
-
-    @Option(help: "Seconds each action may take (default: as for apply, per kind of system).")
-    var operationTimeout: Double?
+    @OptionGroup var execution: ExecutionOptions
 
     func validate() throws {
         if !(resync >= 1) { throw ValidationError("--resync must be at least 1 second, not \(resync)") }
@@ -87,7 +77,6 @@ struct ReconcileCommand: AsyncParsableCommand {
         if !allow.confirmHostDown.isEmpty {
             throw ValidationError("--confirm-host-down says a host is down now; a loop that runs for months must not keep believing it. Use apply --confirm-host-down, or give the host a spec.fence command.")
         }
-        if let operationTimeout, !(operationTimeout > 0) { throw ValidationError("--operation-timeout must be above 0") }
         _ = try Self.address(metricsAddress)
     }
 
@@ -113,8 +102,7 @@ struct ReconcileCommand: AsyncParsableCommand {
         let settings = Reconciler.Settings(
             paths: site.effectivePaths, resync: .milliseconds(Int(resync * 1000)), readTimeout: reading.timeout,
             allowances: allow.allowances,
-            execution: PlanExecution.Settings(parallelism: parallelism, perHost: perHost, shutdownTimeout: shutdownTimeout,
-                                              operationTimeout: operationTimeout, runID: nil),
+            execution: execution.settings(runID: nil),
             hostDownObservations: hostDownAfter, hostDownAfter: .milliseconds(Int(hostDownSeconds * 1000)),
             backoff: RetryBook<String>.Backoff(base: .milliseconds(Int(backoffBase * 1000)), cap: .milliseconds(Int(backoffMax * 1000))),
             backend: state, once: !watch)

@@ -19,10 +19,7 @@ enum LogSetup {
         let done = bootstrapped.withLock { was in defer { was = true }; return was }
         guard !done else { return }
         LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = switch format {
-            case .json: JSONLineLogHandler(label: label)
-            case .text: TextLineLogHandler(label: label)
-            }
+            var handler = LineLogHandler(label: label, format: format)
             handler.logLevel = level
             return handler
         }
@@ -31,40 +28,12 @@ enum LogSetup {
     private static let bootstrapped = Mutex(false)
 }
 
-/// One JSON object per line: `time`, `level`, `logger`, `message`, then the metadata's keys.
-/// Every value is redacted (`Redaction`) and written with one `write(2)`.
-struct JSONLineLogHandler: LogHandler {
+/// One line per event on standard error, every value redacted: as JSON (`time`, `level`,
+/// `logger`, `message`, then the metadata's keys) or as text
+/// (`2026-12-07T23:01:02.345Z info reconcile: message key=value …`).
+struct LineLogHandler: LogHandler {
     let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-    var metadataProvider: Logger.MetadataProvider?
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        var fields: [(String, String)] = [
-            ("time", LogTime.now()), ("level", event.level.rawValue), ("logger", label), ("message", Redaction.redacted("\(event.message)")),
-        ]
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        for key in merged.keys.sorted() { fields.append((key, Redaction.redacted("\(merged[key]!)"))) }
-        var line = "{"
-        for (index, (key, value)) in fields.enumerated() {
-            if index > 0 { line += "," }
-            line += JSONText.quoted(key) + ":" + JSONText.quoted(value)
-        }
-        line += "}\n"
-        LogTime.write(line)
-    }
-}
-
-/// `2026-12-07T23:01:02.345Z info reconcile: message key=value …` on standard error.
-struct TextLineLogHandler: LogHandler {
-    let label: String
+    let format: LogFormat
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
     var metadataProvider: Logger.MetadataProvider?
@@ -78,12 +47,21 @@ struct TextLineLogHandler: LogHandler {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        var line = "\(LogTime.now()) \(event.level.rawValue) \(label): \(event.message)"
-        for key in merged.keys.sorted() {
-            let value = "\(merged[key]!)"
-            line += " \(key)=" + (value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) || value.isEmpty ? JSONText.quoted(value) : value)
+        let keys = merged.keys.sorted()
+        switch format {
+        case .json:
+            var fields: [(String, String)] = [("time", LogTime.now()), ("level", event.level.rawValue), ("logger", label), ("message", "\(event.message)")]
+            for key in keys { fields.append((key, "\(merged[key]!)")) }
+            let line = "{" + fields.map { JSONText.quoted($0.0) + ":" + JSONText.quoted(Redaction.redacted($0.1)) }.joined(separator: ",") + "}\n"
+            LogTime.write(line)
+        case .text:
+            var line = "\(LogTime.now()) \(event.level.rawValue) \(label): \(event.message)"
+            for key in keys {
+                let value = "\(merged[key]!)"
+                line += " \(key)=" + (value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) || value.isEmpty ? JSONText.quoted(value) : value)
+            }
+            LogTime.write(Redaction.escapingControls(Redaction.redacted(line)) + "\n")
         }
-        LogTime.write(Redaction.escapingControls(Redaction.redacted(line)) + "\n")
     }
 }
 
